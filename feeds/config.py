@@ -1,0 +1,239 @@
+"""Settings: an optional feeds.toml plus the environment, frozen once at start-up.
+
+Only the CLI calls `load_settings`; every stage receives the resulting `Settings` as an argument.
+Relative paths in the file are relative to the file's own folder, so cron can run from anywhere.
+Secrets are never read from the file: the SMTP password and the unsubscribe signing secret come
+from the environment only.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from feeds.errors import ConfigError
+
+PASSWORD_ENV = "FEEDS_SMTP_PASSWORD"
+UNSUBSCRIBE_SECRET_ENV = "FEEDS_UNSUBSCRIBE_SECRET"
+
+# Templates ship beside the package in a source checkout (the design card's top-level templates/).
+DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    title: str = "ML Paper Digest"
+    description: str = "Daily machine-learning paper digests, by arXiv category."
+    base_url: str = "https://digest.example.org/"
+    author: str = "ML Paper Digest"
+    author_email: str | None = None
+    language: str = "zh-CN"
+    timezone: str = "Asia/Shanghai"
+    items_per_feed: int = 100
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def url(self, path: str) -> str:
+        """Absolute public URL of a path under output/."""
+        return self.base_url.rstrip("/") + "/" + path.lstrip("/")
+
+
+@dataclass(frozen=True)
+class PathSettings:
+    input: Path = Path("digests")
+    output: Path = Path("output")
+    state: Path = Path("state/feeds.sqlite3")
+    templates: Path = DEFAULT_TEMPLATES
+    subscribers: Path = Path("subscribers.csv")
+
+
+@dataclass(frozen=True)
+class NewsletterSettings:
+    sender: str = "ML Paper Digest <digest@example.org>"
+    reply_to: str | None = None
+    list_id: str = "ml-digest.example.org"
+    # Gmail clips messages over 102 KB; stay under 100 KB as sent.
+    size_budget: int = 100_000
+    unsubscribe_mailto: str = "unsubscribe@example.org"
+    # e.g. "https://digest.example.org/unsubscribe?token={token}"; empty: mailto only.
+    unsubscribe_url: str | None = None
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = "127.0.0.1"
+    port: int = 25
+    security: str = "starttls"  # starttls | ssl | none
+    username: str | None = None
+    # `none` sends in clear text; allowed to a loopback host only unless this is set.
+    allow_insecure: bool = False
+    messages_per_second: float = 0.0  # 0: no limit
+    connections: int = 1
+    timeout: float = 30.0
+    max_attempts: int = 5
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    site: SiteSettings = SiteSettings()
+    paths: PathSettings = PathSettings()
+    newsletter: NewsletterSettings = NewsletterSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    unsubscribe_secret: str | None = field(default=None, repr=False)
+    # The file the settings came from, for messages; None when running on defaults.
+    source: Path | None = None
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "site": SiteSettings,
+    "paths": PathSettings,
+    "newsletter": NewsletterSettings,
+    "smtp": SmtpSettings,
+}
+# TOML keys that are not Python names.
+_RENAMES = {("newsletter", "from"): "sender"}
+_SECRET_KEYS = {("smtp", "password")}
+
+
+def load_settings(
+    path: Path | None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    base: Path | None = None,
+) -> Settings:
+    """Read `path` (optional) and the environment into frozen settings.
+
+    Without a file, relative default paths are taken from `base` (the current folder).
+    """
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    root = (base or Path.cwd()).resolve()
+    if path is not None:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config: {exc.strerror}", path=str(path)) from exc
+        try:
+            data = tomllib.loads(raw.decode("utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError("config is not UTF-8", path=str(path)) from exc
+        except tomllib.TOMLDecodeError as exc:
+            line = getattr(exc, "lineno", None)
+            raise ConfigError(f"invalid TOML: {exc}", path=str(path), line=line) from exc
+        root = path.resolve().parent
+
+    sections: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in _SECTIONS:
+            raise ConfigError(
+                f"unknown section [{name}]",
+                path=str(path),
+                hint=f"known sections: {', '.join(sorted(_SECTIONS))}",
+            )
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{name}] must be a table", path=str(path))
+        sections[name] = _build_section(name, value, path)
+
+    paths: PathSettings = sections.get("paths", PathSettings())
+    paths = PathSettings(
+        input=_absolute(paths.input, root),
+        output=_absolute(paths.output, root),
+        state=_absolute(paths.state, root),
+        templates=_absolute(paths.templates, root),
+        subscribers=_absolute(paths.subscribers, root),
+    )
+    smtp: SmtpSettings = sections.get("smtp", SmtpSettings())
+    password = env.get(PASSWORD_ENV) or None
+    smtp = SmtpSettings(**{**smtp.__dict__, "password": password})
+    site: SiteSettings = sections.get("site", SiteSettings())
+    _validate(site, smtp, path)
+    return Settings(
+        site=site,
+        paths=paths,
+        newsletter=sections.get("newsletter", NewsletterSettings()),
+        smtp=smtp,
+        unsubscribe_secret=env.get(UNSUBSCRIBE_SECRET_ENV) or None,
+        source=path,
+    )
+
+
+def _build_section(name: str, table: dict[str, Any], path: Path | None) -> Any:
+    cls = _SECTIONS[name]
+    defaults = cls()
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if (name, key) in _SECRET_KEYS:
+            raise ConfigError(
+                f"[{name}] {key} must not be in the config file",
+                path=str(path),
+                hint=f"set the environment variable {PASSWORD_ENV} instead",
+            )
+        attr = _RENAMES.get((name, key), key)
+        if attr not in defaults.__dataclass_fields__ or attr == "password":
+            raise ConfigError(f"unknown key [{name}] {key}", path=str(path))
+        default = getattr(defaults, attr)
+        kwargs[attr] = _coerce(name, key, value, default, path)
+    return cls(**kwargs)
+
+
+def _coerce(section: str, key: str, value: Any, default: Any, path: Path | None) -> Any:
+    where = f"[{section}] {key}"
+    if isinstance(default, Path):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a path string", path=str(path))
+        return Path(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false", path=str(path))
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be an integer", path=str(path))
+        return value
+    if isinstance(default, float):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number", path=str(path))
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string", path=str(path))
+    return value
+
+
+def _absolute(p: Path, root: Path) -> Path:
+    return p if p.is_absolute() else root / p
+
+
+def _validate(site: SiteSettings, smtp: SmtpSettings, path: Path | None) -> None:
+    try:
+        ZoneInfo(site.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"unknown time zone {site.timezone!r}", path=str(path)) from exc
+    if not site.base_url.startswith(("https://", "http://")):
+        raise ConfigError("[site] base_url must be an http(s) URL", path=str(path))
+    if site.items_per_feed < 1:
+        raise ConfigError("[site] items_per_feed must be at least 1", path=str(path))
+    if smtp.security not in ("starttls", "ssl", "none"):
+        raise ConfigError(
+            f"[smtp] security must be starttls, ssl or none, not {smtp.security!r}",
+            path=str(path),
+        )
+    if smtp.security == "none" and not smtp.allow_insecure and not _is_loopback(smtp.host):
+        raise ConfigError(
+            f"[smtp] security = none to {smtp.host} would send mail and password in clear text",
+            path=str(path),
+            hint="use starttls or ssl, or set allow_insecure = true",
+        )
+    if smtp.connections < 1:
+        raise ConfigError("[smtp] connections must be at least 1", path=str(path))
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")

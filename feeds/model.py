@@ -1,0 +1,149 @@
+"""The normalized data every stage shares: digests, items, links, warnings.
+
+Frozen dataclasses and nothing else: this module imports nothing of the project, so every
+stage can depend on it and it depends on none of them. Field names follow the JSON contract
+in the design document (`feeds parse --json`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+LinkKind = Literal["weibo", "arxiv", "openreview", "doi", "other"]
+Section = Literal["featured", "more", "weekly"]
+DigestFormat = Literal["daily", "weekly"]
+# Where a digest's date came from, strongest first; "state" means the first time the
+# build saw the file, "unknown" that nothing dated it yet (the build resolves it).
+DateSource = Literal["header", "filename", "text", "weibo", "state", "unknown"]
+
+
+@dataclass(frozen=True)
+class Link:
+    kind: LinkKind
+    href: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "href": self.href}
+
+
+@dataclass(frozen=True)
+class ParseWarning:
+    """Something in the input that was not understood; nothing is dropped silently."""
+
+    line: int
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One paper as it appears in one digest."""
+
+    key: str
+    guid: str
+    section: Section
+    rank: int
+    category: str | None
+    category_name: str | None
+    starred: bool
+    title: str
+    title_zh: str | None
+    authors: tuple[str, ...]
+    authors_truncated: bool
+    affiliations: tuple[str, ...]
+    summary_zh: str | None
+    abstract: str | None
+    notes: str | None
+    url: str | None
+    links: tuple[Link, ...]
+    published: datetime | None
+    line: int
+    # Id of the digest this sighting comes from (the "digest id" of the output layout).
+    digest_id: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "guid": self.guid,
+            "section": self.section,
+            "rank": self.rank,
+            "category": self.category,
+            "category_name": self.category_name,
+            "starred": self.starred,
+            "title": self.title,
+            "title_zh": self.title_zh,
+            "authors": list(self.authors),
+            "authors_truncated": self.authors_truncated,
+            "affiliations": list(self.affiliations),
+            "summary_zh": self.summary_zh,
+            "abstract": self.abstract,
+            "notes": self.notes,
+            "url": self.url,
+            "links": [link.as_dict() for link in self.links],
+            "published": self.published.isoformat() if self.published else None,
+            "line": self.line,
+        }
+
+
+@dataclass(frozen=True)
+class Digest:
+    """One digest file, parsed: its identity, date and items in the order of the file."""
+
+    id: str
+    date: datetime | None
+    date_source: DateSource
+    source: str
+    format: DigestFormat
+    title: str
+    summary: str | None
+    items: tuple[Item, ...]
+    warnings: tuple[ParseWarning, ...] = ()
+    # sha256 of the raw file bytes: renaming a file changes nothing, editing it does.
+    content_hash: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "date": self.date.isoformat() if self.date else None,
+            "date_source": self.date_source,
+            "source": self.source,
+            "format": self.format,
+            "title": self.title,
+            "summary": self.summary,
+            "items": [item.as_dict() for item in self.items],
+            "warnings": [warning.as_dict() for warning in self.warnings],
+        }
+
+
+@dataclass(frozen=True)
+class Paper:
+    """One paper across all digests: the first sighting, with every later sighting's links merged.
+
+    This is what a feed entry is. `first_seen` is the first sighting's date and never moves.
+    """
+
+    item: Item
+    first_seen: datetime
+    digest_ids: tuple[str, ...] = field(default=())
+
+    @property
+    def guid(self) -> str:
+        return self.item.guid
+
+    @property
+    def key(self) -> str:
+        return self.item.key
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a generator may know about the world; generators never read the clock or files."""
+
+    # Newest digest first; every digest that parsed (dates resolved).
+    digests: tuple[Digest, ...]
+    # Every paper once, newest first_seen first, ties by digest order then rank.
+    papers: tuple[Paper, ...]
