@@ -1,0 +1,159 @@
+"""Which feeds exist, what they are called, and which papers each one holds.
+
+The feed list is derived from the papers alone (every category present, plus "all" and
+"starred"), so the syndication formats, the site's feed pages and the OPML all agree on the
+same slugs, titles and URLs. Slugs are public URLs: they depend only on the category code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from typing import Literal
+
+from feeds.config import Settings
+from feeds.model import BuildContext, Paper
+
+FeedKind = Literal["all", "starred", "category"]
+
+ALL_SLUG = "all"
+STARRED_SLUG = "starred"
+# The label of the starred mark wherever it shows up: feed title, entry category, tag.
+STARRED_LABEL = "重点关注"
+ALL_LABEL = "全部论文"
+
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+@dataclass(frozen=True)
+class FeedInfo:
+    """One feed, in every format: its identity, its words and the URL paths of its files."""
+
+    slug: str
+    title: str
+    description: str
+    kind: FeedKind
+    # The category code the feed holds ("CV"); None for "all" and "starred".
+    category: str | None = None
+    category_name: str | None = None
+
+    @property
+    def rss(self) -> str:
+        return f"feeds/{self.slug}.rss"
+
+    @property
+    def atom(self) -> str:
+        return f"feeds/{self.slug}.atom"
+
+    @property
+    def json(self) -> str:
+        return f"feeds/{self.slug}.json"
+
+    @property
+    def html(self) -> str:
+        return f"feeds/{self.slug}.html"
+
+    @property
+    def label(self) -> str:
+        """What the feed is about, in a few words: "计算机视觉 (CV)", "重点关注"."""
+        if self.kind == "all":
+            return ALL_LABEL
+        if self.kind == "starred":
+            return STARRED_LABEL
+        return category_label(self.category or self.slug, self.category_name)
+
+
+def category_slug(code: str) -> str:
+    """The URL-safe, stable slug of a category code: "LG" -> "lg", "stat.ML" -> "stat-ml".
+
+    Lower-case ASCII letters and digits joined by single hyphens. A code with none of those
+    (say, Chinese only) gets "cat-" plus a short hash of the code, and a code that would take
+    the place of "all" or "starred" is prefixed with "cat-": both stay stable forever.
+    """
+    folded = unicodedata.normalize("NFKC", code).casefold()
+    slug = _NOT_SLUG.sub("-", folded).strip("-")
+    if not slug:
+        return "cat-" + hashlib.sha256(code.encode("utf-8")).hexdigest()[:8]
+    if slug in (ALL_SLUG, STARRED_SLUG):
+        return "cat-" + slug
+    return slug
+
+
+def category_label(code: str, name: str | None) -> str:
+    return f"{name} ({code})" if name and name != code else code
+
+
+def feed_list(ctx: BuildContext, settings: Settings) -> list[FeedInfo]:
+    """Every feed of this build: "all", "starred" (always, even when empty), then one feed per
+    category present, ordered by slug.
+
+    Codes that fold to the same slug ("stat.ML", "STAT-ML") share one feed, named after the
+    smallest code; a category's name is the one the digests give it most often.
+    """
+    site = settings.site
+    feeds = [
+        FeedInfo(
+            slug=ALL_SLUG,
+            title=f"{site.title} — {ALL_LABEL}",
+            description=f"{ALL_LABEL}: {site.description}",
+            kind="all",
+        ),
+        FeedInfo(
+            slug=STARRED_SLUG,
+            title=f"{site.title} — {STARRED_LABEL}",
+            description=f"{STARRED_LABEL}: {site.description}",
+            kind="starred",
+        ),
+    ]
+    codes: dict[str, set[str]] = {}
+    names: dict[str, Counter[str]] = {}
+    for paper in ctx.papers:
+        code = paper.item.category
+        if not code:
+            continue
+        slug = category_slug(code)
+        codes.setdefault(slug, set()).add(code)
+        counter = names.setdefault(slug, Counter())
+        if paper.item.category_name:
+            counter[paper.item.category_name] += 1
+    for slug in sorted(codes):
+        code = min(codes[slug])
+        # Most frequent name; ties broken by the name itself, never by dict order.
+        ranked = sorted(names[slug].items(), key=lambda pair: (-pair[1], pair[0]))
+        name = ranked[0][0] if ranked else None
+        label = category_label(code, name)
+        feeds.append(
+            FeedInfo(
+                slug=slug,
+                title=f"{site.title} — {label}",
+                description=f"{label}: {site.description}",
+                kind="category",
+                category=code,
+                category_name=name,
+            )
+        )
+    return feeds
+
+
+def belongs(paper: Paper, feed: FeedInfo) -> bool:
+    if feed.kind == "all":
+        return True
+    if feed.kind == "starred":
+        return paper.item.starred
+    code = paper.item.category
+    return code is not None and category_slug(code) == feed.slug
+
+
+def select(ctx: BuildContext, feed: FeedInfo, limit: int) -> list[Paper]:
+    """The newest `limit` papers of a feed, newest first.
+
+    Sorted by first-seen time (the build already orders papers so; sorting again keeps the
+    promise even for a hand-made context); the sort is stable, so papers of the same moment keep
+    the context's digest order and rank.
+    """
+    chosen = [paper for paper in ctx.papers if belongs(paper, feed)]
+    chosen.sort(key=lambda paper: paper.first_seen.timestamp(), reverse=True)
+    return chosen[: max(limit, 0)]

@@ -1,0 +1,338 @@
+"""RSS 2.0 and Atom 1.0 (feedgen) and JSON Feed 1.1 (standard library) for every feed.
+
+Pure: takes the build context and settings, returns the bytes of each file. Same input, same
+bytes: every time in a feed comes from the papers (never the clock), entries keep the catalog's
+order, and JSON keeps a fixed key order.
+
+feedgen 1.0.0 has traps, each avoided here on purpose and guarded by a test:
+- `add_entry` prepends by default (reversing the order): entries are added with order="append";
+- the RSS channel `<link>` is the *last* feed link added: the HTML page is added last;
+- `updated`/`lastBuildDate` default to now and `<generator>` carries feedgen's version: both
+  are set explicitly;
+- `content(type="CDATA")` writes `type="CDATA"` into Atom, which is invalid: content is plain
+  text that lxml escapes;
+- naive datetimes raise: every time is made aware first;
+- XML-illegal characters raise inside lxml: every text is cleaned first;
+- entry links lose rel/type/length (a shadowed variable in `atom_entry`): an entry gets one
+  link only, the primary one, which Atom reads as rel="alternate" anyway; other links are listed
+  in the content.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, tzinfo
+from html import escape
+from typing import TYPE_CHECKING, Any
+
+from feeds.catalog import STARRED_LABEL, FeedInfo, feed_list, select
+from feeds.config import Settings
+from feeds.model import BuildContext, Item, Link, Paper
+
+if TYPE_CHECKING:
+    from feedgen.feed import FeedGenerator
+
+GENERATOR = "digest-feeds"
+JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
+# The time of a feed that has no entries: a fixed instant, so an empty feed never churns.
+EMPTY_FEED_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+STARRED_TERM = "starred"
+SUMMARY_LENGTH = 280
+
+# Characters XML 1.0 forbids (lxml raises on them), lone surrogates (UTF-8 cannot hold them),
+# the noncharacters U+FFFE/U+FFFF, and the C1 controls XML 1.0 discourages.
+_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+_SPACES = re.compile(r"\s+")
+_LINK_ORDER = {"arxiv": 0, "openreview": 1, "doi": 2, "weibo": 3, "other": 4}
+_LINK_NAMES = {
+    "arxiv": "arXiv",
+    "openreview": "OpenReview",
+    "doi": "DOI",
+    "weibo": "Weibo",
+    "other": "Link",
+}
+
+
+def clean(text: str | None) -> str:
+    """Text safe for XML: illegal characters removed, line ends normalized, edges trimmed."""
+    if not text:
+        return ""
+    return _ILLEGAL.sub("", text.replace("\r\n", "\n").replace("\r", "\n")).strip()
+
+
+def one_line(text: str | None) -> str:
+    """Clean text on one line (titles, names): every run of whitespace becomes one space."""
+    return _SPACES.sub(" ", clean(text)).strip()
+
+
+def is_web_url(url: str | None) -> bool:
+    return bool(url) and one_line(url).lower().startswith(("https://", "http://"))
+
+
+def primary_link(item: Item) -> str | None:
+    """The entry's link: the item's own URL, else its best web link (arXiv, OpenReview, DOI,
+    Weibo, other, in that order); None when it has no web link at all."""
+    if item.url and is_web_url(item.url):
+        return one_line(item.url)
+    web = [link for link in item.links if is_web_url(link.href)]
+    if not web:
+        return None
+    best = min(enumerate(web), key=lambda pair: (_LINK_ORDER.get(pair[1].kind, 9), pair[0]))
+    return one_line(best[1].href)
+
+
+def entry_title(item: Item) -> str:
+    return one_line(item.title) or one_line(item.title_zh) or item.key
+
+
+def entry_authors(item: Item) -> list[str]:
+    return [name for name in (one_line(author) for author in item.authors) if name]
+
+
+def entry_categories(item: Item) -> list[tuple[str, str]]:
+    """(term, label) pairs: the category code and its name, then the starred mark."""
+    pairs: list[tuple[str, str]] = []
+    code = one_line(item.category)
+    if code:
+        pairs.append((code, one_line(item.category_name) or code))
+    if item.starred:
+        pairs.append((STARRED_TERM, STARRED_LABEL))
+    return pairs
+
+
+def permalink(guid: str) -> bool:
+    """RSS isPermaLink: true only when the guid is itself a web page."""
+    return is_web_url(guid)
+
+
+def entry_summary(item: Item) -> str:
+    """A short plain-text summary: the Chinese summary (else the abstract), cut at a word."""
+    text = one_line(item.summary_zh) or one_line(item.abstract) or one_line(item.title_zh)
+    if len(text) <= SUMMARY_LENGTH:
+        return text
+    cut = text[:SUMMARY_LENGTH]
+    space = cut.rfind(" ")
+    if space > SUMMARY_LENGTH // 2:
+        cut = cut[:space]
+    return cut.rstrip() + "…"
+
+
+def _paragraphs(text: str | None, lang: str | None = None) -> list[str]:
+    attr = f' lang="{lang}"' if lang else ""
+    blocks = [block.strip() for block in re.split(r"\n\s*\n", clean(text))]
+    return [
+        f"<p{attr}>" + "<br>".join(escape(line.strip()) for line in block.split("\n")) + "</p>"
+        for block in blocks
+        if block
+    ]
+
+
+def _link_html(link: Link) -> str:
+    name = _LINK_NAMES.get(link.kind, "Link")
+    href = one_line(link.href)
+    if not is_web_url(href):
+        # Not a web address (javascript:, data:, a typo): shown, never made clickable.
+        return f"<li>{escape(name)}: {escape(href)}</li>"
+    return f'<li>{escape(name)}: <a href="{escape(href)}">{escape(href)}</a></li>'
+
+
+def entry_html(paper: Paper) -> str:
+    """The HTML body of an entry, every piece of input escaped: Chinese title, authors,
+    affiliations, category, Chinese summary, English abstract, notes, links.
+
+    The site's feed pages reuse it, so a paper reads the same everywhere.
+    """
+    item = paper.item
+    parts: list[str] = []
+    title_zh = one_line(item.title_zh)
+    if title_zh:
+        parts.append(f'<p lang="zh-CN"><strong>{escape(title_zh)}</strong></p>')
+    authors = entry_authors(item)
+    if authors:
+        names = ", ".join(escape(name) for name in authors)
+        if item.authors_truncated:
+            names += " et al."
+        parts.append(f"<p>作者 (Authors): {names}</p>")
+    affiliations = [name for name in (one_line(a) for a in item.affiliations) if name]
+    if affiliations:
+        parts.append(f"<p>机构 (Affiliations): {escape('; '.join(affiliations))}</p>")
+    categories = entry_categories(item)
+    if categories:
+        shown = ", ".join(escape(_category_text(term, label)) for term, label in categories)
+        parts.append(f"<p>分类 (Category): {shown}</p>")
+    if clean(item.summary_zh):
+        parts.append("<h3>摘要</h3>")
+        parts.extend(_paragraphs(item.summary_zh, "zh-CN"))
+    if clean(item.abstract):
+        parts.append("<h3>Abstract</h3>")
+        parts.extend(_paragraphs(item.abstract, "en"))
+    if clean(item.notes):
+        parts.append("<h3>备注 (Notes)</h3>")
+        parts.extend(_paragraphs(item.notes))
+    links = _unique_links(item)
+    if links:
+        parts.append("<ul>" + "".join(_link_html(link) for link in links) + "</ul>")
+    return "\n".join(parts)
+
+
+def _category_text(term: str, label: str) -> str:
+    if term == STARRED_TERM:
+        return f"★ {label}"
+    return f"{label} ({term})" if label != term else term
+
+
+def _unique_links(item: Item) -> list[Link]:
+    """Every link of the item once, the item's own URL first when the links lack it."""
+    candidates = list(item.links)
+    if item.url and item.url not in {link.href for link in item.links}:
+        candidates.insert(0, Link(kind="other", href=item.url))
+    seen: set[str] = set()
+    links: list[Link] = []
+    for link in candidates:
+        if link.href and link.href not in seen:
+            seen.add(link.href)
+            links.append(link)
+    return links
+
+
+def aware(moment: datetime, tz: tzinfo) -> datetime:
+    """feedgen raises on naive datetimes: read a naive time as the configured zone's."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=tz)
+
+
+def feed_updated(papers: Sequence[Paper], tz: tzinfo) -> datetime:
+    """The newest entry's time; the fixed EMPTY_FEED_TIME when there is none."""
+    if not papers:
+        return EMPTY_FEED_TIME
+    return max((aware(paper.first_seen, tz) for paper in papers), key=lambda m: m.timestamp())
+
+
+def render_feeds(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
+    """Every feed of the catalog as "feeds/<slug>.rss", ".atom" and ".json"."""
+    files: dict[str, bytes] = {}
+    for feed in feed_list(ctx, settings):
+        papers = select(ctx, feed, settings.site.items_per_feed)
+        files.update(render_feed(feed, papers, settings))
+    return files
+
+
+def render_feed(feed: FeedInfo, papers: Sequence[Paper], settings: Settings) -> dict[str, bytes]:
+    """One feed's three files, entries in the order given."""
+    generator = _feedgen(feed, papers, settings)
+    site = settings.site
+    # One generator serves both XML formats: only the self link differs, and the HTML page
+    # goes last because feedgen makes the last link the RSS channel <link>.
+    generator.link(href=site.url(feed.atom), rel="self", type="application/atom+xml", replace=True)
+    generator.link(href=site.url(feed.html), rel="alternate", type="text/html")
+    atom = generator.atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+    generator.link(href=site.url(feed.rss), rel="self", type="application/rss+xml", replace=True)
+    generator.link(href=site.url(feed.html), rel="alternate", type="text/html")
+    rss = generator.rss_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+    return {
+        feed.rss: rss,
+        feed.atom: atom,
+        feed.json: json_feed(feed, papers, settings),
+    }
+
+
+def _feedgen(feed: FeedInfo, papers: Sequence[Paper], settings: Settings) -> FeedGenerator:
+    from feedgen.feed import FeedGenerator
+
+    site = settings.site
+    tz = site.tz
+    generator = FeedGenerator()
+    # Dublin Core for RSS only: dc:creator is how RSS names authors without an e-mail address;
+    # Atom has its own <author>.
+    generator.load_extension("dc", atom=False, rss=True)
+    generator.id(site.url(feed.atom))
+    generator.title(one_line(feed.title))
+    generator.subtitle(one_line(feed.description))
+    generator.description(one_line(feed.description))
+    generator.language(site.language)
+    generator.updated(feed_updated(papers, tz))
+    generator.generator(GENERATOR)
+    author: dict[str, str] = {"name": one_line(site.author) or GENERATOR}
+    if site.author_email:
+        author["email"] = one_line(site.author_email)
+        generator.managingEditor(f"{author['email']} ({author['name']})")
+    generator.author(author)
+    for paper in papers:
+        _add_entry(generator, paper, tz)
+    return generator
+
+
+def _add_entry(generator: FeedGenerator, paper: Paper, tz: tzinfo) -> None:
+    item = paper.item
+    entry = generator.add_entry(order="append")
+    guid = one_line(item.guid) or item.key
+    entry.guid(guid, permalink=permalink(guid))
+    entry.title(entry_title(item))
+    link = primary_link(item)
+    if link:
+        entry.link(href=link)
+    moment = aware(paper.first_seen, tz)
+    entry.published(moment)
+    entry.updated(moment)
+    authors = entry_authors(item)
+    if authors:
+        entry.author([{"name": name} for name in authors])
+        entry.dc.dc_creator(authors)
+    for term, label in entry_categories(item):
+        entry.category(term=term, label=label)
+    summary = entry_summary(item)
+    if summary:
+        # Atom type="html" and RSS <description> are both read as HTML: escape the text.
+        entry.summary(escape(summary), type="html")
+    entry.content(entry_html(paper), type="html")
+
+
+def json_feed(feed: FeedInfo, papers: Sequence[Paper], settings: Settings) -> bytes:
+    """JSON Feed 1.1, keys in the specification's order, UTF-8, ending with a newline."""
+    site = settings.site
+    tz = site.tz
+    document: dict[str, Any] = {
+        "version": JSON_FEED_VERSION,
+        "title": one_line(feed.title),
+        "home_page_url": site.url(feed.html),
+        "feed_url": site.url(feed.json),
+        "description": one_line(feed.description),
+        "language": site.language,
+        "authors": [{"name": one_line(site.author) or GENERATOR}],
+        "items": [_json_item(paper, tz) for paper in papers],
+    }
+    text = json.dumps(document, ensure_ascii=False, indent=2)
+    return (text + "\n").encode("utf-8")
+
+
+def _json_item(paper: Paper, tz: tzinfo) -> dict[str, Any]:
+    item = paper.item
+    entry: dict[str, Any] = {"id": one_line(item.guid) or item.key}
+    link = primary_link(item)
+    if link:
+        entry["url"] = link
+    entry["title"] = entry_title(item)
+    entry["content_html"] = entry_html(paper)
+    summary = entry_summary(item)
+    if summary:
+        entry["summary"] = summary
+    entry["date_published"] = aware(paper.first_seen, tz).isoformat()
+    authors = entry_authors(item)
+    if authors:
+        entry["authors"] = [{"name": name} for name in authors]
+    tags = _labels(entry_categories(item))
+    if tags:
+        entry["tags"] = tags
+    entry["_digest_feeds"] = {
+        "key": item.key,
+        "category": one_line(item.category) or None,
+        "category_name": one_line(item.category_name) or None,
+        "starred": item.starred,
+        "title_zh": one_line(item.title_zh) or None,
+    }
+    return entry
+
+
+def _labels(pairs: Iterable[tuple[str, str]]) -> list[str]:
+    return [label for _, label in pairs]
