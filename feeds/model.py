@@ -104,6 +104,10 @@ class Digest:
     warnings: tuple[ParseWarning, ...] = ()
     # sha256 of the raw file bytes: renaming a file changes nothing, editing it does.
     content_hash: str = ""
+    # Whom the digest credits (`转自爱可可爱生活`, `来源:爱可可老师 …`), and links it gives for
+    # itself rather than for one paper (the weekly list's closing `来源:` link).
+    credit: str | None = None
+    links: tuple[Link, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -116,6 +120,8 @@ class Digest:
             "summary": self.summary,
             "items": [item.as_dict() for item in self.items],
             "warnings": [warning.as_dict() for warning in self.warnings],
+            "credit": self.credit,
+            "links": [link.as_dict() for link in self.links],
         }
 
 

@@ -1,0 +1,184 @@
+"""Identity and dates: link kinds, paper keys, guids, Weibo post times, dates in names and text.
+
+These rules decide what a feed reader sees as "the same entry" across rebuilds, so they depend
+only on what a paper is (its links and title), never on file names, positions or config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+from feeds.model import Link, LinkKind
+from feeds.textutil import normalize_title
+
+_BASE62 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_BASE62_VALUE = {ch: i for i, ch in enumerate(_BASE62)}
+# Weibo's mid counts from this epoch in its top bits (the low 22 bits are a sequence).
+_WEIBO_EPOCH = 515483463
+
+URL = re.compile(r"https?://[^\s<>\"'，。、；：（）【】《》]+")
+# Trailing punctuation that ends a sentence rather than the URL.
+_URL_TAIL = ".,;:!?)]}’”"
+
+_ARXIV = re.compile(
+    r"^https?://(?:www\.|export\.)?arxiv\.org/(?:abs|pdf)/"
+    r"(?P<id>\d{4}\.\d{4,5}|[a-z][a-z.\-]*/\d{7})(?:v\d+)?(?:\.pdf)?/?$",
+    re.IGNORECASE,
+)
+_OPENREVIEW = re.compile(
+    r"^https?://(?:www\.)?openreview\.net/(?:forum|pdf)\?id=(?P<id>[\w\-]+)", re.IGNORECASE
+)
+_DOI = re.compile(r"^https?://(?:dx\.)?doi\.org/(?P<id>10\.\d{4,9}/\S+)$", re.IGNORECASE)
+_WEIBO = re.compile(
+    r"^https?://(?:www\.)?weibo\.com/(?P<uid>\d+)/(?P<id>[0-9A-Za-z]{6,12})/?(?:[?#].*)?$"
+)
+_WEIBO_MOBILE = re.compile(r"^https?://m\.weibo\.cn/(?:status|detail)/(?P<id>[0-9A-Za-z]+)/?$")
+
+# A paper's key kinds, strongest first (the order of DESIGN.md's identity rule).
+_KEY_ORDER: tuple[LinkKind, ...] = ("arxiv", "openreview", "doi", "weibo")
+_TAG_PREFIX = "tag:digest-feeds,2020:"
+
+_FILENAME_DATE = re.compile(r"(?<!\d)(\d{4})(-?)(\d{2})\2(\d{2})(?!\d)")
+_TEXT_DATE = re.compile(
+    r"(?<!\d)((?:19|20)\d{2})\s*[.\-/年]\s*(\d{1,2})\s*[.\-/月]\s*(\d{1,2})(?!\d)"
+)
+
+
+def find_urls(text: str) -> list[tuple[int, int, str]]:
+    """Every http(s) URL in `text` as (start, end, url), sentence punctuation trimmed."""
+    found = []
+    for match in URL.finditer(text):
+        url = match.group()
+        end = match.end()
+        while url and url[-1] in _URL_TAIL and not (url[-1] == ")" and "(" in url):
+            url = url[:-1]
+            end -= 1
+        if len(url) > len("https://"):
+            found.append((match.start(), end, url))
+    return found
+
+
+def classify(url: str) -> Link:
+    """A URL as a typed link; Weibo links are normalized to https."""
+    if "arxiv.org" in url and _ARXIV.match(url):
+        return Link("arxiv", url)
+    if "openreview.net" in url and _OPENREVIEW.match(url):
+        return Link("openreview", url)
+    if "doi.org" in url and _DOI.match(url):
+        return Link("doi", url)
+    if "weibo" in url and (_WEIBO.match(url) or _WEIBO_MOBILE.match(url)):
+        return Link("weibo", url)
+    return Link("other", url)
+
+
+def _link_id(link: Link) -> str | None:
+    pattern = {
+        "arxiv": _ARXIV,
+        "openreview": _OPENREVIEW,
+        "doi": _DOI,
+        "weibo": _WEIBO,
+    }.get(link.kind)
+    if pattern is None:
+        return None
+    match = pattern.match(link.href)
+    if match is None and link.kind == "weibo":
+        match = _WEIBO_MOBILE.match(link.href)
+    return match.group("id") if match else None
+
+
+def best_link(links: Iterable[Link]) -> Link | None:
+    """The link that names the paper best: arXiv, OpenReview, DOI, Weibo, else the first."""
+    links = list(links)
+    for kind in _KEY_ORDER:
+        for link in links:
+            if link.kind == kind and _link_id(link):
+                return link
+    return links[0] if links else None
+
+
+def identify(links: Iterable[Link], title: str) -> tuple[str, str]:
+    """(key, guid) of a paper from its links, else from its normalized title."""
+    link = best_link(links)
+    if link is not None and link.kind != "other":
+        ident = _link_id(link)
+        if ident is not None:
+            if link.kind == "arxiv":
+                return f"arxiv:{ident}", f"https://arxiv.org/abs/{ident}"
+            if link.kind == "openreview":
+                return f"openreview:{ident}", f"https://openreview.net/forum?id={ident}"
+            if link.kind == "doi":
+                doi = ident.lower()
+                return f"doi:{doi}", f"https://doi.org/{doi}"
+            match = _WEIBO.match(link.href)
+            guid = (
+                f"https://weibo.com/{match.group('uid')}/{ident}"
+                if match
+                else f"https://m.weibo.cn/status/{ident}"
+            )
+            return f"weibo:{ident}", guid
+    digest = hashlib.sha256(normalize_title(title).encode("utf-8")).hexdigest()[:16]
+    key = f"title:{digest}"
+    return key, _TAG_PREFIX + key
+
+
+def weibo_post_id(link: Link) -> str | None:
+    return _link_id(link) if link.kind == "weibo" else None
+
+
+def weibo_post_time(post_id: str) -> datetime:
+    """When a Weibo post was published, decoded from its base62 id (aware, UTC).
+
+    The id is the post's numeric mid in base62, written in groups of 4 characters from the
+    right, each group standing for 7 decimal digits. The mid's top bits count seconds.
+    Raises ValueError for an id that is not base62.
+    """
+    if not post_id or any(ch not in _BASE62_VALUE for ch in post_id):
+        raise ValueError(f"not a Weibo post id: {post_id!r}")
+    groups = []
+    end = len(post_id)
+    while end > 0:
+        groups.append(post_id[max(0, end - 4) : end])
+        end -= 4
+    groups.reverse()
+    digits = []
+    for i, group in enumerate(groups):
+        value = 0
+        for ch in group:
+            value = value * 62 + _BASE62_VALUE[ch]
+        digits.append(str(value) if i == 0 else str(value).zfill(7))
+    mid = int("".join(digits))
+    return datetime.fromtimestamp((mid >> 22) + _WEIBO_EPOCH, UTC)
+
+
+def date_in_filename(name: str) -> date | None:
+    """A calendar date written as 2021-03-30 or 20210330 in a file name, if valid."""
+    for match in _FILENAME_DATE.finditer(name):
+        found = _valid_date(match.group(1), match.group(3), match.group(4))
+        if found is not None:
+            return found
+    return None
+
+
+def date_in_text(text: str) -> date | None:
+    """A date written in prose, like `2020.7.11周论文精选` or `2021年3月30日`."""
+    for match in _TEXT_DATE.finditer(text):
+        found = _valid_date(match.group(1), match.group(2), match.group(3))
+        if found is not None:
+            return found
+    return None
+
+
+def _valid_date(year: str, month: str, day: str) -> date | None:
+    try:
+        found = date(int(year), int(month), int(day))
+    except ValueError:
+        return None
+    return found if 1990 <= found.year <= 2200 else None
+
+
+def local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=tz)

@@ -1,0 +1,152 @@
+"""Text helpers for the parser: decoding digest files, telling Chinese from English, widths.
+
+Kept apart from `feeds.parse` so the line grammar there reads as a grammar. Everything here is
+pure and cheap: the parser calls it for every line of a ten-year corpus.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from feeds.errors import ParseError
+
+# Ideographs, kana, CJK punctuation (。、《》【】) and full-width forms (，：（）).
+_CJK_CLASS = (
+    "\u2e80-\u2fff\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
+    "\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef"
+)
+CJK = re.compile(f"[{_CJK_CLASS}]")
+# The last CJK character of a line: the regex engine scans each run once, so this stays linear.
+_LAST_CJK = re.compile(f"[{_CJK_CLASS}][^{_CJK_CLASS}]*$")
+# Punctuation that closes the Chinese sentence even though it is ASCII: `(ViT)。` or `”`.
+_CLOSERS = re.compile(r"[)\]}”’\"'%.,;:!?]*")
+_LATIN = re.compile(r"[A-Za-z]")
+_SPACES = re.compile(r"\s+")
+_NON_WORD = re.compile(r"[\W_]+")
+
+# Control characters that never occur in a text file (tab, LF, CR and FF excepted).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+# Share of control characters above which a decoded file is taken for binary data.
+_BINARY_SHARE = 0.05
+
+
+def decode(data: bytes, *, path: str) -> str:
+    """Bytes of a digest file -> text: UTF-8 (with or without BOM), else GB18030.
+
+    Raises ParseError for an empty, binary or undecodable file, naming the file.
+    """
+    if not data.strip():
+        raise ParseError("empty file", path=path, hint="a digest needs at least one entry")
+    if b"\x00" in data:
+        raise ParseError("binary file (NUL bytes)", path=path, hint="expected a text digest")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:
+            text = data.decode("gb18030")
+        except UnicodeDecodeError as exc:
+            raise ParseError(
+                f"undecodable text (neither UTF-8 nor GB18030, byte {exc.start})",
+                path=path,
+                hint="save the file as UTF-8",
+            ) from exc
+    sample = text[:4096]
+    if len(_CONTROL.findall(sample)) > _BINARY_SHARE * len(sample):
+        raise ParseError(
+            "binary file (control characters)", path=path, hint="expected a text digest"
+        )
+    return text
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines as an editor numbers them (CRLF, CR or LF), without BOM, NBSP made plain spaces.
+
+    Only these three line ends count: `str.splitlines` would also break on form feeds and
+    U+2028, and warnings would then name lines that no editor shows.
+    """
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\xa0" in text:
+        # The 2022 digests use U+00A0 for blank lines and for gaps in the legend.
+        text = text.replace("\xa0", " ")
+    return [line.rstrip() for line in text.split("\n")]
+
+
+def has_cjk(text: str) -> bool:
+    return CJK.search(text) is not None
+
+
+def has_latin(text: str) -> bool:
+    return _LATIN.search(text) is not None
+
+
+def split_zh_en(text: str) -> tuple[str | None, str | None]:
+    """Split one paragraph into its Chinese summary and English abstract, either may be None.
+
+    The English part starts after the last CJK character (and any closing punctuation glued to
+    it, as in `(ViT)。`), provided what follows reads as prose: at least three words and
+    separated by a space or a sentence end. A Chinese summary that merely ends in a Latin word
+    (`...基于ResNet`) therefore stays whole.
+    """
+    text = text.strip()
+    if not text:
+        return None, None
+    match = _LAST_CJK.search(text)
+    if match is None:
+        return None, text
+    cut = match.start() + 1
+    closers = _CLOSERS.match(text, cut)
+    if closers is not None:
+        cut = closers.end()
+    zh, en = text[:cut].strip(), text[cut:].strip()
+    if not en:
+        return zh, None
+    sentence_end = text[match.start()] in "。！？”"
+    spaced = cut < len(text) and text[cut].isspace()
+    if (spaced or sentence_end) and en.count(" ") >= 2 and has_latin(en):
+        if _mostly_latin(zh):
+            # An English abstract with a stray full-width character inside.
+            return None, text
+        return zh, en
+    return text, None
+
+
+def _mostly_latin(text: str) -> bool:
+    if len(text) < 80:
+        return False
+    return len(CJK.findall(text)) < 0.03 * len(text)
+
+
+def normalize_title(title: str) -> str:
+    """Case-folded, punctuation-free form of a title, for recognising the same paper twice.
+
+    NFKC first, so full-width letters and punctuation fold like their ASCII forms.
+    """
+    folded = unicodedata.normalize("NFKC", title).casefold()
+    return _SPACES.sub(" ", _NON_WORD.sub(" ", folded)).strip()
+
+
+def collapse_spaces(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()
+
+
+def display_width(text: str) -> int:
+    """Terminal columns: East Asian wide and full-width characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def fit(text: str, width: int) -> str:
+    """Cut `text` to at most `width` columns (marking a cut with …) and pad it to `width`."""
+    if display_width(text) > width:
+        out, used = [], 0
+        for ch in text:
+            w = 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+            if used + w > width - 1:
+                break
+            out.append(ch)
+            used += w
+        text = "".join(out) + "…"
+    return text + " " * (width - display_width(text))
