@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, tzinfo
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta, tzinfo
 from html import escape
 from typing import TYPE_CHECKING, Any
 
@@ -113,7 +114,11 @@ def entry_summary(item: Item) -> str:
     if len(text) <= SUMMARY_LENGTH:
         return text
     cut = text[:SUMMARY_LENGTH]
+    # End at a sentence if one ends late enough, else at a word (Chinese has no spaces).
+    sentence = max(cut.rfind("。"), cut.rfind(". "))
     space = cut.rfind(" ")
+    if sentence > SUMMARY_LENGTH // 2:
+        return cut[: sentence + 1]
     if space > SUMMARY_LENGTH // 2:
         cut = cut[:space]
     return cut.rstrip() + "…"
@@ -174,6 +179,9 @@ def entry_html(paper: Paper) -> str:
     links = _unique_links(item)
     if links:
         parts.append("<ul>" + "".join(_link_html(link) for link in links) + "</ul>")
+    if not parts:
+        # A bare weekly pick: Atom content must not be blank, so it says the title.
+        parts.append(f"<p>{escape(entry_title(item))}</p>")
     return "\n".join(parts)
 
 
@@ -202,25 +210,53 @@ def aware(moment: datetime, tz: tzinfo) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=tz)
 
 
-def feed_updated(papers: Sequence[Paper], tz: tzinfo) -> datetime:
+def entry_times(papers: Iterable[Paper], tz: tzinfo) -> dict[str, datetime]:
+    """Each paper's entry time (published, updated, pubDate), by key.
+
+    A paper's first-seen time, minus one second per paper first seen at that same moment ahead
+    of it (papers come in digest order, then rank). A digest's papers thus get distinct times
+    in the curator's order: readers that sort by date keep that order, and no two entries share
+    a timestamp (which the W3C validator warns about). Computed once over all papers, so a
+    paper has the same time in every feed.
+    """
+    times: dict[str, datetime] = {}
+    ahead: Counter[float] = Counter()
+    for paper in papers:
+        moment = aware(paper.first_seen, tz)
+        stamp = moment.timestamp()
+        times.setdefault(paper.key, moment - timedelta(seconds=ahead[stamp]))
+        ahead[stamp] += 1
+    return times
+
+
+def feed_updated(papers: Sequence[Paper], times: Mapping[str, datetime]) -> datetime:
     """The newest entry's time; the fixed EMPTY_FEED_TIME when there is none."""
     if not papers:
         return EMPTY_FEED_TIME
-    return max((aware(paper.first_seen, tz) for paper in papers), key=lambda m: m.timestamp())
+    return max((times[paper.key] for paper in papers), key=lambda m: m.timestamp())
 
 
 def render_feeds(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
     """Every feed of the catalog as "feeds/<slug>.rss", ".atom" and ".json"."""
+    times = entry_times(ctx.papers, settings.site.tz)
     files: dict[str, bytes] = {}
     for feed in feed_list(ctx, settings):
         papers = select(ctx, feed, settings.site.items_per_feed)
-        files.update(render_feed(feed, papers, settings))
+        files.update(render_feed(feed, papers, settings, times))
     return files
 
 
-def render_feed(feed: FeedInfo, papers: Sequence[Paper], settings: Settings) -> dict[str, bytes]:
-    """One feed's three files, entries in the order given."""
-    generator = _feedgen(feed, papers, settings)
+def render_feed(
+    feed: FeedInfo,
+    papers: Sequence[Paper],
+    settings: Settings,
+    times: Mapping[str, datetime] | None = None,
+) -> dict[str, bytes]:
+    """One feed's three files, entries in the order given; `times` from `entry_times` over all
+    papers (default: over these papers alone)."""
+    if times is None:
+        times = entry_times(papers, settings.site.tz)
+    generator = _feedgen(feed, papers, settings, times)
     site = settings.site
     # One generator serves both XML formats: only the self link differs, and the HTML page
     # goes last because feedgen makes the last link the RSS channel <link>.
@@ -233,15 +269,16 @@ def render_feed(feed: FeedInfo, papers: Sequence[Paper], settings: Settings) -> 
     return {
         feed.rss: rss,
         feed.atom: atom,
-        feed.json: json_feed(feed, papers, settings),
+        feed.json: json_feed(feed, papers, settings, times),
     }
 
 
-def _feedgen(feed: FeedInfo, papers: Sequence[Paper], settings: Settings) -> FeedGenerator:
+def _feedgen(
+    feed: FeedInfo, papers: Sequence[Paper], settings: Settings, times: Mapping[str, datetime]
+) -> FeedGenerator:
     from feedgen.feed import FeedGenerator
 
     site = settings.site
-    tz = site.tz
     generator = FeedGenerator()
     # Dublin Core for RSS only: dc:creator is how RSS names authors without an e-mail address;
     # Atom has its own <author>.
@@ -251,7 +288,7 @@ def _feedgen(feed: FeedInfo, papers: Sequence[Paper], settings: Settings) -> Fee
     generator.subtitle(one_line(feed.description))
     generator.description(one_line(feed.description))
     generator.language(site.language)
-    generator.updated(feed_updated(papers, tz))
+    generator.updated(feed_updated(papers, times))
     generator.generator(GENERATOR)
     author: dict[str, str] = {"name": one_line(site.author) or GENERATOR}
     if site.author_email:
@@ -259,11 +296,11 @@ def _feedgen(feed: FeedInfo, papers: Sequence[Paper], settings: Settings) -> Fee
         generator.managingEditor(f"{author['email']} ({author['name']})")
     generator.author(author)
     for paper in papers:
-        _add_entry(generator, paper, tz)
+        _add_entry(generator, paper, times[paper.key])
     return generator
 
 
-def _add_entry(generator: FeedGenerator, paper: Paper, tz: tzinfo) -> None:
+def _add_entry(generator: FeedGenerator, paper: Paper, moment: datetime) -> None:
     item = paper.item
     entry = generator.add_entry(order="append")
     guid = one_line(item.guid) or item.key
@@ -272,7 +309,6 @@ def _add_entry(generator: FeedGenerator, paper: Paper, tz: tzinfo) -> None:
     link = primary_link(item)
     if link:
         entry.link(href=link)
-    moment = aware(paper.first_seen, tz)
     entry.published(moment)
     entry.updated(moment)
     authors = entry_authors(item)
@@ -288,10 +324,11 @@ def _add_entry(generator: FeedGenerator, paper: Paper, tz: tzinfo) -> None:
     entry.content(entry_html(paper), type="html")
 
 
-def json_feed(feed: FeedInfo, papers: Sequence[Paper], settings: Settings) -> bytes:
+def json_feed(
+    feed: FeedInfo, papers: Sequence[Paper], settings: Settings, times: Mapping[str, datetime]
+) -> bytes:
     """JSON Feed 1.1, keys in the specification's order, UTF-8, ending with a newline."""
     site = settings.site
-    tz = site.tz
     document: dict[str, Any] = {
         "version": JSON_FEED_VERSION,
         "title": one_line(feed.title),
@@ -300,13 +337,13 @@ def json_feed(feed: FeedInfo, papers: Sequence[Paper], settings: Settings) -> by
         "description": one_line(feed.description),
         "language": site.language,
         "authors": [{"name": one_line(site.author) or GENERATOR}],
-        "items": [_json_item(paper, tz) for paper in papers],
+        "items": [_json_item(paper, times[paper.key]) for paper in papers],
     }
     text = json.dumps(document, ensure_ascii=False, indent=2)
     return (text + "\n").encode("utf-8")
 
 
-def _json_item(paper: Paper, tz: tzinfo) -> dict[str, Any]:
+def _json_item(paper: Paper, moment: datetime) -> dict[str, Any]:
     item = paper.item
     entry: dict[str, Any] = {"id": one_line(item.guid) or item.key}
     link = primary_link(item)
@@ -317,7 +354,7 @@ def _json_item(paper: Paper, tz: tzinfo) -> dict[str, Any]:
     summary = entry_summary(item)
     if summary:
         entry["summary"] = summary
-    entry["date_published"] = aware(paper.first_seen, tz).isoformat()
+    entry["date_published"] = moment.isoformat()
     authors = entry_authors(item)
     if authors:
         entry["authors"] = [{"name": name} for name in authors]

@@ -29,6 +29,7 @@ from feeds.syndicate import (
     entry_categories,
     entry_html,
     entry_summary,
+    entry_times,
     entry_title,
     permalink,
     primary_link,
@@ -186,7 +187,9 @@ def parsed_items(path: str, data: bytes) -> list[dict[str, Any]]:
     ]
 
 
-def expected_items(path: str, papers: list[Paper]) -> list[dict[str, Any]]:
+def expected_items(
+    path: str, papers: list[Paper], times: dict[str, datetime]
+) -> list[dict[str, Any]]:
     result = []
     for paper in papers:
         item = paper.item
@@ -200,7 +203,7 @@ def expected_items(path: str, papers: list[Paper]) -> list[dict[str, Any]]:
                 "id": item.guid,
                 "title": entry_title(item),
                 "link": link,
-                "time": int(paper.first_seen.timestamp()),
+                "time": int(times[paper.key].timestamp()),
                 "authors": entry_authors(item),
                 "categories": pairs if path.endswith(".atom") else [label for _, label in pairs],
             }
@@ -211,13 +214,14 @@ def expected_items(path: str, papers: list[Paper]) -> list[dict[str, Any]]:
 def assert_round_trip(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
     files = render_feeds(ctx, settings)
     feeds = feed_list(ctx, settings)
+    times = entry_times(ctx.papers, settings.site.tz)
     assert sorted(files) == sorted(p for f in feeds for p in (f.rss, f.atom, f.json))
     for feed in feeds:
         papers = select(ctx, feed, settings.site.items_per_feed)
         for path in (feed.rss, feed.atom, feed.json):
             if not path.endswith(".json"):
                 lxml.etree.fromstring(files[path])
-            assert parsed_items(path, files[path]) == expected_items(path, papers), path
+            assert parsed_items(path, files[path]) == expected_items(path, papers, times), path
     return files
 
 
