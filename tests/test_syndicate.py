@@ -23,6 +23,7 @@ from conftest import REGENERATE, SAMPLE_DIGESTS
 from feeds.catalog import feed_list, select
 from feeds.config import Settings, SiteSettings
 from feeds.model import BuildContext, Digest, Item, Link, Paper
+from feeds.parse import parse_file
 from feeds.syndicate import (
     EMPTY_FEED_TIME,
     entry_authors,
@@ -126,9 +127,8 @@ def hostile_context() -> BuildContext:
 def sample_context() -> BuildContext:
     """The sample digests, assembled the plain way: one paper per key, first sighting first,
     links of later sightings merged; papers newest first, ties in digest order then rank."""
-    parse = pytest.importorskip("feeds.parse")
     digests: list[Digest] = [
-        parse.parse_file(path, tz=TZ) for path in sorted(SAMPLE_DIGESTS.glob("*.txt"))
+        parse_file(path, tz=TZ) for path in sorted(SAMPLE_DIGESTS.glob("*.txt"))
     ]
     digests.sort(key=lambda d: (d.date or EMPTY_FEED_TIME).timestamp())
     papers: dict[str, Paper] = {}
@@ -398,11 +398,39 @@ def test_entry_without_any_link_is_still_a_valid_entry() -> None:
     assert "url" not in json.loads(files["feeds/all.json"])["items"][0]
 
 
+def test_entries_of_one_moment_get_distinct_times_in_digest_order_in_every_feed() -> None:
+    ctx = context(
+        make_paper(1), make_paper(2, category="LG"), make_paper(3), make_paper(4, days_ago=1)
+    )
+    times = entry_times(ctx.papers, TZ)
+    assert [times[p.key] for p in ctx.papers] == [
+        START,
+        START - timedelta(seconds=1),
+        START - timedelta(seconds=2),
+        START - timedelta(days=1),
+    ]
+    files = render_feeds(ctx, Settings())
+    published = {
+        entry.id: entry.published
+        for slug in ("all", "cv", "lg")
+        for entry in feedparser.parse(files[f"feeds/{slug}.atom"]).entries
+    }
+    assert published["https://arxiv.org/abs/2103.00003"] == "2021-03-30T04:48:03+08:00"
+    cv = feedparser.parse(files["feeds/cv.atom"])
+    assert [e.updated for e in cv.entries] == [
+        "2021-03-30T04:48:05+08:00",
+        "2021-03-30T04:48:03+08:00",
+        "2021-03-29T04:48:05+08:00",
+    ]
+
+
 def test_summary_is_the_chinese_summary_cut_at_a_word() -> None:
     long = "word " * 100
     summary = entry_summary(make_item(1, summary_zh=None, abstract=long))
     assert summary.endswith("word…") and len(summary) <= 281
     assert entry_summary(make_item(1)) == "一句中文摘要。第二句。"
+    chinese = "这是一个句子。" * 60
+    assert entry_summary(make_item(1, summary_zh=chinese)) == "这是一个句子。" * 40
 
 
 # --- feedgen 1.0.0's traps -----------------------------------------------------------------
@@ -515,10 +543,10 @@ def test_feed_time_is_the_newest_entrys_never_the_clock() -> None:
 def test_an_empty_feed_has_a_fixed_time() -> None:
     files = render_feeds(context(make_paper(1)), Settings())
     assert xml(files["feeds/starred.atom"]).findtext(f"{ATOM}updated") == (
-        "1970-01-01T00:00:00+00:00"
+        "2020-01-01T00:00:00+00:00"
     )
     assert xml(files["feeds/starred.rss"]).findtext("channel/lastBuildDate") == (
-        "Thu, 01 Jan 1970 00:00:00 +0000"
+        "Wed, 01 Jan 2020 00:00:00 +0000"
     )
     assert EMPTY_FEED_TIME.tzinfo is not None
     assert json.loads(files["feeds/starred.json"])["items"] == []
