@@ -192,7 +192,7 @@ def render_archive(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
         issues=rows,
         language=settings.site.language,
     )
-    return {"newsletter/index.html": html.encode("utf-8")}
+    return {"newsletter/index.html": inline_css(html).encode("utf-8")}
 
 
 def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "") -> list[str]:
@@ -370,8 +370,9 @@ def _render(
         "count": count,
         "shown": len(papers),
         "categories": sorted(issue.categories) if issue.categories is not None else None,
-        "featured": [p for p in papers if p.section != "more"],
-        "more": [p for p in papers if p.section == "more"],
+        # Titles only (level 4 on): every paper in the compact list.
+        "featured": [p for p in papers if p.section != "more"] if level < 4 else [],
+        "more": [p for p in papers if p.section == "more"] if level < 4 else papers,
         "omitted": omitted,
         "web_url": web_url,
         "site_url": settings.site.url(""),

@@ -1,0 +1,561 @@
+"""The newsletter: HTML with inlined CSS, the plain-text part, the size budget, the archive."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import cssselect
+import cssutils
+import lxml.html
+import pytest
+from conftest import REGENERATE, ROOT
+
+from feeds import message, newsletter
+from feeds.config import NewsletterSettings, Settings
+from feeds.model import BuildContext, Digest, Item, Link
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "newsletter"
+CSS = ROOT / "templates" / "newsletter" / "newsletter.css"
+SHANGHAI = timezone(timedelta(hours=8))
+SETTINGS = Settings()
+
+ABSTRACT = (
+    "Deep Convolutional Neural Networks (CNNs) have long been the architecture of choice for "
+    "computer vision tasks. Recently, Transformer-based architectures like Vision Transformer "
+    "(ViT) have matched or even surpassed ResNets for image classification. However, details "
+    "of the Transformer architecture, such as the use of non-overlapping patches, lead one to "
+    "wonder whether these networks are as robust."
+)
+SUMMARY_ZH = (
+    "理解Transformer图像分类的鲁棒性。对视觉Transformer(ViT)模型各种不同的鲁棒性度量进行了广泛"
+    "研究,并将研究结果与ResNet基线进行了比较。发现当使用足够数据量进行预训练时,ViT模型在广泛扰动"
+    "范围内至少与ResNet对应模型一样鲁棒。"
+)
+CATEGORY_NAMES = {"LG": "机器学习", "CV": "计算机视觉", "CL": "计算与语言", "RO": "机器人"}
+
+
+def make_item(rank: int = 1, **fields: Any) -> Item:
+    arxiv = f"2103.{rank:05d}"
+    category = fields.pop("category", "CV")
+    values: dict[str, Any] = {
+        "key": f"arxiv:{arxiv}",
+        "guid": f"https://arxiv.org/abs/{arxiv}",
+        "section": "featured",
+        "rank": rank,
+        "category": category,
+        "category_name": CATEGORY_NAMES.get(category or ""),
+        "starred": False,
+        "title": f"Understanding Robustness of Transformers, part {rank}",
+        "title_zh": "理解Transformer图像分类的鲁棒性",
+        "authors": ("S Bhojanapalli", "A Chakrabarti", "D Glasner"),
+        "authors_truncated": False,
+        "affiliations": ("Google Research",),
+        "summary_zh": SUMMARY_ZH,
+        "abstract": ABSTRACT,
+        "notes": None,
+        "url": f"https://arxiv.org/abs/{arxiv}",
+        "links": (
+            Link("arxiv", f"https://arxiv.org/abs/{arxiv}"),
+            Link("weibo", "https://weibo.com/1402400261/K8wjSoUDC"),
+        ),
+        "published": datetime(2021, 3, 30, 4, 48, 5, tzinfo=SHANGHAI),
+        "line": rank,
+        "digest_id": "2021-03-30",
+    }
+    values.update(fields)
+    return Item(**values)
+
+
+def make_digest(items: list[Item], **fields: Any) -> Digest:
+    values: dict[str, Any] = {
+        "id": "2021-03-30",
+        "date": datetime(2021, 3, 30, 4, 48, 5, tzinfo=SHANGHAI),
+        "date_source": "weibo",
+        "source": "digests/2021-03-30.txt",
+        "format": "daily",
+        "title": "2021-03-30",
+        "summary": "多视角看自监督学习、理解Transformer图像分类的鲁棒性",
+        "items": tuple(items),
+    }
+    values.update(fields)
+    return Digest(**values)
+
+
+def daily_digest() -> Digest:
+    return make_digest(
+        [
+            make_item(1, category="LG", starred=True),
+            make_item(2, category="CV"),
+            make_item(3, category="CL"),
+            make_item(4, category="CV", section="more", summary_zh=None, abstract=None),
+            make_item(5, category="RO", section="more", summary_zh=None, abstract=None),
+        ]
+    )
+
+
+def weekly_digest() -> Digest:
+    picks = [
+        make_item(
+            n,
+            section="weekly",
+            category=None,
+            starred=n == 1,
+            summary_zh=None,
+            abstract=None,
+            notes="技术背景:对比学习的核心是学习一个映射函数 $f$。\n\n来源: https://arxiv.org/abs/2007.00224",
+        )
+        for n in (1, 2, 3)
+    ]
+    # The weekly list names its first paper twice; the email shows it once.
+    picks.append(replace(picks[0], rank=4))
+    return make_digest(picks, id="2020-07-11-weekly", format="weekly", summary=None)
+
+
+def big_digest(papers: int = 60) -> Digest:
+    long_abstract = " ".join([ABSTRACT] * 4)
+    items = [
+        make_item(
+            n,
+            category=("LG", "CV", "CL", "RO")[n % 4],
+            section="featured" if n <= 40 else "more",
+            abstract=long_abstract,
+            summary_zh=SUMMARY_ZH * 3,
+        )
+        for n in range(1, papers + 1)
+    ]
+    return make_digest(items)
+
+
+def render(digest: Digest, **kwargs: Any) -> newsletter.Newsletter:
+    letter = newsletter.render_newsletter(digest, SETTINGS, **kwargs)
+    assert letter is not None
+    return letter
+
+
+def doc(html: str) -> Any:
+    return lxml.html.document_fromstring(html)
+
+
+def paper_titles(html: str) -> list[str]:
+    tree = doc(html)
+    return [el.text_content() for el in tree.cssselect(".paper-title, .more-title a")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Content
+
+
+def test_the_email_shows_date_summary_and_every_paper_with_its_parts() -> None:
+    letter = render(daily_digest())
+    tree = doc(letter.html)
+    assert "2021-03-30" in tree.cssselect(".issue-title")[0].text_content()
+    assert tree.cssselect(".intro")[0].text_content().startswith("多视角看自监督学习")
+    assert len(tree.cssselect(".paper")) == 3
+    assert len(tree.cssselect(".more-item")) == 2
+    first = tree.cssselect(".paper")[0]
+    assert first.cssselect(".badge")[0].text == "LG"
+    assert first.cssselect(".paper-title a")[0].get("href") == "https://arxiv.org/abs/2103.00001"
+    assert first.cssselect(".title-zh")[0].text == "理解Transformer图像分类的鲁棒性"
+    assert "S Bhojanapalli" in first.cssselect(".byline")[0].text_content()
+    assert "Google Research" in first.cssselect(".affiliation")[0].text_content()
+    # The Chinese title opens the summary in the digest; the email does not repeat it.
+    assert first.cssselect(".summary-zh")[0].text_content().startswith("对视觉Transformer")
+    assert first.cssselect(".abstract")[0].text_content().startswith("Deep Convolutional")
+
+
+def test_starred_papers_are_highlighted_and_marked() -> None:
+    tree = doc(render(daily_digest()).html)
+    starred = tree.cssselect(".paper-starred")
+    assert len(starred) == 1
+    assert "★" in starred[0].text_content()
+    assert "background-color:#fffaeb" in starred[0].get("style").replace(" ", "")
+    assert starred[0].get("bgcolor") == "#fffaeb"
+
+
+def test_the_footer_links_the_feeds_the_web_version_and_unsubscribe() -> None:
+    tree = doc(render(daily_digest()).html)
+    hrefs = [a.get("href") for a in tree.cssselect(".footer a")]
+    assert "https://digest.example.org/feeds/all.rss" in hrefs
+    assert "https://digest.example.org/" in hrefs
+    assert "https://digest.example.org/newsletter/2021-03-30.html" in hrefs
+    assert "mailto:unsubscribe@example.org" in hrefs
+
+
+def test_a_personal_unsubscribe_link_replaces_the_placeholder() -> None:
+    url = "https://digest.example.org/unsubscribe?token=abc"
+    letter = render(daily_digest(), unsubscribe_url=url)
+    hrefs = [a.get("href") for a in doc(letter.html).cssselect(".footer a")]
+    assert url in hrefs
+    assert "mailto:unsubscribe@example.org" not in hrefs
+    assert f"Unsubscribe:  {url}" in letter.text
+
+
+def test_the_preheader_carries_the_digest_summary_and_is_hidden() -> None:
+    tree = doc(render(daily_digest()).html)
+    pre = tree.cssselect(".preheader")[0]
+    assert pre.text_content().startswith("多视角看自监督学习")
+    style = pre.get("style").replace(" ", "")
+    assert "display:none" in style
+    assert "mso-hide:all" in style
+
+
+def test_a_digest_without_summary_gets_a_preheader_made_of_its_titles() -> None:
+    digest = replace(daily_digest(), summary=None)
+    pre = doc(render(digest).html).cssselect(".preheader")[0].text_content()
+    assert pre.startswith("理解Transformer图像分类的鲁棒性、")
+
+
+def test_the_html_has_no_script_no_external_css_and_needs_no_image() -> None:
+    html = render(daily_digest()).html
+    tree = doc(html)
+    assert not tree.cssselect("script, link, img, iframe, form")
+    assert "javascript:" not in html.lower()
+    assert not any(el.get(a) for el in tree.iter() for a in ("onclick", "onload", "onerror"))
+
+
+def test_the_layout_is_a_600px_presentation_table_with_an_outlook_wrapper() -> None:
+    html = render(daily_digest()).html
+    tree = doc(html)
+    container = tree.cssselect("table.container")[0]
+    assert container.get("width") == "600"
+    assert container.get("role") == "presentation"
+    assert all(t.get("role") == "presentation" for t in tree.iter("table"))
+    assert '<!--[if mso]><table role="presentation" width="600"' in html
+    assert "<![endif]-->" in html
+    assert tree.cssselect('meta[name="color-scheme"]')[0].get("content") == "light dark"
+
+
+def test_the_responsive_and_dark_mode_rules_stay_in_a_style_block_with_important() -> None:
+    tree = doc(render(daily_digest()).html)
+    styles = tree.cssselect("head style")
+    assert len(styles) == 1
+    css = styles[0].text
+    assert "@media (max-width: 620px)" in css
+    assert "@media (prefers-color-scheme: dark)" in css
+    assert "width: 100% !important" in css
+    assert css.count("!important") >= 20
+    # Everything else was inlined: no plain rule is left for clients that drop <style>.
+    assert not re.search(r"^\.[a-z-]+ \{", css, re.M)
+
+
+def test_weekly_picks_render_with_their_notes_and_without_categories() -> None:
+    letter = render(weekly_digest())
+    tree = doc(letter.html)
+    assert letter.count == 3
+    assert letter.subject == "ML Paper Digest weekly picks 2020-07-11 · 3 papers"
+    assert len(tree.cssselect(".paper")) == 3
+    assert not tree.cssselect(".badge")
+    assert "技术背景" in tree.cssselect(".paper")[0].text_content()
+    assert "Weekly picks" in tree.cssselect(".issue-title")[0].text_content()
+
+
+# ---------------------------------------------------------------------------------------------
+# Category filter
+
+
+def test_a_category_subset_has_only_its_papers_and_an_honest_count() -> None:
+    letter = render(daily_digest(), categories=frozenset({"CV", "CL"}))
+    tree = doc(letter.html)
+    badges = [b.text for b in tree.cssselect(".badge")]
+    assert sorted(badges) == ["CL", "CV", "CV"]
+    assert letter.count == 3
+    assert letter.subject == "ML Paper Digest 2021-03-30 · CL, CV · 3 papers"
+    assert "3 papers · CL, CV" in tree.cssselect(".issue-meta")[0].text_content()
+    assert "3 papers · CL, CV" in letter.text
+    assert "[LG]" not in letter.text and "[RO]" not in letter.text
+
+
+def test_a_subset_without_papers_gives_no_email() -> None:
+    assert newsletter.render_newsletter(daily_digest(), SETTINGS, categories=frozenset()) is None
+    digest = daily_digest()
+    assert newsletter.render_newsletter(digest, SETTINGS, categories=frozenset({"AS"})) is None
+
+
+def test_weekly_picks_reach_every_category_subscriber_whole() -> None:
+    letter = render(weekly_digest(), categories=frozenset({"CV"}))
+    assert letter.count == 3
+    assert letter.subject == "ML Paper Digest weekly picks 2020-07-11 · 3 papers"
+
+
+def test_a_subset_gets_a_preheader_about_its_own_papers() -> None:
+    digest = make_digest([make_item(1, category="LG", title_zh="只属于机器学习"), make_item(2)])
+    pre = doc(render(digest, categories=frozenset({"LG"})).html).cssselect(".preheader")[0]
+    assert pre.text_content().startswith("只属于机器学习")
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile input
+
+
+def hostile_digest() -> Digest:
+    return make_digest(
+        [
+            make_item(
+                1,
+                title='Evil <script>alert(1)</script> "quoted"\r\nBcc: victim@example.org',
+                title_zh="<img src=x onerror=alert(1)>\x00\x1b[31m中文",
+                authors=("<b>Mallory</b>", "A\u202eB"),
+                affiliations=("</td></tr></table>",),
+                summary_zh="<a href='javascript:alert(1)'>点我</a>",
+                abstract="Text with \x07 bell and \x0c form feed.",
+                url="javascript:alert(document.cookie)",
+                links=(
+                    Link("other", "javascript:alert(1)"),
+                    Link("other", "data:text/html,<script>alert(1)</script>"),
+                    Link("other", "https://ok.example.org/a?b=1&c=<2>"),
+                    Link("other", "https://bad example.org/"),
+                ),
+                category="CV<i>",
+            ),
+        ],
+        summary="摘要:<style>body{display:none}</style>\nSubject: injected",
+    )
+
+
+def test_markup_in_the_input_never_reaches_the_html_as_markup() -> None:
+    letter = render(hostile_digest())
+    tree = doc(letter.html)
+    assert not tree.cssselect("body script, body b, body img, body i, body style")
+    assert len(tree.cssselect("table")) == 2  # outer and container: no table closed early
+    assert "<script>alert(1)</script>" in tree.cssselect(".paper-title")[0].text_content()
+    assert "&lt;script&gt;" in letter.html
+
+
+def test_only_http_links_become_links() -> None:
+    letter = render(hostile_digest())
+    hrefs = [a.get("href") for a in doc(letter.html).iter("a")]
+    assert hrefs
+    assert all(h.startswith(("https://", "mailto:")) for h in hrefs), hrefs
+    assert "https://ok.example.org/a?b=1&c=<2>" in hrefs
+    # The text part lists links too: only the http(s) ones.
+    assert "javascript:alert(document.cookie)" not in letter.text
+    assert "data:text" not in letter.text
+    assert "    Link: https://ok.example.org/a?b=1&c=<2>" in letter.text
+
+
+def test_control_characters_and_newlines_are_removed_from_every_part() -> None:
+    letter = render(hostile_digest())
+    for part in (letter.html, letter.text, letter.subject):
+        assert not re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202e]", part)
+    title = doc(letter.html).cssselect(".paper-title")[0].text_content()
+    assert "\n" not in title and "\r" not in title
+    assert "\n" not in letter.subject
+
+
+def test_hostile_input_never_reaches_a_header() -> None:
+    letter = render(hostile_digest())
+    raw = message.as_bytes(message.compose(letter, SETTINGS))
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    names = [line.split(b":", 1)[0] for line in head.split(b"\r\n") if not line.startswith(b" ")]
+    assert b"Bcc" not in names
+    assert b"Subject" in names
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["Bcc"] is None
+    assert not parsed.defects
+
+
+# ---------------------------------------------------------------------------------------------
+# CSS inlining
+
+
+def _declared_styles(sheet: Any, tree: Any) -> dict[Any, dict[str, str]]:
+    """For each element: the winning value of each property, computed as a browser would."""
+    winners: dict[Any, dict[str, tuple[tuple[int, int, int], int, str]]] = {}
+    order = 0
+    for rule in sheet:
+        if rule.type != rule.STYLE_RULE:
+            continue
+        for selector in rule.selectorList:
+            specificity = cssselect.parse(selector.selectorText)[0].specificity()
+            for element in tree.cssselect(selector.selectorText):
+                for prop in rule.style:
+                    order += 1
+                    mine = (specificity, order, prop.value)
+                    current = winners.setdefault(element, {}).get(prop.name)
+                    if current is None or mine[:2] > current[:2]:
+                        winners[element][prop.name] = mine
+    return {el: {k: v[2] for k, v in props.items()} for el, props in winners.items()}
+
+
+def test_every_style_rule_of_the_template_reaches_the_elements_it_targets() -> None:
+    cssutils.log.setLevel("CRITICAL")
+    sheet = cssutils.parseString(CSS.read_text(encoding="utf-8"), validate=False)
+    pages = [
+        render(daily_digest()).html,
+        render(big_digest()).html,  # the shortened email shows the notice
+        newsletter.render_archive(BuildContext((daily_digest(),), ()), SETTINGS)[
+            "newsletter/index.html"
+        ].decode(),
+    ]
+    matched: set[str] = set()
+    checked = 0
+    for html in pages:
+        tree = doc(html)
+        for rule in sheet:
+            if rule.type == rule.STYLE_RULE and tree.cssselect(rule.selectorText):
+                matched.add(rule.selectorText)
+        for element, expected in _declared_styles(sheet, tree).items():
+            actual = {p.name: p.value for p in cssutils.parseStyle(element.get("style", ""))}
+            for name, value in expected.items():
+                assert actual.get(name) == value, (element.tag, element.get("class"), name)
+                checked += 1
+    rules = {r.selectorText for r in sheet if r.type == r.STYLE_RULE}
+    assert rules - matched == set(), "rules that style nothing"
+    assert checked > 500
+
+
+def test_css_inlining_prints_nothing_to_the_terminal(capfd: pytest.CaptureFixture[str]) -> None:
+    render(daily_digest())
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain text
+
+
+def test_the_text_part_is_written_for_reading() -> None:
+    text = render(daily_digest()).text
+    assert text.startswith("ML Paper Digest · Daily digest 2021-03-30\n=====")
+    assert "\n1.  [LG] * Understanding Robustness of Transformers, part 1\n" in text
+    assert "    理解Transformer图像分类的鲁棒性\n" in text
+    assert "    S Bhojanapalli, A Chakrabarti, D Glasner\n" in text
+    assert "    @ Google Research\n" in text
+    assert "    arXiv: https://arxiv.org/abs/2103.00001\n" in text
+    assert "Web version:  https://digest.example.org/newsletter/2021-03-30.html" in text
+    assert "<" not in text
+
+
+def test_text_lines_fit_72_columns_and_urls_stay_whole() -> None:
+    long_url = "https://example.org/" + "x" * 90
+    digest = make_digest([make_item(1, url=long_url, links=()), make_item(2)])
+    text = render(digest).text
+    for line in text.splitlines():
+        if newsletter.display_width(line) > 72:
+            assert "https://" in line, line
+    assert long_url in text
+
+
+def test_wrap_breaks_english_between_words() -> None:
+    lines = newsletter.wrap(ABSTRACT, 40)
+    assert all(len(line) <= 40 for line in lines)
+    assert " ".join(lines) == ABSTRACT
+
+
+def test_wrap_breaks_chinese_by_display_width_and_keeps_punctuation_attached() -> None:
+    text = "对视觉模型各种不同的鲁棒性度量进行了广泛研究，并将研究结果与基线进行了比较。" * 3
+    lines = newsletter.wrap(text, 20)
+    assert all(newsletter.display_width(line) <= 20 for line in lines)
+    assert "".join(lines) == text
+    assert not any(line[0] in "，。" for line in lines)
+
+
+def test_wrap_never_splits_a_url() -> None:
+    url = "https://arxiv.org/abs/2208.05688?some=very-long-query-string-that-does-not-fit"
+    lines = newsletter.wrap(f"论文链接 {url} 见此", 30)
+    assert url in lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Size budget
+
+
+def eml_size(letter: newsletter.Newsletter) -> int:
+    return len(message.as_bytes(message.compose(letter, SETTINGS)))
+
+
+def test_a_60_paper_digest_with_long_abstracts_stays_under_the_budget() -> None:
+    digest = big_digest(60)
+    letter = render(digest)
+    assert eml_size(letter) <= SETTINGS.newsletter.size_budget
+    assert letter.count == 60
+    assert letter.degradation > 0
+    notice = doc(letter.html).cssselect(".notice")[0]
+    assert "shortened" in notice.text_content()
+    assert notice.cssselect("a")[0].get("href").endswith("/newsletter/2021-03-30.html")
+    assert "This email is shortened" in letter.text
+
+
+def test_the_email_degrades_in_the_planned_order() -> None:
+    digest = big_digest(60)
+    budgets = (600_000, 450_000, 300_000, 200_000, 100_000, 40_000, 15_000)
+    levels = []
+    for budget in budgets:
+        settings = replace(SETTINGS, newsletter=NewsletterSettings(size_budget=budget))
+        letter = newsletter.render_newsletter(digest, settings)
+        assert letter is not None
+        size = len(message.as_bytes(message.compose(letter, settings)))
+        assert size <= budget
+        levels.append(letter.degradation)
+    assert levels == [0, 1, 2, 3, 4, 5, 5]
+    # The smallest budget keeps the first papers, titles only, and says how many are shown.
+    letter = newsletter.render_newsletter(
+        digest, replace(SETTINGS, newsletter=NewsletterSettings(size_budget=15_000))
+    )
+    assert letter is not None
+    assert letter.count == 60
+    assert "shown here" in letter.text
+    assert not doc(letter.html).cssselect(".abstract, .summary-zh, .byline")
+
+
+def test_the_web_version_of_a_shortened_email_is_complete() -> None:
+    files = newsletter.render_issue_files(big_digest(60), SETTINGS)
+    html = files["newsletter/2021-03-30.html"].decode()
+    assert not doc(html).cssselect(".notice")
+    assert len(doc(html).cssselect(".abstract")) == 60
+    eml = files["newsletter/2021-03-30.eml"]
+    assert len(eml) <= SETTINGS.newsletter.size_budget
+
+
+# ---------------------------------------------------------------------------------------------
+# Files, archive, determinism
+
+
+def test_issue_files_are_html_text_and_eml_named_by_digest_id() -> None:
+    files = newsletter.render_issue_files(daily_digest(), SETTINGS)
+    assert sorted(files) == [
+        "newsletter/2021-03-30.eml",
+        "newsletter/2021-03-30.html",
+        "newsletter/2021-03-30.txt",
+    ]
+    eml = files["newsletter/2021-03-30.eml"]
+    parsed = email.message_from_bytes(eml, policy=email.policy.default)
+    assert parsed.get_content_type() == "multipart/alternative"
+
+
+def test_identical_input_gives_identical_bytes() -> None:
+    first = newsletter.render_issue_files(daily_digest(), SETTINGS)
+    second = newsletter.render_issue_files(daily_digest(), SETTINGS)
+    assert first == second
+
+
+def test_the_archive_lists_every_issue_newest_first_with_counts_and_links() -> None:
+    ctx = BuildContext((daily_digest(), weekly_digest()), ())
+    html = newsletter.render_archive(ctx, SETTINGS)["newsletter/index.html"].decode()
+    tree = doc(html)
+    rows = tree.cssselect(".archive-row")
+    assert [r.cssselect(".archive-date")[0].text_content() for r in rows] == [
+        "2021-03-30",
+        "2020-07-11 · weekly",
+    ]
+    assert "5 papers" in rows[0].text_content()
+    assert "1 starred" in rows[0].text_content()
+    assert "3 papers" in rows[1].text_content()
+    links = [a.get("href") for a in rows[0].iter("a")]
+    assert links == ["2021-03-30.html", "2021-03-30.html", "2021-03-30.txt", "2021-03-30.eml"]
+
+
+def test_golden_files_for_a_hand_built_digest() -> None:
+    files = newsletter.render_issue_files(daily_digest(), SETTINGS)
+    for name, data in files.items():
+        path = GOLDEN / ("factory-" + name.rsplit("/", 1)[1])
+        if REGENERATE:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        assert path.read_bytes() == data, f"{path} differs; FEEDS_REGENERATE_GOLDEN=1 to update"
