@@ -139,13 +139,26 @@ def _expand(paths: tuple[Path, ...]) -> list[Path]:
     "--output", "output_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Folder to publish into (default: [paths] output, output/).",
 )
+@click.option(
+    "--wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
+    help="Seconds to wait for another build or send holding the lock, then give up.",
+)
+@click.option("--force", is_flag=True, help="Re-render everything, even if nothing changed.")
+@click.option("-v", "--verbose", count=True, help="Say what is written (same as feeds -v).")
 @click.pass_obj
-def build(obj: _Obj, input_dir: Path | None, output_dir: Path | None) -> None:
+def build(
+    obj: _Obj,
+    input_dir: Path | None,
+    output_dir: Path | None,
+    wait: float,
+    force: bool,
+    verbose: int,
+) -> None:
     """Build feeds, site and newsletters into the output folder, incrementally.
 
     Files whose content did not change are not rewritten; every file is written atomically.
     A digest that fails to parse is reported and the rest is still published; the exit
-    status is then 1.
+    status is then 1. With -v, says what was written.
 
     \b
     Example:
@@ -153,9 +166,10 @@ def build(obj: _Obj, input_dir: Path | None, output_dir: Path | None) -> None:
     """
     from feeds.build import build as run_build
 
+    obj.verbose += verbose
     settings = _with_paths(obj.settings, input_dir, output_dir)
     with _user_errors():
-        report = run_build(settings, now=_now(), log=obj.log)
+        report = run_build(settings, now=_now(), log=obj.log, force=force, wait=wait)
     for line in report.summary_lines(verbose=obj.verbose > 0):
         click.echo(line)
     if report.failed:

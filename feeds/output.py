@@ -1,0 +1,132 @@
+"""Writing under output/: atomically, and only what changed.
+
+A reader (a web server, a feed fetcher, rsync) must never see half a file, and a build killed at
+any moment must leave the previous complete output in place. So every file is written to a
+temporary file in the same folder, flushed to disk, and renamed over the old one; a file whose
+bytes did not change is not touched at all, which keeps mtimes, ETags and rsync runs quiet.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path, PurePosixPath
+
+from feeds.errors import OutputError
+
+# Temporary files start with this prefix; a killed build may leave some, the next one removes them.
+TEMP_PREFIX = ".feeds-tmp-"
+
+
+def write_files(root: Path, files: Mapping[str, bytes]) -> list[str]:
+    """Write `files` (POSIX paths relative to `root`) whose bytes differ; return those written.
+
+    Each file is replaced atomically; the folders touched are synced once at the end so the
+    renames survive a power cut.
+    """
+    written: list[str] = []
+    folders: set[Path] = set()
+    mode = _file_mode()
+    for rel in sorted(files):
+        data = files[rel]
+        target = resolve(root, rel)
+        if _same_bytes(target, data):
+            continue
+        _replace(target, data, mode)
+        written.append(rel)
+        folders.add(target.parent)
+    for folder in sorted(folders):
+        _sync_folder(folder)
+    return written
+
+
+def remove_files(root: Path, paths: Iterable[str]) -> list[str]:
+    """Delete files (relative to `root`) that are no longer produced; return those removed."""
+    removed: list[str] = []
+    for rel in sorted(set(paths)):
+        target = resolve(root, rel)
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"cannot remove: {exc.strerror}", path=str(target)) from exc
+        removed.append(rel)
+    return removed
+
+
+def remove_temporaries(root: Path) -> list[Path]:
+    """Delete temporary files a killed build left behind (only ours, by their prefix)."""
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            if name.startswith(TEMP_PREFIX):
+                path = Path(folder) / name
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def resolve(root: Path, rel: str) -> Path:
+    """`root / rel`, refusing paths that would land outside `root` (a generator bug)."""
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or not pure.parts or any(p in ("", ".", "..") for p in pure.parts):
+        raise OutputError(f"refusing to write outside the output folder: {rel!r}")
+    return root.joinpath(*pure.parts)
+
+
+def _same_bytes(target: Path, data: bytes) -> bool:
+    try:
+        if target.stat().st_size != len(data):
+            return False
+        return target.read_bytes() == data
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise OutputError(f"cannot read: {exc.strerror}", path=str(target)) from exc
+
+
+def _replace(target: Path, data: bytes, mode: int) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=TEMP_PREFIX, suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(f"cannot write: {exc.strerror}", path=str(target)) from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            # mkstemp creates 0600; published files must be readable by the web server.
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException as exc:
+        # Also on KeyboardInterrupt: never leave a temporary file beside the real one.
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write: {exc.strerror}", path=str(target)) from exc
+        raise
+
+
+def _sync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        # Some file systems cannot sync a folder; the rename is still atomic.
+        pass
+    finally:
+        os.close(fd)
+
+
+def _file_mode() -> int:
+    """What a plain `open(path, "w")` would create: 0666 minus the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask

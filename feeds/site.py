@@ -1,0 +1,195 @@
+"""The static site: the index page, one human page per feed, and the OPML list of feeds.
+
+Pure like every generator: the build context and settings in, bytes out. Pages link to each
+other with relative URLs (the site works from any folder, even file://); what leaves the site
+(autodiscovery, OPML) uses absolute URLs from `[site] base_url`. Templates live in
+`templates/site/` (jinja2, autoescaped); no JavaScript, no XSLT.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from feeds.catalog import FeedInfo, feed_list, select
+from feeds.config import Settings
+from feeds.model import BuildContext, Digest, Item, Paper
+
+if TYPE_CHECKING:
+    import jinja2
+
+# Characters XML 1.0 forbids and HTML calls parse errors; never useful in a title.
+_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+_LINK_NAMES = {"arxiv": "arXiv", "openreview": "OpenReview", "doi": "DOI", "weibo": "Weibo"}
+# (format, MIME type of the autodiscovery link, FeedInfo attribute holding its path)
+FORMATS = (
+    ("RSS", "application/rss+xml", "rss"),
+    ("Atom", "application/atom+xml", "atom"),
+    ("JSON Feed", "application/feed+json", "json"),
+)
+
+
+def render_site(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
+    """index.html, feeds/<slug>.html for every feed, and feeds.opml."""
+    env = _environment(settings)
+    feeds = feed_list(ctx, settings)
+    limit = settings.site.items_per_feed
+    site = _site_view(settings)
+    files: dict[str, bytes] = {}
+
+    latest = ctx.digests[0] if ctx.digests else None
+    index = env.get_template("index.html").render(
+        site=site,
+        root="",
+        feeds=[_feed_view(feed, settings, len(select(ctx, feed, limit))) for feed in feeds],
+        alternates=[alt for feed in feeds for alt in _alternates(feed, settings)],
+        latest=_digest_view(latest, settings) if latest else None,
+    )
+    files["index.html"] = index.encode("utf-8")
+
+    for feed in feeds:
+        papers = select(ctx, feed, limit)
+        page = env.get_template("feed.html").render(
+            site=site,
+            root="../",
+            feed=_feed_view(feed, settings, len(papers)),
+            alternates=_alternates(feed, settings),
+            papers=[_paper_view(paper.item, settings, paper) for paper in papers],
+        )
+        files[feed.html] = page.encode("utf-8")
+
+    newest = ctx.papers[0].first_seen if ctx.papers else None
+    opml = env.get_template("feeds.opml").render(
+        site=site,
+        feeds=[_feed_view(feed, settings, 0) for feed in feeds],
+        modified=_rfc822(newest) if newest else None,
+    )
+    files["feeds.opml"] = opml.encode("utf-8")
+    return files
+
+
+def _environment(settings: Settings) -> jinja2.Environment:
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(settings.paths.templates / "site"),
+        autoescape=True,
+        # Every value that reaches a page or the OPML loses XML-illegal characters.
+        finalize=lambda value: _ILLEGAL.sub("", value) if isinstance(value, str) else value,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def _site_view(settings: Settings) -> dict[str, Any]:
+    site = settings.site
+    return {
+        "title": site.title,
+        "description": site.description,
+        "author": site.author,
+        "language": site.language,
+        "url": site.url(""),
+        "opml_url": site.url("feeds.opml"),
+    }
+
+
+def _feed_view(feed: FeedInfo, settings: Settings, count: int) -> dict[str, Any]:
+    return {
+        "slug": feed.slug,
+        "title": feed.title,
+        "label": feed.label,
+        "description": feed.description,
+        "kind": feed.kind,
+        "count": count,
+        "html": feed.html,
+        "html_url": settings.site.url(feed.html),
+        "rss_url": settings.site.url(feed.rss),
+        "formats": [
+            {"name": name, "type": mime, "path": getattr(feed, attr),
+             "url": settings.site.url(getattr(feed, attr))}
+            for name, mime, attr in FORMATS
+        ],
+    }
+
+
+def _alternates(feed: FeedInfo, settings: Settings) -> list[dict[str, str]]:
+    """The <link rel="alternate"> of a feed, one per format, with absolute URLs."""
+    return [
+        {
+            "type": mime,
+            "title": f"{feed.title} ({name})",
+            "href": settings.site.url(getattr(feed, attr)),
+        }
+        for name, mime, attr in FORMATS
+    ]
+
+
+def _digest_view(digest: Digest, settings: Settings) -> dict[str, Any]:
+    seen: set[str] = set()
+    papers = []
+    for item in digest.items:
+        # The weekly list can name a paper twice; the page shows it once.
+        if item.key in seen:
+            continue
+        seen.add(item.key)
+        papers.append(_paper_view(item, settings, None))
+    return {
+        "id": digest.id,
+        "title": digest.title,
+        "summary": digest.summary,
+        "date": _day(digest.date, settings),
+        "weekly": digest.format == "weekly",
+        "papers": papers,
+        "newsletter": f"newsletter/{digest.id}.html" if papers else None,
+    }
+
+
+def _paper_view(item: Item, settings: Settings, paper: Paper | None) -> dict[str, Any]:
+    when = paper.first_seen if paper else item.published
+    return {
+        "title": item.title or item.title_zh or item.key,
+        "title_zh": item.title_zh if item.title and item.title_zh else None,
+        "url": _web(item.url) or next((link.href for link in item.links if _web(link.href)),
+                                      None),
+        "category": item.category,
+        "category_name": item.category_name,
+        "starred": item.starred,
+        "authors": ", ".join(item.authors) + (" …" if item.authors_truncated else ""),
+        "affiliations": " & ".join(item.affiliations),
+        "summary_zh": item.summary_zh,
+        "abstract": item.abstract,
+        "notes": item.notes,
+        "date": _day(when, settings),
+        "links": [
+            {"name": _LINK_NAMES.get(link.kind, _host(link.href)), "href": link.href}
+            for link in item.links
+            if _web(link.href)
+        ],
+    }
+
+
+def _web(url: str | None) -> str | None:
+    """Only http(s) URLs become links: a `javascript:` URL in a digest stays inert text."""
+    if url and url.strip().lower().startswith(("https://", "http://")):
+        return url.strip()
+    return None
+
+
+def _host(url: str) -> str:
+    rest = url.split("://", 1)[-1]
+    return rest.split("/", 1)[0] or "link"
+
+
+def _day(moment: datetime | None, settings: Settings) -> str:
+    if moment is None:
+        return ""
+    return moment.astimezone(settings.site.tz).strftime("%Y-%m-%d")
+
+
+def _rfc822(moment: datetime) -> str:
+    from email.utils import format_datetime
+
+    return format_datetime(moment)
