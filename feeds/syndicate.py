@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from html import escape
 from typing import TYPE_CHECKING, Any
@@ -211,22 +211,30 @@ def aware(moment: datetime, tz: tzinfo) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=tz)
 
 
-def entry_times(papers: Iterable[Paper], tz: tzinfo) -> dict[str, datetime]:
+def entry_times(
+    papers: Iterable[Paper], tz: tzinfo, only: Collection[str] | None = None
+) -> dict[str, datetime]:
     """Each paper's entry time (published, updated, pubDate), by key.
 
     A paper's first-seen time, minus one second per paper first seen at that same moment ahead
     of it (papers come in digest order, then rank). A digest's papers thus get distinct times
     in the curator's order: readers that sort by date keep that order, and no two entries share
-    a timestamp (which the W3C validator warns about). Computed once over all papers, so a
-    paper has the same time in every feed.
+    a timestamp (which the W3C validator warns about). Computed over all papers in context
+    order, so a paper has the same time in every feed; with `only`, the walk stops once those
+    keys have their time (later papers cannot change it).
     """
     times: dict[str, datetime] = {}
-    ahead: Counter[float] = Counter()
+    ahead: Counter[datetime] = Counter()
+    wanted = None if only is None else set(only)
     for paper in papers:
+        if wanted is not None and not wanted:
+            break
         moment = aware(paper.first_seen, tz)
-        stamp = moment.timestamp()
-        times.setdefault(paper.key, moment - timedelta(seconds=ahead[stamp]))
-        ahead[stamp] += 1
+        if paper.key not in times:
+            times[paper.key] = moment - timedelta(seconds=ahead[moment])
+            if wanted is not None:
+                wanted.discard(paper.key)
+        ahead[moment] += 1
     return times
 
 
@@ -239,10 +247,12 @@ def feed_updated(papers: Sequence[Paper], times: Mapping[str, datetime]) -> date
 
 def render_feeds(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
     """Every feed of the catalog as "feeds/<slug>.rss", ".atom" and ".json"."""
-    times = entry_times(ctx.papers, settings.site.tz)
+    limit = settings.site.items_per_feed
+    chosen = [(feed, select(ctx, feed, limit)) for feed in feed_list(ctx, settings)]
+    needed = {paper.key for _, papers in chosen for paper in papers}
+    times = entry_times(ctx.papers, settings.site.tz, needed)
     files: dict[str, bytes] = {}
-    for feed in feed_list(ctx, settings):
-        papers = select(ctx, feed, settings.site.items_per_feed)
+    for feed, papers in chosen:
         files.update(render_feed(feed, papers, settings, times))
     return files
 

@@ -127,12 +127,12 @@ def test_category_name_ties_are_broken_by_the_name_not_by_input_order() -> None:
     assert feed_list(context(b, a), Settings())[2].category_name == "乙"
 
 
-def test_select_returns_newest_first_and_keeps_context_order_for_ties() -> None:
+def test_select_keeps_the_contexts_newest_first_order_ties_included() -> None:
     ctx = context(
-        make_paper(1, days_ago=2),
         make_paper(2, days_ago=0),
-        make_paper(3, days_ago=1),
         make_paper(4, days_ago=0),
+        make_paper(3, days_ago=1),
+        make_paper(1, days_ago=2),
     )
     feed = feed_list(ctx, Settings())[0]
     assert [p.item.rank for p in select(ctx, feed, 100)] == [2, 4, 3, 1]
