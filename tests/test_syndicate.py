@@ -34,6 +34,7 @@ from feeds.syndicate import (
     entry_title,
     permalink,
     primary_link,
+    render_feed,
     render_feeds,
 )
 
@@ -278,6 +279,42 @@ def test_only_the_newest_items_per_feed_are_written() -> None:
     ids = [item["id"] for item in json.loads(files["feeds/all.json"])["items"]]
     assert ids == ["https://arxiv.org/abs/2103.00001", "https://arxiv.org/abs/2103.00002"]
     assert len(feedparser.parse(files["feeds/all.atom"]).entries) == 2
+
+
+def test_json_feed_follows_version_1_1_in_the_specifications_key_order() -> None:
+    feed = feed_list(small_context(), Settings())[0]
+    papers = select(small_context(), feed, 100)
+    data = render_feed(feed, papers, Settings())[feed.json]
+    assert data.endswith(b"}\n") and "全部论文".encode() in data  # UTF-8, no \u escapes
+    document = json.loads(data)
+    assert list(document) == [
+        "version",
+        "title",
+        "home_page_url",
+        "feed_url",
+        "description",
+        "language",
+        "authors",
+        "items",
+    ]
+    assert document["version"] == "https://jsonfeed.org/version/1.1"
+    allowed = {
+        "id",
+        "url",
+        "title",
+        "content_html",
+        "summary",
+        "date_published",
+        "authors",
+        "tags",
+        "_digest_feeds",
+    }
+    for item in document["items"]:
+        assert set(item) <= allowed
+        assert isinstance(item["id"], str) and item["content_html"]
+        assert datetime.fromisoformat(item["date_published"]).tzinfo is not None
+        assert all(isinstance(tag, str) for tag in item.get("tags", []))
+    assert "url" not in document["items"][3]  # a paper without any web link
 
 
 # --- what an entry holds -------------------------------------------------------------------
