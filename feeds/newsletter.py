@@ -248,6 +248,9 @@ def _issue(digest: Digest, categories: frozenset[str] | None) -> _Issue:
     date = digest.id[:10] if digest.id else (digest.date.date().isoformat() if digest.date else "")
     heading = "Weekly picks" if digest.format == "weekly" else "Daily digest"
     summary = re.sub(r"^摘要\s*[:：]\s*", "", _clean_line(digest.summary))
+    if not summary and digest.format == "weekly":
+        # A weekly list has no summary line; its title ("2020.7.11周论文精选与精读") says more.
+        summary = _clean_line(digest.title)
     return _Issue(
         digest=digest,
         date=date,

@@ -14,7 +14,7 @@ import cssselect
 import cssutils
 import lxml.html
 import pytest
-from conftest import REGENERATE, ROOT
+from conftest import REGENERATE, ROOT, SAMPLE_DIGESTS
 
 from feeds import message, newsletter
 from feeds.config import NewsletterSettings, Settings
@@ -551,11 +551,27 @@ def test_the_archive_lists_every_issue_newest_first_with_counts_and_links() -> N
     assert links == ["2021-03-30.html", "2021-03-30.html", "2021-03-30.txt", "2021-03-30.eml"]
 
 
-def test_golden_files_for_a_hand_built_digest() -> None:
-    files = newsletter.render_issue_files(daily_digest(), SETTINGS)
-    for name, data in files.items():
-        path = GOLDEN / ("factory-" + name.rsplit("/", 1)[1])
-        if REGENERATE:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        assert path.read_bytes() == data, f"{path} differs; FEEDS_REGENERATE_GOLDEN=1 to update"
+def sample_digests() -> list[Digest]:
+    from feeds.parse import parse_file
+
+    return [parse_file(path, tz=SETTINGS.site.tz) for path in sorted(SAMPLE_DIGESTS.glob("*.txt"))]
+
+
+def test_sample_digests_match_their_golden_html_text_and_eml() -> None:
+    for digest in sample_digests():
+        files = newsletter.render_issue_files(digest, SETTINGS)
+        assert len(files) == 3
+        for name, data in files.items():
+            path = GOLDEN / name.rsplit("/", 1)[1]
+            if REGENERATE:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            assert path.read_bytes() == data, f"{path} differs; FEEDS_REGENERATE_GOLDEN=1 updates"
+
+
+def test_every_sample_digest_fits_the_budget_without_leaving_anything_out() -> None:
+    for digest in sample_digests():
+        letter = render(digest)
+        assert letter.degradation == 0, digest.id
+        assert eml_size(letter) <= SETTINGS.newsletter.size_budget - newsletter.RECIPIENT_HEADROOM
+        assert letter.count == len({item.key for item in digest.items})
