@@ -110,8 +110,14 @@ def permalink(guid: str) -> bool:
 
 
 def entry_summary(item: Item) -> str:
-    """A short plain-text summary: the Chinese summary (else the abstract), cut at a word."""
-    text = one_line(item.summary_zh) or one_line(item.abstract) or one_line(item.title_zh)
+    """A short plain-text summary: the Chinese summary, else the abstract, else the curator's
+    notes, else the Chinese title; cut at a sentence or word."""
+    text = (
+        one_line(item.summary_zh)
+        or one_line(item.abstract)
+        or one_line(item.notes)
+        or one_line(item.title_zh)
+    )
     if len(text) <= SUMMARY_LENGTH:
         return text
     cut = text[:SUMMARY_LENGTH]
