@@ -1,0 +1,348 @@
+"""The delivery ledger: one row per (digest, recipient) in the SQLite state, so each newsletter
+reaches each subscriber once however often cron starts `feeds send` and wherever it is killed.
+
+A row moves pending -> sending -> sent, or to failed_temporary (tried again later),
+failed_permanent (a 5xx: never retried), skipped (no paper in the subscriber's categories) or
+cancelled (the subscriber left the list before delivery). `sending` is committed before the
+message data goes out and `sent` only after the server accepted it, so after a crash the only
+row whose fate is unknown is the one left in `sending`.
+
+Which digests are queued (see docs/delivery.md): a subscriber seen for the first time is queued
+the newest digest; a digest seen for the first time is queued to every subscriber already on
+the list, unless it is an archive file dated well before the newest digest already seen.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from feeds.errors import StateError
+
+Status = Literal[
+    "pending", "sending", "sent", "failed_temporary", "failed_permanent", "skipped", "cancelled"
+]
+STATUSES: tuple[Status, ...] = (
+    "pending", "sending", "sent", "failed_temporary", "failed_permanent", "skipped", "cancelled"
+)
+DUE: tuple[Status, ...] = ("pending", "sending", "failed_temporary")
+# A newsletter that could not be delivered within this long after it was queued is given up:
+# by then it is old news, and the mailbox (or the relay) has been failing for days.
+GIVE_UP_AFTER = timedelta(days=3)
+# A digest seen for the first time that is dated this much before the newest digest already
+# known is an archive file being added, not news: it is sent only when asked for by id.
+BACKFILL_WINDOW = timedelta(days=7)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ledger (
+    digest_id     TEXT NOT NULL,
+    recipient     TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    last_reply    TEXT,
+    message_id    TEXT,
+    queued        TEXT NOT NULL,
+    first_attempt TEXT,
+    updated       TEXT NOT NULL,
+    PRIMARY KEY (digest_id, recipient)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ledger_by_status ON ledger (status, digest_id);
+CREATE TABLE IF NOT EXISTS ledger_digests (
+    digest_id   TEXT PRIMARY KEY,
+    digest_date TEXT,
+    registered  TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_subscribers (
+    recipient TEXT PRIMARY KEY,
+    enrolled  TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    digest_id: str
+    recipient: str
+    status: Status
+    attempts: int
+    last_reply: str | None
+    message_id: str | None
+    queued: str
+    first_attempt: str | None
+    updated: str
+
+
+@dataclass(frozen=True)
+class DigestRef:
+    """What the ledger needs to know of a digest."""
+
+    id: str
+    date: datetime | None
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection the sending threads can share (writes are serialized by `Ledger`)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        # A `sent` row must survive a power cut too, or the message goes out again.
+        conn.execute("PRAGMA synchronous=FULL")
+    except (OSError, sqlite3.Error) as exc:
+        raise StateError(f"cannot open the state database: {exc}", path=str(path)) from exc
+    return conn
+
+
+class Ledger:
+    def __init__(
+        self, conn: sqlite3.Connection, *, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self._conn = conn
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._in_preview = False
+        conn.isolation_level = None
+        with self._lock:
+            conn.executescript(_SCHEMA)
+
+    @classmethod
+    def open(cls, path: Path, *, clock: Callable[[], datetime] = utc_now) -> Ledger:
+        return cls(connect(path), clock=clock)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _now(self) -> str:
+        return self._clock().astimezone(UTC).isoformat(timespec="seconds")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @contextmanager
+    def preview(self) -> Iterator[None]:
+        """Everything done inside is rolled back: what a dry run would queue, without queueing."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            self._in_preview = True
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_preview = False
+                self._conn.execute("ROLLBACK")
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        if self._in_preview:
+            with self._lock:
+                yield self._conn
+        else:
+            with self._transaction() as conn:
+                yield conn
+
+    # -- what to send ---------------------------------------------------------------------
+
+    def queue(
+        self,
+        digests: Sequence[DigestRef],
+        recipients: Collection[str],
+        *,
+        only: str | None = None,
+    ) -> None:
+        """Register digests (newest first) and listed recipients, and queue what the rules say;
+        with `only`, also queue that digest to every listed recipient."""
+        now = self._now()
+        listed = {r.lower() for r in recipients}
+        with self._writing() as conn:
+            known = {
+                row[0]: _parse_time(row[1])
+                for row in conn.execute("SELECT digest_id, digest_date FROM ledger_digests")
+            }
+            newest_known = max((d for d in known.values() if d is not None), default=None)
+            new = [d for d in digests if d.id not in known]
+            conn.executemany(
+                "INSERT INTO ledger_digests (digest_id, digest_date, registered) VALUES (?, ?, ?)",
+                [(d.id, _format_time(d.date), now) for d in new],
+            )
+            enrolled = {row[0] for row in conn.execute("SELECT recipient FROM ledger_subscribers")}
+            # An empty list is more likely a file being rewritten than everyone leaving.
+            if listed:
+                conn.executemany(
+                    "DELETE FROM ledger_subscribers WHERE recipient = ?",
+                    [(r,) for r in enrolled - listed],
+                )
+            existing = sorted(enrolled & listed)
+            fresh = sorted(listed - enrolled)
+            conn.executemany(
+                "INSERT INTO ledger_subscribers (recipient, enrolled) VALUES (?, ?)",
+                [(r, now) for r in fresh],
+            )
+            for digest in _news(new, known=bool(known), newest_known=newest_known):
+                self._add(conn, digest.id, existing, now)
+            if digests:
+                self._add(conn, digests[0].id, fresh, now)
+            if only is not None:
+                self._add(conn, only, sorted(listed), now)
+
+    @staticmethod
+    def _add(conn: sqlite3.Connection, digest_id: str, recipients: Sequence[str], now: str) -> None:
+        conn.executemany(
+            "INSERT OR IGNORE INTO ledger (digest_id, recipient, status, queued, updated)"
+            " VALUES (?, ?, 'pending', ?, ?)",
+            [(digest_id, r, now, now) for r in recipients],
+        )
+
+    def due(self, recipients: Collection[str], *, digest_id: str | None = None) -> list[Entry]:
+        """Rows still to deliver to listed recipients, oldest digest first. Rows of recipients
+        no longer listed are cancelled, and rows queued too long ago are given up, first."""
+        now = self._clock()
+        listed = {r.lower() for r in recipients}
+        with self._writing() as conn:
+            waiting = conn.execute(
+                f"SELECT {_FIELDS} FROM ledger WHERE status IN (?, ?, ?)"
+                " ORDER BY digest_id, recipient",
+                DUE,
+            ).fetchall()
+            keep: list[Entry] = []
+            stamp = _format_time(now)
+            cutoff = now - GIVE_UP_AFTER
+            for entry in map(_entry, waiting):
+                if entry.recipient not in listed:
+                    self._set(conn, entry, "cancelled", "unsubscribed before delivery", stamp)
+                elif (_parse_time(entry.queued) or now) < cutoff:
+                    reply = f"gave up after {GIVE_UP_AFTER.days} days: {entry.last_reply or ''}"
+                    self._set(conn, entry, "failed_permanent", reply.rstrip(": "), stamp)
+                elif digest_id is None or entry.digest_id == digest_id:
+                    keep.append(entry)
+        return keep
+
+    @staticmethod
+    def _set(
+        conn: sqlite3.Connection, entry: Entry, status: Status, reply: str, now: str | None
+    ) -> None:
+        conn.execute(
+            "UPDATE ledger SET status = ?, last_reply = ?, updated = ?"
+            " WHERE digest_id = ? AND recipient = ?",
+            (status, reply, now, entry.digest_id, entry.recipient),
+        )
+
+    # -- while sending ----------------------------------------------------------------------
+
+    def mark_sending(self, digest_id: str, recipient: str, message_id: str) -> None:
+        """Committed before DATA: from here on a crash leaves this row, and only this one, in
+        doubt."""
+        now = self._now()
+        with self._lock:
+            self._conn.execute(
+                "UPDATE ledger SET status = 'sending', attempts = attempts + 1, message_id = ?,"
+                " first_attempt = COALESCE(first_attempt, ?), updated = ?"
+                " WHERE digest_id = ? AND recipient = ?",
+                (message_id, now, now, digest_id, recipient),
+            )
+
+    def finish(
+        self,
+        digest_id: str,
+        recipient: str,
+        status: Status,
+        reply: str,
+        *,
+        attempted: bool = False,
+    ) -> None:
+        """Record an outcome. `attempted`: an SMTP transaction that ended before DATA (so
+        `mark_sending` did not count it)."""
+        now = self._now()
+        with self._lock:
+            self._conn.execute(
+                "UPDATE ledger SET status = ?, last_reply = ?, updated = ?,"
+                " attempts = attempts + ?,"
+                " first_attempt = CASE WHEN ? THEN COALESCE(first_attempt, ?) ELSE first_attempt"
+                " END WHERE digest_id = ? AND recipient = ?",
+                (status, reply[:500], now, int(attempted), int(attempted), now, digest_id,
+                 recipient),
+            )
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def entries(self, digest_id: str | None = None) -> list[Entry]:
+        sql = f"SELECT {_FIELDS} FROM ledger"
+        params: tuple[str, ...] = ()
+        if digest_id is not None:
+            sql += " WHERE digest_id = ?"
+            params = (digest_id,)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY digest_id, recipient", params).fetchall()
+        return [_entry(row) for row in rows]
+
+    def counts(self, digest_id: str | None = None) -> dict[Status, int]:
+        sql = "SELECT status, COUNT(*) FROM ledger"
+        params: tuple[str, ...] = ()
+        if digest_id is not None:
+            sql += " WHERE digest_id = ?"
+            params = (digest_id,)
+        with self._lock:
+            rows = self._conn.execute(sql + " GROUP BY status", params).fetchall()
+        found = dict(rows)
+        return {status: int(found.get(status, 0)) for status in STATUSES}
+
+    def known_digests(self) -> set[str]:
+        with self._lock:
+            return {row[0] for row in self._conn.execute("SELECT digest_id FROM ledger_digests")}
+
+
+_FIELDS = (
+    "digest_id, recipient, status, attempts, last_reply, message_id, queued, first_attempt,"
+    " updated"
+)
+
+
+def _entry(row: tuple[object, ...]) -> Entry:
+    return Entry(*row)  # type: ignore[arg-type]
+
+
+def _news(
+    new: Sequence[DigestRef], *, known: bool, newest_known: datetime | None
+) -> list[DigestRef]:
+    """Which newly seen digests go to the subscribers already on the list."""
+    if not new:
+        return []
+    if not known:
+        # The first digests ever seen are an archive: only the newest is news.
+        return [new[0]]
+    if newest_known is None:
+        return list(new)
+    floor = newest_known - BACKFILL_WINDOW
+    return [d for d in new if d.date is None or d.date >= floor]
+
+
+def _format_time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise StateError(f"naive datetime {value!r} in the ledger")
+    return value.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

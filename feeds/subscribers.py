@@ -1,0 +1,213 @@
+"""The subscriber list: `subscribers.csv` with `email,name,categories` rows.
+
+A bad row never stops the others: it is reported with its line and skipped, so one typo in a
+list of thousands does not cancel a newsletter. Addresses are checked strictly because they end
+up in the SMTP envelope and the `To` header; names are cleaned of control characters for the
+same reason (a name is the one free-text field a subscriber controls).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import unicodedata
+from dataclasses import dataclass
+from email.headerregistry import Address
+from pathlib import Path
+from typing import Literal
+
+from feeds.errors import ConfigError
+
+Severity = Literal["error", "warning"]
+
+# RFC 5321 dot-atom local part (no quoted strings: mail systems disagree on them) and a domain
+# of LDH labels; internationalized domains are accepted and converted to their xn-- form.
+_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+_TLD = re.compile(r"(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})\Z")
+_CATEGORY = re.compile(r"[A-Za-z][A-Za-z0-9.-]{0,31}\Z")
+_CATEGORY_SPLIT = re.compile(r"[\s,;]+")
+_COLUMNS = ("email", "name", "categories")
+MAX_NAME = 200
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    email: str
+    name: str
+    # Category codes as written ("CV", "stat.ML"); empty means every category.
+    categories: frozenset[str]
+    line: int
+
+    @property
+    def key(self) -> str:
+        """The identity in the ledger: the address, case-folded (mailboxes are, in practice)."""
+        return self.email.lower()
+
+    @property
+    def address(self) -> str:
+        """The `To` header value; `Address` quotes or encodes the name, never passes it raw."""
+        local, _, domain = self.email.rpartition("@")
+        return str(Address(display_name=self.name, username=local, domain=domain))
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int
+    message: str
+    severity: Severity = "error"
+
+
+@dataclass(frozen=True)
+class SubscriberList:
+    source: str
+    subscribers: tuple[Subscriber, ...]
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == "error")
+
+
+def load_subscribers(path: Path) -> SubscriberList:
+    """Read the subscriber list; a missing or unreadable file is an error, a bad row is not."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            "subscriber list not found",
+            path=str(path),
+            hint="create it with a header line `email,name,categories`, or set [paths] subscribers",
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read subscriber list: {exc.strerror}", path=str(path)) from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"subscriber list is not UTF-8 (byte {exc.start})",
+            path=str(path),
+            hint="save it as UTF-8 CSV",
+        ) from exc
+    return parse_subscribers(text, source=str(path))
+
+
+def parse_subscribers(text: str, *, source: str = "subscribers.csv") -> SubscriberList:
+    """Parse CSV text. The header line is optional; without it the columns are email, name,
+    categories. Blank lines and lines starting with `#` are ignored."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    columns: tuple[str, ...] = _COLUMNS
+    subscribers: list[Subscriber] = []
+    problems: list[Problem] = []
+    first_line: dict[str, int] = {}
+    end = 0
+    first_row = True
+    while True:
+        start = end + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problems.append(Problem(reader.line_num or start, f"unreadable CSV: {exc}"))
+            break
+        end = reader.line_num
+        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+            continue
+        if first_row:
+            first_row = False
+            header = tuple(cell.strip().lower() for cell in row)
+            if "email" in header:
+                unknown = [c for c in header if c and c not in _COLUMNS]
+                if unknown:
+                    problems.append(
+                        Problem(start, f"unknown column(s) {', '.join(unknown)}", "warning")
+                    )
+                columns = header
+                continue
+        record = dict(zip(columns, row, strict=False))
+        if len(row) > len(columns) and any(cell.strip() for cell in row[len(columns) :]):
+            problems.append(Problem(start, f"{len(row)} fields, expected {len(columns)}"))
+            continue
+        subscriber = _subscriber(record, start, problems)
+        if subscriber is None:
+            continue
+        seen = first_line.get(subscriber.key)
+        if seen is not None:
+            problems.append(
+                Problem(start, f"duplicate of line {seen} ({subscriber.email}); kept line {seen}",
+                        "warning")
+            )
+            continue
+        first_line[subscriber.key] = start
+        subscribers.append(subscriber)
+    return SubscriberList(source, tuple(subscribers), tuple(problems))
+
+
+def _subscriber(record: dict[str, str], line: int, problems: list[Problem]) -> Subscriber | None:
+    email = record.get("email", "").strip()
+    if not email:
+        problems.append(Problem(line, "missing email address"))
+        return None
+    checked = normalize_email(email)
+    if isinstance(checked, _Invalid):
+        problems.append(Problem(line, f"invalid email address {email!r}: {checked.reason}"))
+        return None
+    categories: set[str] = set()
+    for code in _CATEGORY_SPLIT.split(record.get("categories", "").strip()):
+        if not code:
+            continue
+        if not _CATEGORY.match(code):
+            problems.append(Problem(line, f"invalid category {code!r}"))
+            return None
+        categories.add(code)
+    return Subscriber(
+        email=checked,
+        name=clean_name(record.get("name", "")),
+        categories=frozenset(categories),
+        line=line,
+    )
+
+
+@dataclass(frozen=True)
+class _Invalid:
+    reason: str
+
+
+def normalize_email(value: str) -> str | _Invalid:
+    """The address as it goes into the envelope, or why it cannot."""
+    if any(ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in value):
+        return _Invalid("contains spaces or control characters")
+    if len(value) > 254:
+        return _Invalid("longer than 254 characters")
+    local, at, domain = value.rpartition("@")
+    if not at or not local or not domain:
+        return _Invalid("not of the form name@domain")
+    if not _LOCAL.match(local) or len(local) > 64:
+        return _Invalid("the part before @ is not a plain address")
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+    except UnicodeError:
+        return _Invalid("the domain is not a valid internationalized name")
+    labels = ascii_domain.rstrip(".").split(".")
+    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+        return _Invalid("the domain is not a valid host name")
+    if not _TLD.match(labels[-1]):
+        return _Invalid("the domain has no valid top-level part")
+    return f"{local}@{'.'.join(labels)}"
+
+
+def clean_name(value: str) -> str:
+    """A display name with line breaks and other control characters turned into spaces."""
+    cleaned = "".join(
+        " " if unicodedata.category(ch)[0] in "CZ" else ch for ch in value
+    )
+    return " ".join(cleaned.split())[:MAX_NAME]
+
+
+def resolve_categories(wanted: frozenset[str], present: frozenset[str]) -> frozenset[str]:
+    """Spell a subscriber's codes as the digests do ("cv" -> "CV"), leaving unknown codes as
+    written so that they simply match nothing."""
+    by_fold = {code.casefold(): code for code in present}
+    return frozenset(by_fold.get(code.casefold(), code) for code in wanted)

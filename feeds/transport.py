@@ -1,0 +1,257 @@
+"""One SMTP connection: opened on first use, reused for many messages, re-opened after a drop,
+and every reply sorted into sent, temporary (4xx, 421, a drop, a timeout) or permanent (5xx).
+
+The password comes from the settings (read from the environment by feeds.config) and is removed
+from every message this module produces, including its base64 forms from AUTH.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import smtplib
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from feeds.config import PASSWORD_ENV, SmtpSettings
+from feeds.errors import DeliveryError
+
+Outcome = Literal["sent", "temporary", "permanent", "unreachable"]
+MAX_RETRY_DELAY = 60.0
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    reply: str
+    # DATA was started, so `mark_sending` already counted this attempt.
+    data_sent: bool = False
+
+
+class _Unreachable(Exception):
+    pass
+
+
+class Transport:
+    """One SMTP connection, opened on first use, reused, and re-opened after a drop."""
+
+    def __init__(self, smtp: SmtpSettings, *, retry_delay: float = 1.0) -> None:
+        self._smtp = smtp
+        self._retry_delay = retry_delay
+        self._conn: smtplib.SMTP | None = None
+        self._failures = 0
+        self._retry_at = 0.0
+
+    def send(
+        self, sender: str, recipient: str, data: bytes, before_data: Callable[[], None]
+    ) -> Result:
+        """One SMTP transaction: MAIL, RCPT, then `before_data()`, then DATA."""
+        try:
+            conn = self._connection()
+        except _Unreachable as exc:
+            return Result("unreachable", str(exc))
+        if _BARE_LF.search(data):
+            data = re.sub(rb"\r?\n", b"\r\n", data)
+        stage = "MAIL"
+        try:
+            code, reply = conn.mail(sender)
+            if code != 250:
+                return self._refused(stage, code, reply, sender=sender)
+            stage = "RCPT"
+            code, reply = conn.rcpt(recipient)
+            if code not in (250, 251):
+                return self._refused(stage, code, reply)
+            stage = "DATA"
+            before_data()
+            code, reply = conn.data(data)
+        except smtplib.SMTPDataError as exc:
+            # The DATA command itself was answered with something other than 354.
+            return self._refused(stage, exc.smtp_code, exc.smtp_error, data_sent=True)
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop()
+            return Result(
+                "temporary",
+                f"connection lost at {stage}: {self._describe(exc)}",
+                data_sent=stage == "DATA",
+            )
+        if code == 250:
+            return Result("sent", _reply(code, reply), data_sent=True)
+        return self._refused(stage, code, reply, data_sent=True)
+
+    def check(self) -> str:
+        """Connect, log in and say hello: what `feeds check --smtp` reports."""
+        try:
+            conn = self._connection()
+        except _Unreachable as exc:
+            raise DeliveryError(f"cannot connect to {self._where}: {exc}") from None
+        code, reply = conn.noop()
+        return _reply(code, reply)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.quit()
+        except (smtplib.SMTPException, OSError):
+            conn.close()
+
+    @property
+    def _where(self) -> str:
+        return f"{self._smtp.host}:{self._smtp.port}"
+
+    def _refused(
+        self,
+        stage: str,
+        code: int,
+        reply: bytes | str,
+        *,
+        data_sent: bool = False,
+        sender: str | None = None,
+    ) -> Result:
+        text = f"{stage}: {_reply(code, reply)}"
+        if code == 421 or not 400 <= code < 600:
+            # 421: the server is closing the connection; anything else is out of protocol.
+            self._drop()
+            return Result("temporary", text, data_sent)
+        if stage == "MAIL" and code >= 500:
+            # Every message would be refused the same way: a configuration problem.
+            raise DeliveryError(
+                f"{self._where} refused the sender {sender}: {self._scrub(text)}",
+                hint="check [newsletter] from and the relay's sender rules",
+            )
+        self._reset()
+        return Result("temporary" if code < 500 else "permanent", text, data_sent)
+
+    def _connection(self) -> smtplib.SMTP:
+        if self._conn is not None:
+            return self._conn
+        wait = self._retry_at - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        try:
+            self._conn = self._open()
+        except ssl.SSLCertVerificationError as exc:
+            raise DeliveryError(
+                f"the TLS certificate of {self._smtp.host} did not verify: {exc.verify_message}",
+                hint="check [smtp] host (it must match the certificate)",
+            ) from None
+        except (smtplib.SMTPException, OSError) as exc:
+            self._failures += 1
+            reason = self._describe(exc)
+            if self._failures >= max(1, self._smtp.max_attempts):
+                raise DeliveryError(
+                    f"cannot connect to {self._where} after {self._failures} tries: {reason}"
+                ) from None
+            self._retry_at = time.monotonic() + backoff(self._retry_delay, self._failures)
+            raise _Unreachable(reason) from None
+        self._failures = 0
+        return self._conn
+
+    def _open(self) -> smtplib.SMTP:
+        smtp = self._smtp
+        conn: smtplib.SMTP
+        if smtp.security == "ssl":
+            context = ssl.create_default_context()
+            conn = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout, context=context)
+        else:
+            conn = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
+        try:
+            conn.ehlo()
+            if smtp.security == "starttls":
+                if not conn.has_extn("starttls"):
+                    raise DeliveryError(
+                        f"{self._where} does not offer STARTTLS",
+                        hint="use [smtp] security = ssl, or none to a local relay",
+                    )
+                conn.starttls(context=ssl.create_default_context())
+                conn.ehlo()
+            if smtp.username:
+                self._login(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _login(self, conn: smtplib.SMTP) -> None:
+        smtp = self._smtp
+        if not smtp.password:
+            raise DeliveryError(
+                f"[smtp] username is set but {PASSWORD_ENV} is not",
+                hint=f"export {PASSWORD_ENV} in the environment cron runs with",
+            )
+        try:
+            conn.login(smtp.username or "", smtp.password)
+        except smtplib.SMTPAuthenticationError as exc:
+            raise DeliveryError(
+                f"{self._where} refused the login of {smtp.username}: "
+                + self._scrub(_reply(exc.smtp_code, exc.smtp_error)),
+                hint=f"check [smtp] username and {PASSWORD_ENV}",
+            ) from None
+        except smtplib.SMTPNotSupportedError:
+            raise DeliveryError(
+                f"{self._where} does not offer AUTH",
+                hint="remove [smtp] username, or use starttls/ssl (AUTH is often only "
+                "offered on an encrypted connection)",
+            ) from None
+        except smtplib.SMTPException as exc:
+            raise DeliveryError(
+                f"login to {self._where} failed: {self._describe(exc)}"
+            ) from None
+
+    def _reset(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            self._conn.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _describe(self, exc: BaseException) -> str:
+        if isinstance(exc, smtplib.SMTPResponseException):
+            text = _reply(exc.smtp_code, exc.smtp_error)
+        else:
+            text = str(exc) or type(exc).__name__
+        return self._scrub(text)
+
+    def _scrub(self, text: str) -> str:
+        return scrub(text, self._smtp.password, self._smtp.username)
+
+
+def scrub(text: str, password: str | None, username: str | None = None) -> str:
+    """Remove the password, and the base64 forms AUTH sends it in, from a message."""
+    if not password:
+        return text
+    forms = {
+        password,
+        _b64(password.encode()),
+        _b64(f"\0{username or ''}\0{password}".encode()),
+    }
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "***")
+    return text
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _reply(code: int, reply: bytes | str) -> str:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    return f"{code} {' '.join(text.split())}"
+
+
+def backoff(base: float, failures: int) -> float:
+    """Seconds to wait before try number `failures + 1`: base, 2*base, 4*base ... capped."""
+    return min(MAX_RETRY_DELAY, base * float(2 ** max(0, failures - 1)))
+
+
