@@ -16,11 +16,13 @@ import email.policy
 import hashlib
 import re
 from datetime import datetime
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, parseaddr
 from typing import TYPE_CHECKING
 
 from feeds.config import Settings
+from feeds.errors import ConfigError
 
 if TYPE_CHECKING:
     from feeds.newsletter import Newsletter
@@ -29,6 +31,12 @@ POLICY = email.policy.SMTP
 # Anything a header must not carry: line breaks (header injection) and other control characters.
 _HEADER_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+")
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9.\-]+")
+_ID_LOCAL_UNSAFE = re.compile(r"[^A-Za-z0-9.\-_+=$]+")
+_URL_UNSAFE = re.compile(r"[^!#-;=?-~]+")  # printable ASCII except space, quotes and <>
+_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
+)
 
 
 def compose(
@@ -44,18 +52,21 @@ def compose(
     ns = settings.newsletter
     msg = EmailMessage(policy=POLICY)
     msg["Subject"] = header_text(newsletter.subject)
-    msg["From"] = header_text(ns.sender)
-    if to:
-        msg["To"] = header_text(to)
+    msg["From"] = address(ns.sender)
+    if to is not None:
+        msg["To"] = address(to)
     if ns.reply_to:
-        msg["Reply-To"] = header_text(ns.reply_to)
+        msg["Reply-To"] = address(ns.reply_to)
     msg["Date"] = format_datetime(date or newsletter.date)
+    domain = _list_domain(settings)
     msg["Message-ID"] = (
-        header_text(message_id) if message_id else archive_message_id(newsletter, settings)
+        _clean_message_id(message_id, domain)
+        if message_id
+        else archive_message_id(newsletter, settings)
     )
-    list_id = _ID_UNSAFE.sub("-", ns.list_id).strip("-.") or "newsletter.invalid"
-    msg["List-Id"] = f"{_phrase(settings.site.title)} <{list_id}>"
-    targets = [f"<mailto:{header_text(ns.unsubscribe_mailto)}?subject=unsubscribe>"]
+    msg["List-Id"] = f"{_phrase(settings.site.title)} <{domain}>"
+    mailto = _URL_UNSAFE.sub("", ns.unsubscribe_mailto)
+    targets = [f"<mailto:{mailto}?subject=unsubscribe>"]
     https = _https(unsubscribe_url)
     if https:
         targets.append(f"<{https}>")
@@ -85,13 +96,40 @@ def archive_message_id(newsletter: Newsletter, settings: Settings) -> str:
     if newsletter.categories is not None:
         local += "." + "-".join(sorted(newsletter.categories))
     local = _ID_UNSAFE.sub("-", local).strip("-.") or "issue"
-    domain = _ID_UNSAFE.sub("-", settings.newsletter.list_id).strip("-.") or "newsletter.invalid"
-    return f"<{local}@{domain}>"
+    return f"<{local}@{_list_domain(settings)}>"
+
+
+def address(value: str) -> Address:
+    """One mailbox from `value` ("Name <user@example.org>" or a bare address).
+
+    Raises ConfigError for anything that is not a plain ASCII address, rather than letting the
+    email library fail (or fold garbage into a header) at some later point.
+    """
+    name, addr = parseaddr(header_text(value))
+    if not _ADDRESS.fullmatch(addr):
+        raise ConfigError(f"not an email address: {header_text(value)!r}")
+    user, domain = addr.rsplit("@", 1)
+    return Address(display_name=header_text(name), username=user, domain=domain)
 
 
 def header_text(value: str) -> str:
     """A header value that cannot break out of its header: one line, no control characters."""
     return " ".join(_HEADER_UNSAFE.sub(" ", value).split())
+
+
+def _list_domain(settings: Settings) -> str:
+    return _ID_UNSAFE.sub("-", settings.newsletter.list_id).strip("-.") or "newsletter.invalid"
+
+
+def _clean_message_id(value: str, domain: str) -> str:
+    """<local@domain> in plain ASCII, whatever the caller passed."""
+    text = header_text(value).strip("<>")
+    local, at, right = text.rpartition("@")
+    if not at:
+        local, right = text, ""
+    local = _ID_LOCAL_UNSAFE.sub("", local) or "message"
+    right = _ID_UNSAFE.sub("", right).strip("-.") or domain
+    return f"<{local}@{right}>"
 
 
 def _phrase(text: str) -> str:
@@ -106,6 +144,6 @@ def _https(url: str | None) -> str | None:
     if not url:
         return None
     url = header_text(url)
-    if not url.lower().startswith("https://") or any(c in url for c in ' <>,"'):
+    if not url.lower().startswith("https://") or _URL_UNSAFE.search(url) or "," in url:
         return None
     return url
