@@ -1,0 +1,491 @@
+"""The build: deterministic, incremental, safe to interrupt, and honest about bad input."""
+
+from __future__ import annotations
+
+import email
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from lxml import etree
+from lxml import html as lxml_html
+
+from feeds import state
+from feeds.build import assemble, build, load_context
+from feeds.cli import cli
+from feeds.config import Settings, load_settings
+from feeds.model import Digest, Item, Link
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "digests"
+NOW = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def settings_for(tmp_path: Path, input_dir: Path, name: str = "out") -> Settings:
+    base = load_settings(None, environ={}, base=tmp_path)
+    paths = replace(
+        base.paths,
+        input=input_dir,
+        output=tmp_path / name,
+        state=tmp_path / f"{name}-state" / "feeds.sqlite3",
+    )
+    return replace(base, paths=paths)
+
+
+def copy_samples(dest: Path, names: list[str] | None = None) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in sorted(SAMPLES.glob("*.txt")):
+        if names is None or path.name in names:
+            shutil.copyfile(path, dest / path.name)
+    return dest
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Every file under `root`: (bytes, inode, mtime_ns)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            st = path.stat()
+            out[path.relative_to(root).as_posix()] = (path.read_bytes(), st.st_ino, st.st_mtime_ns)
+    return out
+
+
+def contents(root: Path) -> dict[str, bytes]:
+    return {rel: data for rel, (data, _, _) in snapshot(root).items()}
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Path:
+    return copy_samples(tmp_path / "digests")
+
+
+def test_a_build_publishes_feeds_site_and_newsletters_for_every_sample(
+    tmp_path: Path, inputs: Path
+) -> None:
+    settings = settings_for(tmp_path, inputs)
+    report = build(settings, now=NOW, log=quiet)
+    out = settings.paths.output
+    assert not report.failed
+    assert report.digests == 5
+    for digest_id in ("2020-07-11-weekly", "2021-03-10", "2021-03-30", "2021-06-17",
+                      "2022-08-13"):
+        for ext in ("html", "txt", "eml"):
+            assert (out / "newsletter" / f"{digest_id}.{ext}").is_file()
+    for name in ("index.html", "feeds.opml", "newsletter/index.html", "feeds/all.rss",
+                 "feeds/all.atom", "feeds/all.json", "feeds/all.html", "feeds/lg.rss"):
+        assert (out / name).is_file(), name
+    assert sorted(report.written) == sorted(contents(out))
+
+
+def test_building_twice_rewrites_nothing(tmp_path: Path, inputs: Path) -> None:
+    settings = settings_for(tmp_path, inputs)
+    build(settings, now=NOW, log=quiet)
+    before = snapshot(settings.paths.output)
+
+    again = build(settings, now=NOW + timedelta(days=1), log=quiet)
+    assert again.noop and again.written == [] and not again.failed
+    forced = build(settings, now=NOW + timedelta(days=2), log=quiet, force=True)
+    assert not forced.noop
+    assert forced.written == [] and forced.removed == []
+    assert snapshot(settings.paths.output) == before
+
+
+def test_two_builds_into_two_folders_are_byte_identical(tmp_path: Path, inputs: Path) -> None:
+    first = settings_for(tmp_path, inputs, "one")
+    second = settings_for(tmp_path, inputs, "two")
+    build(first, now=NOW, log=quiet)
+    build(second, now=NOW, log=quiet)
+    assert contents(first.paths.output) == contents(second.paths.output)
+
+
+def test_renaming_an_input_file_changes_nothing(tmp_path: Path, inputs: Path) -> None:
+    settings = settings_for(tmp_path, inputs)
+    build(settings, now=NOW, log=quiet)
+    before = snapshot(settings.paths.output)
+    # Even a name that no longer carries the date: the content was seen and dated before.
+    (inputs / "2022-08-13.txt").rename(inputs / "latest digest.txt")
+    (inputs / "2021-03-30.txt").rename(inputs / "b.txt")
+
+    report = build(settings, now=NOW + timedelta(days=3), log=quiet)
+    assert not report.noop
+    assert report.written == [] and report.removed == [] and report.parsed == []
+    assert snapshot(settings.paths.output) == before
+
+
+def test_adding_a_digest_rewrites_only_files_whose_content_changed(tmp_path: Path) -> None:
+    inputs = copy_samples(tmp_path / "digests", ["2020-07-11-weekly.txt", "2021-03-10.txt",
+                                                  "2021-03-30.txt", "2021-06-17.txt"])
+    settings = settings_for(tmp_path, inputs)
+    build(settings, now=NOW, log=quiet)
+    before = snapshot(settings.paths.output)
+
+    shutil.copyfile(SAMPLES / "2022-08-13.txt", inputs / "2022-08-13.txt")
+    report = build(settings, now=NOW, log=quiet)
+    after = snapshot(settings.paths.output)
+
+    changed = {rel for rel in after if rel not in before or after[rel][0] != before[rel][0]}
+    assert set(report.written) == changed
+    assert {"newsletter/2022-08-13.html", "newsletter/2022-08-13.eml", "index.html",
+            "feeds/all.rss", "newsletter/index.html"} <= changed
+    # The older issues were neither re-rendered nor touched.
+    for rel in before:
+        if rel not in changed:
+            assert after[rel][1:] == before[rel][1:], rel
+    assert "newsletter/2021-03-30.html" not in changed
+    assert report.parsed == [str(inputs / "2022-08-13.txt")]
+
+
+def test_a_removed_digest_takes_its_newsletter_files_with_it(
+    tmp_path: Path, inputs: Path
+) -> None:
+    settings = settings_for(tmp_path, inputs)
+    build(settings, now=NOW, log=quiet)
+    (settings.paths.output / "unrelated.txt").write_text("not ours\n")
+    (inputs / "2021-03-10.txt").unlink()
+
+    report = build(settings, now=NOW, log=quiet)
+    # Robotics (RO) appeared in that digest only: its feed goes too, as a fresh build would.
+    assert sorted(report.removed) == [
+        "feeds/ro.atom", "feeds/ro.html", "feeds/ro.json", "feeds/ro.rss",
+        "newsletter/2021-03-10.eml", "newsletter/2021-03-10.html", "newsletter/2021-03-10.txt",
+    ]
+    assert (settings.paths.output / "unrelated.txt").exists()
+    fresh = settings_for(tmp_path, inputs, "fresh")
+    build(fresh, now=NOW, log=quiet)
+    assert contents(fresh.paths.output).keys() == contents(settings.paths.output).keys() - {
+        "unrelated.txt"
+    }
+
+
+def test_a_deleted_output_file_is_restored_by_the_next_build(
+    tmp_path: Path, inputs: Path
+) -> None:
+    settings = settings_for(tmp_path, inputs)
+    build(settings, now=NOW, log=quiet)
+    original = (settings.paths.output / "newsletter" / "2021-03-30.html").read_bytes()
+    (settings.paths.output / "newsletter" / "2021-03-30.html").unlink()
+
+    report = build(settings, now=NOW, log=quiet)
+    assert "newsletter/2021-03-30.html" in report.written
+    assert (settings.paths.output / "newsletter" / "2021-03-30.html").read_bytes() == original
+
+
+def test_a_digest_that_fails_to_parse_is_reported_and_the_others_are_published(
+    tmp_path: Path, inputs: Path
+) -> None:
+    (inputs / "2021-01-01.txt").write_bytes(b"\x00\x01 not a digest")
+    config = tmp_path / "feeds.toml"
+    config.write_text(
+        f'[paths]\ninput = "{inputs}"\noutput = "{tmp_path / "out"}"\n'
+        f'state = "{tmp_path / "state" / "feeds.sqlite3"}"\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(cli, ["--config", str(config), "build"])
+    assert result.exit_code == 1
+    assert f"error: {inputs / '2021-01-01.txt'}" in result.output
+    assert (tmp_path / "out" / "newsletter" / "2021-03-30.html").is_file()
+    assert (tmp_path / "out" / "feeds" / "all.rss").is_file()
+
+    # Nothing changed, but the failure is still there: cron keeps hearing about it.
+    again = CliRunner().invoke(cli, ["--config", str(config), "build", "-v"])
+    assert again.exit_code == 1
+    assert "nothing changed" in again.output and "2021-01-01.txt" in again.output
+
+
+def test_a_digest_edited_into_garbage_keeps_its_previous_version_published(
+    tmp_path: Path, inputs: Path
+) -> None:
+    settings = settings_for(tmp_path, inputs)
+    build(settings, now=NOW, log=quiet)
+    (inputs / "2021-03-30.txt").write_bytes(b"")
+
+    report = build(settings, now=NOW, log=quiet)
+    assert report.failed
+    assert any("2021-03-30.txt" in error for error in report.errors)
+    assert report.removed == []
+    assert (settings.paths.output / "newsletter" / "2021-03-30.html").is_file()
+
+
+def test_an_undated_digest_is_dated_when_first_seen_and_keeps_that_date(
+    tmp_path: Path,
+) -> None:
+    inputs = tmp_path / "digests"
+    inputs.mkdir()
+    # The 2022 sample dates itself only by its file name.
+    shutil.copyfile(SAMPLES / "2022-08-13.txt", inputs / "latest.txt")
+    settings = settings_for(tmp_path, inputs)
+    first_seen = datetime(2023, 5, 6, 1, 0, tzinfo=UTC)  # 09:00 in Shanghai
+    build(settings, now=first_seen, log=quiet)
+    assert (settings.paths.output / "newsletter" / "2023-05-06.html").is_file()
+
+    report = build(settings, now=first_seen + timedelta(days=30), log=quiet, force=True)
+    assert report.written == []
+    ctx = load_context(settings, now=first_seen + timedelta(days=60))
+    assert [d.id for d in ctx.digests] == ["2023-05-06"]
+    assert ctx.digests[0].date == first_seen
+    assert ctx.digests[0].date_source == "state"
+    assert all(item.published == first_seen for item in ctx.digests[0].items)
+
+
+def test_two_digests_with_the_same_id_get_a_stable_suffix(tmp_path: Path) -> None:
+    inputs = tmp_path / "digests"
+    inputs.mkdir()
+    text = (SAMPLES / "2021-03-30.txt").read_text(encoding="utf-8")
+    (inputs / "a.txt").write_text(text, encoding="utf-8")
+    settings = settings_for(tmp_path, inputs)
+    build(settings, now=NOW, log=quiet)
+    (inputs / "b.txt").write_text(text + "\n另一个版本\n", encoding="utf-8")
+    build(settings, now=NOW + timedelta(hours=1), log=quiet)
+
+    ids = [d.id for d in load_context(settings, now=NOW).digests]
+    assert sorted(ids) == ["2021-03-30", "2021-03-30-2"]
+    # The first one leaves; the second keeps the id it was published under.
+    (inputs / "a.txt").unlink()
+    build(settings, now=NOW + timedelta(hours=2), log=quiet)
+    assert [d.id for d in load_context(settings, now=NOW).digests] == ["2021-03-30-2"]
+
+
+def test_load_context_is_what_the_last_build_published(tmp_path: Path, inputs: Path) -> None:
+    settings = settings_for(tmp_path, inputs)
+    assert load_context(settings, now=NOW).digests == ()
+    build(settings, now=NOW, log=quiet)
+    ctx = load_context(settings, now=NOW)
+    assert [d.id for d in ctx.digests] == [
+        "2022-08-13", "2021-06-17", "2021-03-30", "2021-03-10", "2020-07-11-weekly"
+    ]
+    guids = [p.guid for p in ctx.papers]
+    assert len(guids) == len(set(guids))
+    # A new file is not part of it until a build publishes it.
+    (inputs / "2021-03-30.txt").rename(inputs / "renamed.txt")
+    assert [d.id for d in load_context(settings, now=NOW).digests][2] == "2021-03-30"
+
+
+# -- identity across digests ---------------------------------------------------------------
+
+
+def make_item(key: str, title: str, links: list[tuple[str, str]], **fields: object) -> Item:
+    values: dict[str, object] = {
+        "key": key,
+        "guid": f"tag:digest-feeds,2020:{key}",
+        "section": "featured",
+        "rank": 1,
+        "category": "LG",
+        "category_name": "机器学习",
+        "starred": False,
+        "title": title,
+        "title_zh": None,
+        "authors": ("A Author",),
+        "authors_truncated": False,
+        "affiliations": (),
+        "summary_zh": None,
+        "abstract": None,
+        "notes": None,
+        "url": links[0][1] if links else None,
+        "links": tuple(Link(kind, href) for kind, href in links),  # type: ignore[arg-type]
+        "published": None,
+        "line": 1,
+    }
+    values.update(fields)
+    return Item(**values)  # type: ignore[arg-type]
+
+
+def make_digest(day: int, *items: Item) -> Digest:
+    date = datetime(2021, 3, day, 8, 0, tzinfo=UTC)
+    digest_id = f"2021-03-{day:02d}"
+    return Digest(
+        id=digest_id,
+        date=date,
+        date_source="header",
+        source=f"{digest_id}.txt",
+        format="daily",
+        title="",
+        summary=None,
+        items=tuple(replace(i, published=date, digest_id=digest_id) for i in items),
+        content_hash=digest_id,
+    )
+
+
+def test_the_same_paper_in_two_digests_is_one_paper_dated_by_its_first_sighting() -> None:
+    weibo = ("weibo", "https://weibo.com/1402400261/K8wjSoUDC")
+    arxiv = ("arxiv", "https://arxiv.org/abs/2103.0001")
+    first = make_item("weibo:K8wjSoUDC", "Self-supervised Learning!", [weibo], category=None)
+    later = make_item("arxiv:2103.0001", "self-supervised learning", [arxiv, weibo], starred=True)
+    other = make_item(
+        "arxiv:2103.0002", "Another paper", [("arxiv", "https://arxiv.org/abs/2103.0002")]
+    )
+
+    ctx, (published, keys, titles) = assemble(
+        [make_digest(30, later, other), make_digest(10, first)], {}, {}
+    )
+    assert [p.key for p in ctx.papers] == ["arxiv:2103.0002", "weibo:K8wjSoUDC"]
+    paper = ctx.papers[1]
+    assert paper.first_seen == datetime(2021, 3, 10, 8, 0, tzinfo=UTC)
+    assert paper.digest_ids == ("2021-03-10", "2021-03-30")
+    assert [link.href for link in paper.item.links] == [weibo[1], arxiv[1]]
+    assert paper.item.url == arxiv[1]
+    assert paper.guid == first.guid
+    # What the first sighting lacked, the later one filled in.
+    assert paper.item.category == "LG" and paper.item.starred
+    assert ("arxiv:2103.0001", first.guid) in keys
+    assert {guid for _, guid in titles} == {p.guid for p in ctx.papers}
+    assert [guid for guid, _, _ in published] == [first.guid, other.guid]
+    assert [d.id for d in ctx.digests] == ["2021-03-30", "2021-03-10"]
+
+
+def test_a_published_guid_never_changes() -> None:
+    item = make_item("arxiv:2103.0001", "A paper", [("arxiv", "https://arxiv.org/abs/2103.0001")])
+    ctx, _ = assemble([make_digest(10, item)], {}, {"a paper": "tag:old-guid"})
+    assert ctx.papers[0].guid == "tag:old-guid"
+    ctx, _ = assemble([make_digest(10, item)], {"arxiv:2103.0001": "tag:older"}, {})
+    assert ctx.papers[0].guid == "tag:older"
+
+
+# -- concurrency and interruption -----------------------------------------------------------
+
+
+def write_config(path: Path, inputs: Path, out: Path, title: str = "ML Paper Digest") -> Path:
+    path.write_text(
+        f'[site]\ntitle = "{title}"\n'
+        f'[paths]\ninput = "{inputs}"\noutput = "{out}"\n'
+        f'state = "{path.parent / (path.stem + "-state") / "feeds.sqlite3"}"\n'
+        f'templates = "{ROOT / "templates"}"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def feeds_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "feeds.cli", *args]
+
+
+def test_a_second_build_refuses_the_lock_with_a_clear_message(
+    tmp_path: Path, inputs: Path
+) -> None:
+    config = write_config(tmp_path / "feeds.toml", inputs, tmp_path / "out")
+    state_path = tmp_path / "feeds-state" / "feeds.sqlite3"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from feeds import state\n"
+         f"with state.locked(Path({str(state_path)!r})):\n"
+         "    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        started = time.monotonic()
+        second = subprocess.run(
+            feeds_command("--config", str(config), "build", "--wait", "0.5"),
+            capture_output=True, text=True, timeout=60,
+        )
+        assert second.returncode == 1
+        assert time.monotonic() - started >= 0.5
+        assert "another feeds build or send is running" in second.stderr
+        assert f"(process {holder.pid})" in second.stderr
+        assert "--wait" in second.stderr
+        assert not (tmp_path / "out").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # The kernel dropped the lock with its holder.
+    after = subprocess.run(feeds_command("--config", str(config), "build"), timeout=120)
+    assert after.returncode == 0
+
+
+def test_the_lock_is_reentrant_within_one_process(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "feeds.sqlite3"
+    with state.locked(path), state.locked(path):
+        pass
+    with state.locked(path):
+        pass
+
+
+def check_complete(root: Path) -> None:
+    """Every file under `root` is whole: it parses as what its name says."""
+    for path in root.rglob("*"):
+        if not path.is_file():
+            continue
+        assert not path.name.startswith(".feeds-tmp-"), path
+        data = path.read_bytes()
+        assert data, path
+        if path.suffix in (".rss", ".atom", ".opml"):
+            etree.fromstring(data)
+        elif path.suffix == ".json":
+            json.loads(data)
+        elif path.suffix == ".html":
+            assert data.rstrip().endswith(b"</html>"), path
+            lxml_html.fromstring(data)
+        elif path.suffix == ".eml":
+            assert email.message_from_bytes(data)["Subject"], path
+        else:
+            data.decode("utf-8")
+
+
+def test_killing_a_build_at_any_moment_leaves_complete_files(tmp_path: Path) -> None:
+    four = ["2020-07-11-weekly.txt", "2021-03-10.txt", "2021-03-30.txt", "2021-06-17.txt"]
+    inputs = copy_samples(tmp_path / "digests", four)
+    out = tmp_path / "out"
+    old_config = write_config(tmp_path / "feeds.toml", inputs, out, "Old title")
+    assert subprocess.run(feeds_command("--config", str(old_config), "build")).returncode == 0
+    old = contents(out)
+
+    # The next build changes every file: a new title everywhere and one more digest.
+    shutil.copyfile(SAMPLES / "2022-08-13.txt", inputs / "2022-08-13.txt")
+    write_config(tmp_path / "feeds.toml", inputs, out, "New title")
+    reference = tmp_path / "reference"
+    ref_config = write_config(tmp_path / "ref.toml", inputs, reference, "New title")
+    assert subprocess.run(feeds_command("--config", str(ref_config), "build")).returncode == 0
+    new = contents(reference)
+
+    for delay in (0.05, 0.3, 0.6, 0.9, 1.2, 1.6):
+        proc = subprocess.Popen(feeds_command("--config", str(old_config), "build"))
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        check_complete(out)
+        for rel, data in contents(out).items():
+            assert data in (old.get(rel), new.get(rel)), rel
+
+    assert subprocess.run(feeds_command("--config", str(old_config), "build")).returncode == 0
+    assert contents(out) == new
+
+
+def test_make_run_says_what_it_wrote(tmp_path: Path, inputs: Path) -> None:
+    config = write_config(tmp_path / "feeds.toml", inputs, tmp_path / "out")
+    result = CliRunner().invoke(cli, ["--config", str(config), "build", "-v"])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {tmp_path / 'out' / 'index.html'}" in result.output
+    assert "5 digests" in result.output
+    quiet_run = CliRunner().invoke(cli, ["--config", str(config), "build"])
+    assert quiet_run.exit_code == 0 and quiet_run.output == ""
+
+
+def test_the_build_command_has_help_with_an_example() -> None:
+    result = CliRunner().invoke(cli, ["build", "--help"])
+    assert result.exit_code == 0
+    assert "Example:" in result.output and "--wait" in result.output
+
+
+def test_the_state_records_published_guids(tmp_path: Path, inputs: Path) -> None:
+    settings = settings_for(tmp_path, inputs)
+    build(settings, now=NOW, log=quiet)
+    conn = state.connect(settings.paths.state)
+    try:
+        keys, titles = state.guid_maps(conn)
+    finally:
+        conn.close()
+    ctx = load_context(settings, now=NOW)
+    for paper in ctx.papers:
+        assert keys[paper.key] == paper.guid
+    assert set(titles.values()) == {paper.guid for paper in ctx.papers}
