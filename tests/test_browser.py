@@ -1,0 +1,206 @@
+"""The newsletter, its archive and the site's index in a real headless Chromium.
+
+At a phone width (375 px) and a desktop width (800 px): nothing scrolls sideways, every paper
+title is on screen, and the responsive and dark-mode rules that premailer left in <style> still
+win over the inlined styles. Screenshots go to tests/.artifacts/<test>/ for people to look at.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import IN_CI, ROOT, SAMPLE_DIGESTS
+
+from feeds.config import NewsletterSettings, PathSettings, Settings
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WIDTHS = (375, 800)
+NEWSLETTER_TITLES = ".paper-title, .more-title"
+
+# What a browser finds about each element matching a selector: its box and whether it shows.
+_BOXES = """(selector) => [...document.querySelectorAll(selector)].map((el) => {
+  const box = el.getBoundingClientRect();
+  return {
+    text: el.textContent.trim().slice(0, 80),
+    left: box.left, right: box.right, width: box.width, height: box.height,
+    shown: el.checkVisibility({checkOpacity: true, checkVisibilityCSS: true}),
+  };
+})"""
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One headless Chromium for the module, with a fresh profile."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - the test extra installs it
+        sync_playwright = None
+    if sync_playwright is None or not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
+        reason = f"headless Chromium needs playwright and {CHROMIUM}"
+        if IN_CI:
+            pytest.fail(f"{reason}; CI must run the browser tests")
+        pytest.skip(reason)
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as playwright:
+        # A persistent context is how playwright takes a fresh --user-data-dir.
+        context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), args=FLAGS, headless=True
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real build of the sample digests; returns its output folder."""
+    from feeds.build import build
+
+    work = tmp_path_factory.mktemp("site")
+    settings = Settings(
+        paths=PathSettings(
+            input=SAMPLE_DIGESTS,
+            output=work / "output",
+            state=work / "state" / "feeds.sqlite3",
+            templates=ROOT / "templates",
+            subscribers=work / "subscribers.csv",
+        )
+    )
+    report = build(settings, now=datetime(2022, 8, 14, tzinfo=UTC), log=lambda _: None)
+    assert not report.failed, report.summary_lines(True)
+    return settings.paths.output
+
+
+def open_page(chromium: Any, path: Path, width: int, *, dark: bool = False) -> Any:
+    page = chromium.new_page()
+    page.set_viewport_size({"width": width, "height": 900})
+    if dark:
+        page.emulate_media(color_scheme="dark")
+    page.goto(path.as_uri())
+    page.wait_for_load_state("load")
+    return page
+
+
+def check_layout(page: Any, selector: str, width: int, shot: Path) -> list[dict[str, Any]]:
+    """No sideways scrolling; every title matching `selector` is shown inside the viewport."""
+    page.screenshot(path=str(shot), full_page=True)
+    scroll = page.evaluate("document.documentElement.scrollWidth")
+    inner = page.evaluate("window.innerWidth")
+    assert inner == width
+    assert scroll <= inner, f"{shot.name}: page is {scroll}px wide in a {inner}px window"
+    boxes: list[dict[str, Any]] = page.evaluate(_BOXES, selector)
+    assert boxes, f"{shot.name}: no element matches {selector}"
+    for box in boxes:
+        assert box["shown"], box
+        assert box["width"] > 0 and box["height"] > 0, box
+        assert box["left"] >= 0 and box["right"] <= inner, box
+    return boxes
+
+
+def newsletters(site: Path) -> list[Path]:
+    pages = sorted((site / "newsletter").glob("*.html"))
+    return [p for p in pages if p.name != "index.html"]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_sample_newsletter_fits_the_window_and_shows_every_title(
+    chromium: Any, site: Path, width: int, artifacts_dir: Path
+) -> None:
+    pages = newsletters(site)
+    assert len(pages) == 5
+    for path in pages:
+        page = open_page(chromium, path, width)
+        boxes = check_layout(page, NEWSLETTER_TITLES, width, artifacts_dir / f"{path.stem}.png")
+        assert len(boxes) >= 9
+        page.close()
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_newsletter_archive_fits_the_window_and_lists_every_issue(
+    chromium: Any, site: Path, width: int, artifacts_dir: Path
+) -> None:
+    page = open_page(chromium, site / "newsletter" / "index.html", width)
+    boxes = check_layout(page, ".archive-title", width, artifacts_dir / "archive.png")
+    assert len(boxes) == 5
+    assert boxes[0]["text"].endswith("2022-08-13")
+    page.close()
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_site_index_fits_the_window_and_shows_its_paper_titles(
+    chromium: Any, site: Path, width: int, artifacts_dir: Path
+) -> None:
+    page = open_page(chromium, site / "index.html", width)
+    check_layout(page, "main h3, main .title", width, artifacts_dir / "index.png")
+    assert page.locator('a[href="newsletter/index.html"]').count() >= 1
+    page.close()
+
+
+def test_the_phone_layout_rules_win_over_the_inlined_desktop_styles(
+    chromium: Any, site: Path
+) -> None:
+    path = site / "newsletter" / "2021-03-30.html"
+    widths = {}
+    for width in WIDTHS:
+        page = open_page(chromium, path, width)
+        widths[width] = page.evaluate(
+            """() => [document.querySelector('.container').getBoundingClientRect().width,
+                      getComputedStyle(document.querySelector('.paper')).paddingLeft]"""
+        )
+        page.close()
+    assert widths[800] == [600, "28px"]
+    assert widths[375] == [375, "16px"]
+
+
+def test_dark_mode_rules_recolor_the_email(chromium: Any, site: Path, artifacts_dir: Path) -> None:
+    path = site / "newsletter" / "2022-08-13.html"
+    colors = {}
+    for dark in (False, True):
+        page = open_page(chromium, path, 375, dark=dark)
+        if dark:
+            page.screenshot(path=str(artifacts_dir / "dark.png"), full_page=True)
+        colors[dark] = page.evaluate(
+            """() => [getComputedStyle(document.querySelector('.container')).backgroundColor,
+                      getComputedStyle(document.querySelector('.summary-zh')).color]"""
+        )
+        page.close()
+    assert colors[False] == ["rgb(255, 255, 255)", "rgb(47, 47, 47)"]
+    assert colors[True] == ["rgb(28, 31, 36)", "rgb(228, 228, 228)"]
+
+
+def test_a_shortened_newsletter_still_fits_a_phone(
+    chromium: Any, tmp_path: Path, artifacts_dir: Path
+) -> None:
+    from test_newsletter import big_digest
+
+    from feeds import newsletter
+
+    settings = replace(Settings(), newsletter=NewsletterSettings(size_budget=60_000))
+    letter = newsletter.render_newsletter(big_digest(60), settings)
+    assert letter is not None and letter.degradation > 0
+    path = tmp_path / "shortened.html"
+    path.write_text(letter.html, encoding="utf-8")
+    for width in WIDTHS:
+        page = open_page(chromium, path, width)
+        check_layout(
+            page, ".notice, " + NEWSLETTER_TITLES, width, artifacts_dir / f"short-{width}.png"
+        )
+        page.close()
