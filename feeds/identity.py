@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
@@ -62,96 +63,101 @@ def find_urls(text: str) -> list[tuple[int, int, str]]:
     return found
 
 
-def classify(url: str) -> Link:
-    """A URL as a typed link; Weibo links are normalized to https."""
-    if "arxiv.org" in url and _ARXIV.match(url):
-        return Link("arxiv", url)
-    if "openreview.net" in url and _OPENREVIEW.match(url):
-        return Link("openreview", url)
-    if "doi.org" in url and _DOI.match(url):
-        return Link("doi", url)
-    if "weibo" in url and (_WEIBO.match(url) or _WEIBO_MOBILE.match(url)):
-        return Link("weibo", url)
-    return Link("other", url)
+@dataclass(frozen=True)
+class Ref:
+    """A typed link and the paper id it carries (arXiv id, DOI, Weibo post id, ...), if any."""
+
+    link: Link
+    ident: str | None = None
 
 
-def _link_id(link: Link) -> str | None:
-    pattern = {
-        "arxiv": _ARXIV,
-        "openreview": _OPENREVIEW,
-        "doi": _DOI,
-        "weibo": _WEIBO,
-    }.get(link.kind)
-    if pattern is None:
-        return None
-    match = pattern.match(link.href)
-    if match is None and link.kind == "weibo":
-        match = _WEIBO_MOBILE.match(link.href)
-    return match.group("id") if match else None
+def classify(url: str) -> Ref:
+    """A URL as a typed link with its id; cheap substring tests first, a regex only to confirm."""
+    if "arxiv.org" in url and (match := _ARXIV.match(url)):
+        return Ref(Link("arxiv", url), match["id"])
+    if "openreview.net" in url and (match := _OPENREVIEW.match(url)):
+        return Ref(Link("openreview", url), match["id"])
+    if "doi.org" in url and (match := _DOI.match(url)):
+        return Ref(Link("doi", url), match["id"])
+    if "weibo" in url:
+        match = _WEIBO.match(url) or _WEIBO_MOBILE.match(url)
+        if match:
+            return Ref(Link("weibo", url), match["id"])
+    return Ref(Link("other", url))
 
 
-def best_link(links: Iterable[Link]) -> Link | None:
+def best_link(refs: Sequence[Ref]) -> Ref | None:
     """The link that names the paper best: arXiv, OpenReview, DOI, Weibo, else the first."""
-    links = list(links)
-    for kind in _KEY_ORDER:
-        for link in links:
-            if link.kind == kind and _link_id(link):
-                return link
-    return links[0] if links else None
+    best: Ref | None = None
+    for ref in refs:
+        if ref.ident is not None and (
+            best is None or _KEY_ORDER.index(ref.link.kind) < _KEY_ORDER.index(best.link.kind)
+        ):
+            best = ref
+    if best is None and refs:
+        return refs[0]
+    return best
 
 
-def identify(links: Iterable[Link], title: str) -> tuple[str, str]:
+def identify(refs: Sequence[Ref], title: str) -> tuple[str, str]:
     """(key, guid) of a paper from its links, else from its normalized title."""
-    link = best_link(links)
-    if link is not None and link.kind != "other":
-        ident = _link_id(link)
-        if ident is not None:
-            if link.kind == "arxiv":
-                return f"arxiv:{ident}", f"https://arxiv.org/abs/{ident}"
-            if link.kind == "openreview":
-                return f"openreview:{ident}", f"https://openreview.net/forum?id={ident}"
-            if link.kind == "doi":
-                doi = ident.lower()
-                return f"doi:{doi}", f"https://doi.org/{doi}"
-            match = _WEIBO.match(link.href)
-            guid = (
-                f"https://weibo.com/{match.group('uid')}/{ident}"
-                if match
-                else f"https://m.weibo.cn/status/{ident}"
-            )
-            return f"weibo:{ident}", guid
+    ref = best_link(refs)
+    if ref is not None and ref.ident is not None:
+        ident, kind = ref.ident, ref.link.kind
+        if kind == "arxiv":
+            return f"arxiv:{ident}", f"https://arxiv.org/abs/{ident}"
+        if kind == "openreview":
+            return f"openreview:{ident}", f"https://openreview.net/forum?id={ident}"
+        if kind == "doi":
+            doi = ident.lower()
+            return f"doi:{doi}", f"https://doi.org/{doi}"
+        match = _WEIBO.match(ref.link.href)
+        guid = (
+            f"https://weibo.com/{match['uid']}/{ident}"
+            if match
+            else f"https://m.weibo.cn/status/{ident}"
+        )
+        return f"weibo:{ident}", guid
     digest = hashlib.sha256(normalize_title(title).encode("utf-8")).hexdigest()[:16]
     key = f"title:{digest}"
     return key, _TAG_PREFIX + key
 
 
-def weibo_post_id(link: Link) -> str | None:
-    return _link_id(link) if link.kind == "weibo" else None
+def weibo_mid(post_id: str) -> int:
+    """The numeric mid behind a base62 Weibo post id. Raises ValueError if it is not one.
+
+    The id is the mid in base62, written in groups of 4 characters from the right, each group
+    standing for 7 decimal digits (the first group for what is left).
+    """
+    if not post_id:
+        raise ValueError("empty Weibo post id")
+    mid = 0
+    head = len(post_id) % 4 or 4
+    start = 0
+    for end in range(head, len(post_id) + 1, 4):
+        value = 0
+        for ch in post_id[start:end]:
+            digit = _BASE62_VALUE.get(ch)
+            if digit is None:
+                raise ValueError(f"not a Weibo post id: {post_id!r}")
+            value = value * 62 + digit
+        if start and value >= 10_000_000:
+            raise ValueError(f"not a Weibo post id: {post_id!r}")
+        mid = mid * 10_000_000 + value
+        start = end
+    return mid
 
 
 def weibo_post_time(post_id: str) -> datetime:
     """When a Weibo post was published, decoded from its base62 id (aware, UTC).
 
-    The id is the post's numeric mid in base62, written in groups of 4 characters from the
-    right, each group standing for 7 decimal digits. The mid's top bits count seconds.
-    Raises ValueError for an id that is not base62.
+    The mid's top bits count seconds from Weibo's epoch. Raises ValueError for an id that is
+    not base62 or decodes to no representable time.
     """
-    if not post_id or any(ch not in _BASE62_VALUE for ch in post_id):
-        raise ValueError(f"not a Weibo post id: {post_id!r}")
-    groups = []
-    end = len(post_id)
-    while end > 0:
-        groups.append(post_id[max(0, end - 4) : end])
-        end -= 4
-    groups.reverse()
-    digits = []
-    for i, group in enumerate(groups):
-        value = 0
-        for ch in group:
-            value = value * 62 + _BASE62_VALUE[ch]
-        digits.append(str(value) if i == 0 else str(value).zfill(7))
-    mid = int("".join(digits))
-    return datetime.fromtimestamp((mid >> 22) + _WEIBO_EPOCH, UTC)
+    try:
+        return datetime.fromtimestamp((weibo_mid(post_id) >> 22) + _WEIBO_EPOCH, UTC)
+    except (OverflowError, OSError) as exc:
+        raise ValueError(f"Weibo post id out of range: {post_id!r}") from exc
 
 
 def date_in_filename(name: str) -> date | None:

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 from feeds.errors import ParseError
 from feeds.identity import (
+    Ref,
     best_link,
     classify,
     date_in_filename,
@@ -30,7 +31,7 @@ from feeds.identity import (
     find_urls,
     identify,
     local_midnight,
-    weibo_post_id,
+    weibo_mid,
     weibo_post_time,
 )
 from feeds.model import DateSource, Digest, DigestFormat, Item, Link, ParseWarning, Section
@@ -39,6 +40,7 @@ from feeds.textutil import (
     decode,
     fit,
     has_cjk,
+    has_ideograph,
     has_latin,
     normalize_title,
     split_lines,
@@ -79,7 +81,9 @@ _DATE_HEADER = re.compile(
     r"^\s*date\s*[:：]\s*(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})\s*$", re.IGNORECASE
 )
 _IMAGE = re.compile(r"^(?:[\w\-]*\.(?:png|jpe?g|gif|webp|bmp|svg))+$", re.IGNORECASE)
-_IMAGE_ENDS = ("png", "jpg", "peg", "gif", "ebp", "bmp", "svg")
+_IMAGE_ENDS = frozenset({"png", "jpg", "peg", "gif", "ebp", "bmp", "svg"})
+# First characters of entry starts: numbers, stars, brackets and `No`.
+_START_CHARS = frozenset("0123456789*＊[【［Nn")
 _AFFILIATION = re.compile(rf"^{_OPEN}(?P<inner>.*){_CLOSE}$")
 _AMPERSAND = re.compile(r"\s*[&＆]\s*")
 _AUTHOR_SEP = re.compile(r"\s*[,，、]\s*")
@@ -92,7 +96,7 @@ _SITE_SUFFIX = re.compile(r"\s+::\s+[^:]{1,40}$")
 _TITLE_END = "。！？"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     """An entry start and the raw lines under it, before they are read."""
 
@@ -103,9 +107,12 @@ class _Entry:
     starred: bool
     title_text: str
     body: list[tuple[int, str]] = field(default_factory=list)
+    # A `3、Title` line without [category]; `raw` keeps the line for when it is not an entry.
+    loose: bool = False
+    raw: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Front:
     """What the lines before the first entry say about the digest."""
 
@@ -143,9 +150,9 @@ def parse_text(
     content_hash: str = "",
 ) -> Digest:
     """Parse the text of one digest; `filename` (no folder) may carry its date."""
-    lines = split_lines(text)
-    if not any(line.strip() for line in lines):
+    if not text.replace("\ufeff", "").strip():
         raise ParseError("empty file", path=source, hint="a digest needs at least one entry")
+    lines = split_lines(text)
     return _Parser(lines, source=source, tz=tz, filename=filename).run(content_hash)
 
 
@@ -168,55 +175,76 @@ class _Parser:
     # -- pass 1: line kinds -------------------------------------------------------------
 
     def run(self, content_hash: str) -> Digest:
-        weekly = self._looks_weekly()
-        start = self._header()
+        lines = self.lines
         current: _Entry | None = None
         in_more = False
-        last_number = {"featured": 0, "weekly": 0}
-        for index in range(start, len(self.lines)):
-            number = index + 1
-            raw = self.lines[index]
-            text = raw.strip()
+        weekly_starts = daily_starts = 0
+        for index in range(self._header(), len(lines)):
+            raw = lines[index]
+            if not raw:
+                if current is not None:
+                    current.body.append((index + 1, ""))
+                continue
+            text = raw.lstrip() if raw[0].isspace() else raw
             if not text:
                 if current is not None:
-                    current.body.append((number, ""))
+                    current.body.append((index + 1, ""))
                 continue
-            entry = self._entry_start(text, number, loose=not weekly)
-            if entry is not None:
-                if entry.number is not None and entry.section in last_number:
-                    expected = last_number[entry.section] + 1
-                    if entry.number != expected:
-                        self.warn(number, f"entry {entry.number} follows entry {expected - 1}")
-                    last_number[entry.section] = entry.number
-                self.entries.append(entry)
-                current = entry
+            first = text[0]
+            if first in _START_CHARS or '">' in text:
+                entry = self._entry_start(text, index + 1)
+                if entry is not None:
+                    if entry.section == "weekly":
+                        weekly_starts += 1
+                    elif entry.section == "featured" and not entry.loose:
+                        daily_starts += 1
+                    self.entries.append(entry)
+                    current = entry
+                    continue
+            if text[-3:].lower() in _IMAGE_ENDS and _IMAGE.match(text):
                 continue
-            if _is_noise(text):
+            if "版权" in text and len(text) < 80 and _COPYRIGHT.search(text):
                 continue
-            if _MORE_HEADER.match(text):
+            if first == "另" and _MORE_HEADER.match(text):
                 in_more = True
                 current = None
                 continue
             if current is None:
-                self._front_line(text, number, in_more)
+                self._front_line(text, index + 1, in_more)
             else:
-                current.body.append((number, text))
+                current.body.append((index + 1, text))
+        weekly = weekly_starts > daily_starts
+        self._settle_loose(weekly)
+        self._check_numbers()
         return self._finish(weekly, content_hash)
 
-    def _looks_weekly(self) -> bool:
-        weekly = daily = 0
-        for line in self.lines:
-            text = line.lstrip()
-            if not text:
+    def _settle_loose(self, weekly: bool) -> None:
+        """`3、Title` lines are entries in a daily digest, but commentary in a weekly one."""
+        kept: list[_Entry] = []
+        for entry in self.entries:
+            if not entry.loose:
+                kept.append(entry)
+            elif not weekly:
+                self.warn(entry.line, f"entry {entry.number} has no [category]: {_clip(entry.raw)}")
+                kept.append(entry)
+            elif kept:
+                kept[-1].body.append((entry.line, entry.raw))
+                kept[-1].body.extend(entry.body)
+            else:
+                for number, text in [(entry.line, entry.raw), *entry.body]:
+                    if text:
+                        self._front_line(text, number, False)
+        self.entries = kept
+
+    def _check_numbers(self) -> None:
+        last = {"featured": 0, "weekly": 0}
+        for entry in self.entries:
+            if entry.number is None or entry.section not in last:
                 continue
-            first = text[0]
-            if (first in "Nn" and _WEEKLY.match(text)) or (
-                '">' in text and _weekly_after_fragment(text)
-            ):
-                weekly += 1
-            elif first.isdigit() and _FEATURED.match(text):
-                daily += 1
-        return weekly > daily
+            expected = last[entry.section] + 1
+            if entry.number != expected:
+                self.warn(entry.line, f"entry {entry.number} follows entry {expected - 1}")
+            last[entry.section] = entry.number
 
     def _header(self) -> int:
         """Honour a `date: YYYY-MM-DD` first line; return the index of the first content line."""
@@ -229,7 +257,7 @@ class _Parser:
             self.warn(1, f"invalid date in header: {self.lines[0].strip()}")
         return 1
 
-    def _entry_start(self, text: str, number: int, *, loose: bool) -> _Entry | None:
+    def _entry_start(self, text: str, number: int) -> _Entry | None:
         first = text[0]
         if '">' in text:
             match = _weekly_after_fragment(text)
@@ -240,18 +268,18 @@ class _Parser:
             match = _FEATURED.match(text)
             if match is not None:
                 return self._daily(match, number, "featured")
-            if loose:
-                match = _FEATURED_LOOSE.match(text)
-                if match is not None:
-                    self.warn(number, f"entry {match['num']} has no [category]: {_clip(text)}")
-                    return _Entry(
-                        "featured",
-                        number,
-                        int(match["num"]),
-                        None,
-                        match["s1"] is not None,
-                        match["title"],
-                    )
+            match = _FEATURED_LOOSE.match(text)
+            if match is not None:
+                return _Entry(
+                    "featured",
+                    number,
+                    int(match["num"]),
+                    None,
+                    match["s1"] is not None,
+                    match["title"],
+                    loose=True,
+                    raw=text,
+                )
         if first in "[【［*＊":
             match = _MORE.match(text)
             if match is not None:
@@ -263,10 +291,11 @@ class _Parser:
         return None
 
     def _daily(self, match: re.Match[str], number: int, section: Section) -> _Entry:
-        groups = match.groupdict()
-        starred = any(groups.get(name) for name in ("s1", "s2", "s3"))
-        num = int(groups["num"]) if groups.get("num") else None
-        return _Entry(section, number, num, match["cat"], starred, match["title"])
+        if section == "featured":
+            starred = bool(match["s1"] or match["s2"] or match["s3"])
+            return _Entry(section, number, int(match["num"]), match["cat"], starred, match["title"])
+        starred = bool(match["s1"] or match["s3"])
+        return _Entry(section, number, None, match["cat"], starred, match["title"])
 
     def _weekly(self, match: re.Match[str], number: int) -> _Entry:
         return _Entry("weekly", number, int(match["num"]), None, False, match["title"])
@@ -347,7 +376,7 @@ class _Parser:
         assert match is not None
         rest = match["text"]
         for start, end, url in reversed(find_urls(rest)):
-            self.front.links.insert(0, classify(url))
+            self.front.links.insert(0, classify(url).link)
             rest = rest[:start] + rest[end:]
         if self.front.credit is None and rest.strip():
             self.front.credit = collapse_spaces(rest)
@@ -421,19 +450,23 @@ class _Parser:
         return local_midnight(day, self.tz), source
 
     def _earliest_post(self, drafts: list[_Draft]) -> datetime | None:
-        times = []
+        """The earliest Weibo post time; mids grow with time, so only the smallest is decoded."""
+        mids = []
         for draft in drafts:
-            for link in draft.links:
-                post = weibo_post_id(link)
-                if post is None:
-                    continue
-                try:
-                    moment = weibo_post_time(post).astimezone(self.tz)
-                except (ValueError, OverflowError, OSError):
-                    continue
-                if 2009 <= moment.year <= 2200:
-                    times.append(moment)
-        return min(times) if times else None
+            for ref in draft.links:
+                if ref.link.kind == "weibo" and ref.ident is not None:
+                    try:
+                        mids.append((weibo_mid(ref.ident), ref.ident))
+                    except ValueError:
+                        continue
+        for _, post in sorted(mids):
+            try:
+                moment = weibo_post_time(post).astimezone(self.tz)
+            except (ValueError, OverflowError, OSError):
+                continue
+            if 2009 <= moment.year <= 2200:
+                return moment
+        return None
 
 
 def _rank(drafts: list[_Draft]) -> None:
@@ -450,14 +483,14 @@ def _rank(drafts: list[_Draft]) -> None:
 _KEY_RANK = {"arxiv": 0, "openreview": 1, "doi": 2, "weibo": 3, "title": 4}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Draft:
     """An entry being read; becomes an `Item` once the digest's date and keys are known."""
 
     entry: _Entry
     title: str
     starred: bool
-    links: list[Link]
+    links: list[Ref]
     title_zh: str | None = None
     authors: tuple[str, ...] = ()
     authors_truncated: bool = False
@@ -471,56 +504,69 @@ class _Draft:
     rank: int = 0
 
     def add_link(self, url: str) -> None:
-        if all(link.href != url for link in self.links):
+        if all(ref.link.href != url for ref in self.links):
             self.links.append(classify(url))
 
     def read_daily(self, extra: str, warn: Callable[[int, str], None], *, last: bool) -> None:
         """Position decides: [Chinese title], authors, [affiliations], summary/abstract, link."""
-        lines = [(n, t) for n, t in self.entry.body if t]
-        body: list[tuple[int, str]] = [(self.entry.line, extra)] if extra else []
-        at = 0
-        if (
-            self.entry.section == "more"
-            and at < len(lines)
-            and has_cjk(lines[at][1])
-            and not _AFFILIATION.match(lines[at][1])
-            and not _is_link_line(lines[at][1])
-        ):
-            self.title_zh = collapse_spaces(lines[at][1])
-            at += 1
-        if at < len(lines) and _looks_like_authors(lines[at][1]):
-            self.authors, self.authors_truncated = _authors(lines[at][1])
-            at += 1
-        if at < len(lines) and (match := _AFFILIATION.match(lines[at][1])):
-            self.affiliations = _affiliations(match["inner"])
-            at += 1
-        body.extend(lines[at:])
+        entry = self.entry
+        # What the next non-blank line may be: 0 Chinese title (further papers only),
+        # 1 authors, 2 [affiliations], 3 body.
+        stage = 0 if entry.section == "more" else 1
         zh: list[tuple[int, str]] = []
         en: list[tuple[int, str]] = []
-        paragraph = _paragraphs(self.entry.body)
-        for number, text in body:
-            text = self._strip_urls(text)
+        if extra:
+            self._body_line(extra, -1, zh, en)
+        paragraph, gap = 0, False
+        for _, text in entry.body:
             if not text:
+                gap = True
                 continue
-            if not self.affiliations and (match := _AFFILIATION.match(text)):
-                self.affiliations = _affiliations(match["inner"])
-                continue
-            part_zh, part_en = split_zh_en(text)
-            para = paragraph.get(number, -1)
-            if part_zh:
-                zh.append((para, part_zh))
-            if part_en:
-                en.append((para, part_en))
+            if gap:
+                paragraph, gap = paragraph + 1, False
+            if stage < 3:
+                if stage == 0:
+                    stage = 1
+                    if has_cjk(text) and text[0] not in "[【［" and not _is_link_line(text):
+                        self.title_zh = collapse_spaces(text)
+                        continue
+                if stage == 1:
+                    stage = 2
+                    authors = _read_authors(text)
+                    if authors is not None:
+                        self.authors, self.authors_truncated = authors
+                        continue
+                stage = 3
+                match = _AFFILIATION.match(text)
+                if match is not None:
+                    self.affiliations = _affiliations(match["inner"])
+                    continue
+            self._body_line(text, paragraph, zh, en)
         self.summary_zh = _join(zh)
         self.abstract = _join(en)
         if self.title_zh is None and self.summary_zh:
             self.title_zh = _first_sentence(self.summary_zh)
-        label = _label(self)
         if not self.authors:
-            warn(self.entry.line, f"{label} has no author line")
+            warn(entry.line, f"{_label(self)} has no author line")
         if not self.links:
             hint = " (is the file truncated?)" if last else ""
-            warn(self.entry.line, f"{label} has no link{hint}")
+            warn(entry.line, f"{_label(self)} has no link{hint}")
+
+    def _body_line(
+        self, text: str, paragraph: int, zh: list[tuple[int, str]], en: list[tuple[int, str]]
+    ) -> None:
+        if "http" in text:
+            text = self._strip_urls(text)
+            if not text:
+                return
+        if not self.affiliations and text[0] in "[【［" and (match := _AFFILIATION.match(text)):
+            self.affiliations = _affiliations(match["inner"])
+            return
+        part_zh, part_en = split_zh_en(text)
+        if part_zh:
+            zh.append((paragraph, part_zh))
+        if part_en:
+            en.append((paragraph, part_en))
 
     def read_weekly(self, extra: str) -> None:
         """Everything under a weekly pick is commentary; URLs in it are its links."""
@@ -551,7 +597,7 @@ class _Draft:
         return text.strip()
 
     def item(self, *, published: datetime | None, digest_id: str) -> Item:
-        link = best_link(self.links)
+        best = best_link(self.links)
         return Item(
             key=self.key,
             guid=self.guid,
@@ -568,8 +614,8 @@ class _Draft:
             summary_zh=self.summary_zh,
             abstract=self.abstract,
             notes=self.notes,
-            url=link.href if link else None,
-            links=tuple(self.links),
+            url=best.link.href if best else None,
+            links=tuple(ref.link for ref in self.links),
             published=published,
             line=self.entry.line,
             digest_id=digest_id,
@@ -580,25 +626,18 @@ def _weekly_after_fragment(text: str) -> re.Match[str] | None:
     return _WEEKLY.match(text, text.rfind('">') + 2)
 
 
-def _is_noise(text: str) -> bool:
-    """Lines that carry no information: image file names and the closing copyright notice."""
-    if text[-3:].lower() in _IMAGE_ENDS and _IMAGE.match(text):
-        return True
-    return len(text) < 80 and _COPYRIGHT.search(text) is not None
-
-
 def _is_link_line(text: str) -> bool:
     urls = find_urls(text)
     return len(urls) == 1 and urls[0][2] == text
 
 
-def _title_parts(text: str) -> tuple[str, list[Link], bool, str]:
+def _title_parts(text: str) -> tuple[str, list[Ref], bool, str]:
     """(title, links, starred, text after the title) from an entry's title text.
 
     Handles `<a href="…">《…》</a>`, `《…》` and `【…】` wrappers, a `*` star on either side
     and a URL pasted after the title.
     """
-    links: list[Link] = []
+    links: list[Ref] = []
     if "<" in text:
         links.extend(classify(m.group(1)) for m in _A_TAG.finditer(text))
         text = _TAG.sub("", text)
@@ -619,20 +658,39 @@ def _title_parts(text: str) -> tuple[str, list[Link], bool, str]:
             starred, extra = True, extra[1:].strip()
     elif text[-1:] in ("*", "＊") and not text.endswith("**"):
         starred, text = True, text[:-1].rstrip()
-    text = _SITE_SUFFIX.sub("", collapse_spaces(text))
+    text = collapse_spaces(text)
+    if "::" in text:
+        text = _SITE_SUFFIX.sub("", text)
     return text, links, starred, extra
 
 
-def _looks_like_authors(text: str) -> bool:
-    """`Y H Tsai, Y Wu, R Salakhutdinov` or `T Ma`: short Latin names between commas."""
-    if has_cjk(text.rstrip("…等")) or len(text) > 600 or "://" in text:
-        return False
-    if _AFFILIATION.match(text) or (text.endswith((".", "。")) and not text.endswith("...")):
-        return False
-    names = [n for n in _AUTHOR_SEP.split(_strip_truncation(text)[0]) if n]
-    if not names:
-        return False
-    return all(len(n.split()) <= 6 and n[0].isalpha() for n in names)
+def _read_authors(text: str) -> tuple[tuple[str, ...], bool] | None:
+    """`Y H Tsai, Y Wu, R Salakhutdinov` or `T Ma` -> (names, cut short?); None if no names.
+
+    Names are short Latin words between commas; `…`, `...`, `等` or `et al.` at the end mean
+    the list was cut short.
+    """
+    if len(text) > 600 or "://" in text or text[0] in "[【［":
+        return None
+    names_text, truncated = _strip_truncation(text)
+    if has_ideograph(names_text) or names_text.endswith("。"):
+        return None
+    if names_text.endswith(".") and not truncated:
+        return None
+    parts = (
+        names_text.split(",")
+        if "，" not in names_text and "、" not in names_text
+        else _AUTHOR_SEP.split(names_text)
+    )
+    names = []
+    for name in parts:
+        words = name.split()
+        if not words:
+            continue
+        if len(words) > 6 or not words[0][0].isalpha():
+            return None
+        names.append(" ".join(words))
+    return (tuple(names), truncated) if names else None
 
 
 def _strip_truncation(text: str) -> tuple[str, bool]:
@@ -643,29 +701,8 @@ def _strip_truncation(text: str) -> tuple[str, bool]:
     return text, False
 
 
-def _authors(text: str) -> tuple[tuple[str, ...], bool]:
-    text, truncated = _strip_truncation(text)
-    names = tuple(collapse_spaces(n) for n in _AUTHOR_SEP.split(text) if n.strip())
-    return names, truncated
-
-
 def _affiliations(inner: str) -> tuple[str, ...]:
     return tuple(collapse_spaces(a) for a in _AMPERSAND.split(inner) if a.strip())
-
-
-def _paragraphs(body: list[tuple[int, str]]) -> dict[int, int]:
-    """Line number -> index of the paragraph (run of non-blank lines) it belongs to."""
-    out: dict[int, int] = {}
-    index, blank = 0, False
-    for number, text in body:
-        if not text:
-            blank = True
-            continue
-        if blank and out:
-            index += 1
-        blank = False
-        out[number] = index
-    return out
 
 
 def _join(parts: list[tuple[int, str]]) -> str | None:
@@ -679,13 +716,12 @@ def _join(parts: list[tuple[int, str]]) -> str | None:
 
 def _first_sentence(summary: str) -> str | None:
     """The Chinese title: the summary's first sentence, up to `。` (kept: `？` and `！`)."""
-    for index, ch in enumerate(summary):
-        if ch in _TITLE_END:
-            head = summary[: index + (0 if ch == "。" else 1)].strip()
-            return head or None
-        if ch == "\n":
-            break
-    return None
+    line = summary.split("\n", 1)[0]
+    ends = [(i, ch) for ch in _TITLE_END if (i := line.find(ch)) >= 0]
+    if not ends:
+        return None
+    index, ch = min(ends)
+    return line[: index + (0 if ch == "。" else 1)].strip() or None
 
 
 def _label(draft: _Draft) -> str:

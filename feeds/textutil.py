@@ -17,12 +17,11 @@ _CJK_CLASS = (
     "\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef"
 )
 CJK = re.compile(f"[{_CJK_CLASS}]")
-# The last CJK character of a line: the regex engine scans each run once, so this stays linear.
-_LAST_CJK = re.compile(f"[{_CJK_CLASS}][^{_CJK_CLASS}]*$")
+# Han and kana only: a full-width comma does not make a list of names Chinese.
+_IDEOGRAPH = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 # Punctuation that closes the Chinese sentence even though it is ASCII: `(ViT)。` or `”`.
 _CLOSERS = re.compile(r"[)\]}”’\"'%.,;:!?]*")
 _LATIN = re.compile(r"[A-Za-z]")
-_SPACES = re.compile(r"\s+")
 _NON_WORD = re.compile(r"[\W_]+")
 
 # Control characters that never occur in a text file (tab, LF, CR and FF excepted).
@@ -79,6 +78,10 @@ def has_cjk(text: str) -> bool:
     return CJK.search(text) is not None
 
 
+def has_ideograph(text: str) -> bool:
+    return _IDEOGRAPH.search(text) is not None
+
+
 def has_latin(text: str) -> bool:
     return _LATIN.search(text) is not None
 
@@ -91,33 +94,38 @@ def split_zh_en(text: str) -> tuple[str | None, str | None]:
     separated by a space or a sentence end. A Chinese summary that merely ends in a Latin word
     (`...基于ResNet`) therefore stays whole.
     """
-    text = text.strip()
     if not text:
         return None, None
-    match = _LAST_CJK.search(text)
+    if text.isascii():
+        return None, text
+    # The last CJK character, found by scanning the reversed line in C rather than in Python.
+    match = CJK.search(text[::-1])
     if match is None:
         return None, text
-    cut = match.start() + 1
+    last = len(text) - 1 - match.start()
+    cut = last + 1
     closers = _CLOSERS.match(text, cut)
     if closers is not None:
         cut = closers.end()
-    zh, en = text[:cut].strip(), text[cut:].strip()
-    if not en:
-        return zh, None
-    sentence_end = text[match.start()] in "。！？”"
-    spaced = cut < len(text) and text[cut].isspace()
-    if (spaced or sentence_end) and en.count(" ") >= 2 and has_latin(en):
+    if cut >= len(text):
+        return text, None
+    sentence_end = text[last] in "。！？”"
+    if (sentence_end or text[cut].isspace()) and text.count(" ", cut) >= 3:
+        zh = text[:cut].rstrip()
         if _mostly_latin(zh):
             # An English abstract with a stray full-width character inside.
             return None, text
-        return zh, en
+        en = text[cut:].lstrip()
+        if has_latin(en):
+            return zh, en
     return text, None
 
 
 def _mostly_latin(text: str) -> bool:
     if len(text) < 80:
         return False
-    return len(CJK.findall(text)) < 0.03 * len(text)
+    # UTF-8 spends two extra bytes on each CJK character: a count without a Python loop.
+    return len(text.encode("utf-8")) - len(text) < 0.06 * len(text)
 
 
 def normalize_title(title: str) -> str:
@@ -126,11 +134,11 @@ def normalize_title(title: str) -> str:
     NFKC first, so full-width letters and punctuation fold like their ASCII forms.
     """
     folded = unicodedata.normalize("NFKC", title).casefold()
-    return _SPACES.sub(" ", _NON_WORD.sub(" ", folded)).strip()
+    return " ".join(_NON_WORD.sub(" ", folded).split())
 
 
 def collapse_spaces(text: str) -> str:
-    return _SPACES.sub(" ", text).strip()
+    return " ".join(text.split())
 
 
 def display_width(text: str) -> int:
