@@ -187,6 +187,202 @@ def _with_paths(settings: Settings, input_dir: Path | None, output_dir: Path | N
     return replace(settings, paths=paths)
 
 
+@cli.command()
+@click.argument("digest_id", required=False)
+@click.option(
+    "--dry-run", is_flag=True,
+    help="Write the messages that would go out as .eml files (see --outbox); connect to "
+    "nothing and record nothing.",
+)
+@click.option(
+    "--outbox", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Folder for --dry-run (default: outbox/ beside the state database, outside output/).",
+)
+@click.option(
+    "--to", "to_address", metavar="ADDRESS", default=None,
+    help="Send one test copy of DIGEST_ID (default: the newest) to ADDRESS only, outside "
+    "the ledger.",
+)
+@click.pass_obj
+def send(
+    obj: _Obj, digest_id: str | None, dry_run: bool, outbox: Path | None, to_address: str | None
+) -> None:
+    """Email the newsletters: each digest to each subscriber exactly once.
+
+    Without DIGEST_ID, sends what is due: a new subscriber gets the newest digest, and every
+    digest built after that goes to every subscriber. With DIGEST_ID, sends that digest to
+    every subscriber who has not had it. A progress bar shows on a terminal, a log line every
+    ten seconds otherwise. Exits 1 if any message failed or was deferred to a later run.
+
+    \b
+    Example:
+        feeds send --dry-run
+        feeds send --to me@example.org
+        feeds send 2022-08-13
+    """
+    from feeds.build import load_context
+    from feeds.deliver import send_due, send_test
+
+    settings = obj.settings
+    now = _now()
+    box = (outbox or settings.paths.state.parent / "outbox").resolve() if dry_run else None
+    with _user_errors():
+        if to_address is not None:
+            result = send_test(
+                settings, load_context(settings, now=now), to_address, now=now,
+                digest_id=digest_id, outbox=box,
+            )
+            click.echo(f"{'wrote' if box else 'sent'} {to_address}: {result}")
+            return
+        with _Progress(enabled=True) as progress:
+            tally = send_due(
+                settings, lambda: load_context(settings, now=now), now=now,
+                digest_id=digest_id, outbox=box, progress=progress, log=obj.log,
+            )
+    for note in tally.notes:
+        click.echo(f"warning: {note}", err=True)
+    for failure in tally.failed:
+        click.echo(f"failed: {failure.digest_id} {failure.recipient}: {failure.reply}", err=True)
+    for failure in tally.deferred:
+        click.echo(f"deferred: {failure.digest_id} {failure.recipient}: {failure.reply}", err=True)
+    where = f" into {box}" if box else ""
+    click.echo(f"{tally.summary()}{where}")
+    if not tally.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option(
+    "--wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
+    help="Seconds to wait for another build holding the lock, then give up.",
+)
+@click.pass_obj
+def run(obj: _Obj, wait: float) -> None:
+    """Build, then send what is due: the command for cron.
+
+    Quiet when all went well (-v says what was done); on any failure, one line and exit
+    status 1, so cron mails it. Safe to start every few minutes: a run finding another one
+    at work leaves it alone, and a run with nothing new to do ends at once. Without a
+    subscriber list it only builds.
+
+    \b
+    Example:
+        */10 * * * * cd /srv/digest && .venv/bin/feeds run
+    """
+    from feeds.build import build as run_build
+    from feeds.build import load_context
+    from feeds.deliver import send_due
+    from feeds.errors import LockedError
+
+    settings = obj.settings
+    now = _now()
+    problems: list[str] = []
+    try:
+        report = run_build(settings, now=now, log=obj.log, wait=wait)
+    except LockedError as exc:
+        obj.log(f"skipped: {exc}")
+        return
+    except FeedsError as exc:
+        click.echo(f"feeds run: build failed: {exc}", err=True)
+        sys.exit(1)
+    if obj.verbose:
+        for line in report.summary_lines(verbose=True):
+            click.echo(line, err=True)
+    if report.failed:
+        more = f" and {len(report.errors) - 1} more (-v)" if len(report.errors) > 1 else ""
+        problems.append(f"build: {report.errors[0]}{more}")
+    summary = "nothing to send"
+    if settings.paths.subscribers.exists():
+        try:
+            with _Progress(enabled=obj.verbose > 0) as progress:
+                tally = send_due(
+                    settings, lambda: load_context(settings, now=now), now=now,
+                    progress=progress, log=obj.log,
+                )
+        except LockedError as exc:
+            obj.log(f"send skipped: {exc}")
+        except FeedsError as exc:
+            problems.append(f"send: {exc}")
+        else:
+            summary = tally.summary()
+            for note in tally.notes:
+                obj.log(f"warning: {note}")
+            if not tally.ok:
+                problems.append(f"send: {summary}")
+    else:
+        obj.log(f"no subscriber list at {settings.paths.subscribers}: nothing sent")
+    if problems:
+        click.echo("feeds run failed: " + "; ".join(problems), err=True)
+        sys.exit(1)
+    obj.log(f"send: {summary}")
+
+
+@cli.command()
+@click.option("--smtp", is_flag=True, help="Also connect (and log in) to the SMTP server.")
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
+@click.pass_obj
+def check(obj: _Obj, smtp: bool, strict: bool) -> None:
+    """Check the configuration, the subscriber list and the input digests.
+
+    Prints each problem as file:line: error|warning: message and a summary, and exits 1 if
+    there is an error (or, with --strict, a warning). Changes nothing.
+
+    \b
+    Example:
+        feeds check --smtp
+    """
+    from feeds.check import check as run_check
+    from feeds.check import config_finding
+
+    try:
+        settings = load_settings(obj.config)
+    except FeedsError as exc:
+        click.echo(str(config_finding(exc, obj.config)))
+        sys.exit(1)
+    report = run_check(settings, smtp=smtp)
+    for finding in report.findings:
+        click.echo(str(finding))
+    click.echo(report.summary())
+    if report.failed(strict=strict):
+        sys.exit(1)
+
+
+class _Progress:
+    """A progress bar on a terminal, a log line every ten seconds otherwise (cron's mail)."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self._enabled = enabled
+        self._tty = sys.stderr.isatty()
+        self._bar: Any = None
+        self._done = 0
+        self._next_line = 0.0
+
+    def __enter__(self) -> _Progress:
+        import time
+
+        self._next_line = time.monotonic() + 10.0
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        import time
+
+        if not self._enabled or total <= 0:
+            return
+        if self._tty:
+            if self._bar is None:
+                self._bar = click.progressbar(length=total, label="sending", file=sys.stderr)
+                self._bar.__enter__()
+            self._bar.update(done - self._done)
+            self._done = done
+        elif time.monotonic() >= self._next_line and done < total:
+            click.echo(f"sending: {done} of {total} done", err=True)
+            self._next_line = time.monotonic() + 10.0
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
 def main() -> None:
     cli(prog_name="feeds")
 

@@ -20,7 +20,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import make_msgid, parseaddr
@@ -35,6 +35,7 @@ from feeds.subscribers import (
     Subscriber,
     SubscriberList,
     clean_name,
+    load_subscribers,
     normalize_email,
 )
 from feeds.transport import Transport, backoff
@@ -69,6 +70,8 @@ class Tally:
     failed: list[Failure] = field(default_factory=list)
     deferred: list[Failure] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
+    # Things worth saying that did not stop the run (skipped subscriber rows).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -375,6 +378,37 @@ def send(
         log=log,
         tally=tally,
     )
+
+
+def send_due(
+    settings: Settings,
+    load: Callable[[], BuildContext],
+    *,
+    now: datetime,
+    digest_id: str | None = None,
+    outbox: Path | None = None,
+    retry_delay: float = 1.0,
+    progress: ProgressFn | None = None,
+    log: LogFn = _silent,
+) -> Tally:
+    """`feeds send`: take the send lock (not for a dry run), read the subscriber list, load
+    what the last build published (`load`), and send what is due. Bad subscriber rows are
+    skipped and listed in `Tally.notes`."""
+    check_sending(settings)
+    people = load_subscribers(settings.paths.subscribers)
+    notes = [f"{people.source}:{p.line}: {p.severity}: {p.message}" for p in people.problems]
+    with nullcontext() if outbox is not None else send_lock(settings.paths.state):
+        ctx = load()
+        ledger = Ledger.open(settings.paths.state)
+        try:
+            tally = send(
+                settings, ctx, people, ledger, now=now, digest_id=digest_id, outbox=outbox,
+                retry_delay=retry_delay, progress=progress, log=log,
+            )
+        finally:
+            ledger.close()
+    tally.notes[:0] = notes
+    return tally
 
 
 def send_test(
