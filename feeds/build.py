@@ -22,7 +22,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -312,22 +312,27 @@ def _full_build(
         files_by_owner.setdefault(owner, []).append(rel)
     from feeds import newsletter, site, syndicate
 
-    write_seconds = 0.0
+    stale: list[Digest] = []
     for digest in ctx.digests:
         fp = _digest_of([render_fp, digest.content_hash, digest.id, _iso(digest.date)])
+        rendered[digest.id] = fp
         previous = files_by_owner.get(digest.id, [])
         if rendered_before.get(digest.id) == fp and all(
             (paths.output / rel).exists() for rel in previous
         ):
             owned.update(dict.fromkeys(previous, digest.id))
-            rendered[digest.id] = fp
-            continue
-        issue_files = newsletter.render_issue_files(digest, settings)
-        w = time.perf_counter()
-        report.written += output.write_files(paths.output, issue_files)
-        write_seconds += time.perf_counter() - w
+        else:
+            stale.append(digest)
+    write_seconds = 0.0
+    batch: dict[str, bytes] = {}
+    for digest, issue_files in _render_issues(stale, settings):
         owned.update(dict.fromkeys(issue_files, digest.id))
-        rendered[digest.id] = fp
+        batch.update(issue_files)
+        if len(batch) >= _WRITE_BATCH or digest is stale[-1]:
+            w = time.perf_counter()
+            report.written += output.write_files(paths.output, batch)
+            write_seconds += time.perf_counter() - w
+            batch = {}
     report.timings["newsletter"] = time.perf_counter() - tick - write_seconds
 
     site_files = newsletter.render_archive(ctx, settings)
@@ -351,6 +356,45 @@ def _full_build(
         state.save_renders(conn, rendered)
         state.save_outputs(conn, owned)
         state.set_meta(conn, "published", json.dumps(published_hashes))
+
+
+# Files per write batch (one disk sync each) while newsletters are rendered.
+_WRITE_BATCH = 300
+# From this many newsletters to render (a first build, a template change), use every core.
+_PARALLEL_FROM = 24
+
+
+def _render_issues(
+    digests: list[Digest], settings: Settings
+) -> Iterator[tuple[Digest, dict[str, bytes]]]:
+    """(digest, its newsletter files), in order; in worker processes when there are many.
+
+    Newsletter rendering (templates, then CSS inlining) dominates a full build. Workers come
+    from a fork server: they inherit neither the build lock nor the open database.
+    """
+    workers = min(os.cpu_count() or 1, 4)
+    if len(digests) < _PARALLEL_FROM or workers < 2:
+        from feeds import newsletter
+
+        for digest in digests:
+            yield digest, newsletter.render_issue_files(digest, settings)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else None
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(["feeds.newsletter"])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        results = pool.map(_render_issue, digests, [settings] * len(digests), chunksize=4)
+        yield from zip(digests, results, strict=True)
+
+
+def _render_issue(digest: Digest, settings: Settings) -> dict[str, bytes]:
+    from feeds import newsletter
+
+    return newsletter.render_issue_files(digest, settings)
 
 
 def _iso(moment: datetime | None) -> str:

@@ -1,0 +1,184 @@
+"""The state database: schema, WAL, the parse cache, published identities, the lock."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from feeds import state
+from feeds.errors import LockedError, StateError
+from feeds.model import Digest, Item, Link, ParseWarning
+
+SEEN = datetime(2021, 3, 30, 4, 48, 5, tzinfo=UTC)
+
+
+def sample_digest() -> Digest:
+    item = Item(
+        key="arxiv:2103.15134",
+        guid="https://arxiv.org/abs/2103.15134",
+        section="featured",
+        rank=1,
+        category="LG",
+        category_name="机器学习",
+        starred=True,
+        title="Self-supervised Learning <from> a \"Multi-view\" Perspective",
+        title_zh="用多视角看自监督学习",
+        authors=("Y H Tsai", "Y Wu"),
+        authors_truncated=True,
+        affiliations=("CMU",),
+        summary_zh="从理论和经验两方面研究了自监督学习。",
+        abstract="As a subset of unsupervised representation learning ...",
+        notes=None,
+        url="https://arxiv.org/abs/2103.15134",
+        links=(Link("arxiv", "https://arxiv.org/abs/2103.15134"),
+               Link("weibo", "https://weibo.com/1402400261/K8wjSoUDC")),
+        published=SEEN,
+        line=3,
+        digest_id="2021-03-30",
+    )
+    return Digest(
+        id="2021-03-30",
+        date=SEEN,
+        date_source="weibo",
+        source="digests/2021-03-30.txt",
+        format="daily",
+        title="爱可可 AI 前沿推介",
+        summary=None,
+        items=(item,),
+        warnings=(ParseWarning(12, "stray line"),),
+        content_hash="ab" * 32,
+    )
+
+
+def test_a_new_database_is_in_wal_mode_with_the_current_schema(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "state" / "feeds.sqlite3")
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert {"digests", "files", "papers", "paper_keys", "paper_titles", "renders",
+                "outputs", "meta"} <= tables
+    finally:
+        conn.close()
+
+
+def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "feeds.sqlite3"
+    raw = sqlite3.connect(path)
+    raw.execute("PRAGMA user_version = 99")
+    raw.close()
+    with pytest.raises(StateError, match="newer"):
+        state.connect(path)
+
+
+def test_a_file_that_is_not_a_database_gets_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "feeds.sqlite3"
+    path.write_bytes(b"this is not SQLite" * 100)
+    with pytest.raises(StateError, match="unusable") as info:
+        state.connect(path)
+    assert info.value.path == str(path)
+
+
+def test_a_parsed_digest_survives_the_cache_unchanged(tmp_path: Path) -> None:
+    digest = sample_digest()
+    conn = state.connect(tmp_path / "feeds.sqlite3")
+    try:
+        state.save_digest(conn, digest, first_seen=SEEN, parser="p1")
+        loaded = state.load_digests(conn, [digest.content_hash, "missing"])
+        rows = state.digest_rows(conn)
+    finally:
+        conn.close()
+    assert loaded == {digest.content_hash: digest}
+    assert rows[digest.content_hash].first_seen == SEEN
+    assert rows[digest.content_hash].parser == "p1"
+
+
+def test_first_seen_is_recorded_once_and_never_moves(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "feeds.sqlite3")
+    try:
+        state.record_first_seen(conn, "h1", SEEN)
+        state.record_first_seen(conn, "h1", datetime(2030, 1, 1, tzinfo=UTC))
+        state.save_digest(conn, sample_digest(), first_seen=SEEN, parser="p1")
+        state.save_digest(
+            conn, sample_digest(), first_seen=datetime(2031, 1, 1, tzinfo=UTC), parser="p2"
+        )
+        rows = state.digest_rows(conn)
+    finally:
+        conn.close()
+    assert rows["h1"].first_seen == SEEN
+    assert rows["ab" * 32].first_seen == SEEN
+    assert rows["ab" * 32].parser == "p2"
+
+
+def test_published_guids_are_never_overwritten(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "feeds.sqlite3")
+    try:
+        state.record_papers(conn, [("g1", SEEN, "d1")], [("k", "g1")], [("title", "g1")])
+        state.record_papers(conn, [("g2", SEEN, "d2")], [("k", "g2")], [("title", "g2")])
+        keys, titles = state.guid_maps(conn)
+    finally:
+        conn.close()
+    assert keys == {"k": "g1"}
+    assert titles == {"title": "g1"}
+
+
+def test_a_failed_transaction_leaves_nothing_behind(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "feeds.sqlite3")
+    try:
+        with pytest.raises(RuntimeError), state.transaction(conn):
+            state.set_meta(conn, "published", "[]")
+            raise RuntimeError("killed halfway")
+        assert state.get_meta(conn, "published") is None
+    finally:
+        conn.close()
+
+
+def test_another_module_can_keep_its_own_table_in_the_same_file(tmp_path: Path) -> None:
+    path = tmp_path / "feeds.sqlite3"
+    conn = state.connect(path)
+    conn.execute("CREATE TABLE IF NOT EXISTS ledger (digest_id TEXT, address TEXT)")
+    conn.execute("INSERT INTO ledger VALUES ('2021-03-30', 'a@example.org')")
+    conn.close()
+    again = state.connect(path)
+    try:
+        assert again.execute("SELECT count(*) FROM ledger").fetchone()[0] == 1
+    finally:
+        again.close()
+
+
+def test_the_lock_is_refused_while_another_process_holds_it(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "feeds.sqlite3"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time; from pathlib import Path; from feeds import state\n"
+         f"with state.locked(Path({str(path)!r})):\n"
+         "    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(LockedError) as info, state.locked(path, wait=0.2):
+            pass
+        assert f"process {holder.pid}" in str(info.value)
+        assert info.value.path == str(state.lock_path(path))
+    finally:
+        holder.kill()
+        holder.wait()
+    with state.locked(path):
+        pass
+
+
+def test_the_stamp_round_trips_and_a_damaged_one_reads_as_empty(tmp_path: Path) -> None:
+    path = tmp_path / "feeds.sqlite3"
+    assert state.read_stamp(path) == {}
+    state.write_stamp(path, {"stamp": "x", "errors": ["a.txt: empty"]})
+    assert state.read_stamp(path) == {"stamp": "x", "errors": ["a.txt: empty"]}
+    state.stamp_path(path).write_text("{not json")
+    assert state.read_stamp(path) == {}
+    state.clear_stamp(path)
+    assert not state.stamp_path(path).exists()
