@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from feeds import message
@@ -150,12 +150,14 @@ def render_newsletter(
 
 def render_issue_files(digest: Digest, settings: Settings) -> dict[str, bytes]:
     """newsletter/<id>.html and .txt (the full web version) and .eml (the message as sent)."""
-    issue = _issue(digest, None)
-    if not issue.papers:
-        return {}
-    full = _render(issue, settings, level=0, limit=len(issue.papers), unsubscribe_url=None)
     sent = render_newsletter(digest, settings)
-    assert sent is not None
+    if sent is None:
+        return {}
+    full = sent
+    if sent.degradation:
+        full = _render(
+            _issue(digest, None), settings, level=0, limit=sent.count, unsubscribe_url=None
+        )
     msg = message.compose(sent, settings)
     stem = f"newsletter/{digest.id}"
     return {
@@ -205,8 +207,7 @@ def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "") -> list[str]:
     room = max(10, width - display_width(indent))
     current = ""
     used = 0
-    for unit, spaced in _units(text):
-        w = display_width(unit)
+    for unit, spaced, w in _units(text):
         gap = 1 if spaced and current else 0
         if current and used + gap + w > room:
             lines.append(indent + current)
@@ -216,10 +217,6 @@ def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "") -> list[str]:
     if current:
         lines.append(indent + current)
     return lines
-
-
-def display_width(text: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def safe_href(url: str | None) -> str | None:
@@ -483,7 +480,32 @@ def _premailer() -> Any:
 
     # cssutils reports every mso-* and other email-only property it does not know.
     cssutils.log.setLevel(logging.CRITICAL)
-    return Premailer(
+
+    class TemplatePremailer(Premailer):  # type: ignore[misc]
+        """Premailer that turns each stylesheet into rules once, not once per email.
+
+        Every newsletter carries the same stylesheet, and premailer re-serializes its rules and
+        the leftover @media blocks on every call: two thirds of its time. The parsed results
+        are kept, keyed by the stylesheet's text (and the leftover list, which lives as long).
+        """
+
+        _rules: ClassVar[dict[tuple[str, int], tuple[list[Any], list[Any]]]] = {}
+        _leftover_text: ClassVar[dict[int, str]] = {}
+
+        def _parse_style_rules(self, css_body: str, ruleset_index: int) -> Any:
+            key = (css_body, ruleset_index)
+            if key not in self._rules:
+                self._rules[key] = super()._parse_style_rules(css_body, ruleset_index)
+            rules, leftover = self._rules[key]
+            return list(rules), leftover
+
+        def _css_rules_to_string(self, rules: list[Any]) -> str:
+            key = id(rules)
+            if key not in self._leftover_text:
+                self._leftover_text[key] = super()._css_rules_to_string(rules)
+            return self._leftover_text[key]
+
+    return TemplatePremailer(
         base_url=None,
         keep_style_tags=False,
         strip_important=False,
@@ -503,35 +525,49 @@ _NO_START = set("，。、；：？！）」』】》〉”’,.;:!?)]}%…·")
 _NO_END = set("（「『【《〈“‘([{")
 
 
-def _is_wide(c: str) -> bool:
-    return unicodedata.east_asian_width(c) in "WF"
+class _Narrow(dict[int, str]):
+    def __missing__(self, code: int) -> str:
+        return "n"
 
 
-def _units(text: str) -> Sequence[tuple[str, bool]]:
-    """Unbreakable pieces of `text`, each with whether a space precedes it."""
-    raw: list[tuple[str, bool]] = []
-    word = ""
-    spaced = False
-    for c in text:
+@functools.lru_cache(maxsize=1)
+def _char_classes() -> _Narrow:
+    """A str.translate table: space -> " ", wide (2-column) -> "W", anything else -> "n"."""
+    table = _Narrow()
+    for code in range(0x40000):
+        c = chr(code)
         if c.isspace():
-            if word:
-                raw.append((word, spaced))
-                word = ""
+            table[code] = " "
+        elif unicodedata.east_asian_width(c) in "WF":
+            table[code] = "W"
+    return table
+
+
+# Over the text's character classes: spaces, one wide character, a run of narrow ones.
+_PIECES = re.compile(r"( +)|(W)|(n+)")
+
+
+def display_width(text: str) -> int:
+    """Columns `text` takes in a terminal: East Asian wide and full-width characters take two."""
+    return len(text) + text.translate(_char_classes()).count("W")
+
+
+def _units(text: str) -> Sequence[tuple[str, bool, int]]:
+    """Unbreakable pieces of `text`: each with whether a space precedes it, and its width."""
+    units: list[tuple[str, bool, int]] = []
+    spaced = False
+    classes = text.translate(_char_classes())
+    for match in _PIECES.finditer(classes):
+        if match.lastindex == 1:
             spaced = True
-        elif _is_wide(c):
-            if word:
-                raw.append((word, spaced))
-                word, spaced = "", False
-            raw.append((c, spaced))
-            spaced = False
+            continue
+        piece = text[match.start() : match.end()]
+        width = 2 if match.lastindex == 2 else len(piece)
+        if units and not spaced and (piece[0] in _NO_START or units[-1][0][-1] in _NO_END):
+            # Closing punctuation sticks to what precedes it, opening to what follows.
+            last = units[-1]
+            units[-1] = (last[0] + piece, last[1], last[2] + width)
         else:
-            word += c
-    if word:
-        raw.append((word, spaced))
-    units: list[tuple[str, bool]] = []
-    for piece, before in raw:
-        if units and not before and (piece[0] in _NO_START or units[-1][0][-1] in _NO_END):
-            units[-1] = (units[-1][0] + piece, units[-1][1])
-        else:
-            units.append((piece, before))
+            units.append((piece, spaced, width))
+        spaced = False
     return units
