@@ -71,12 +71,19 @@ def render_site(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
 
 def _environment(settings: Settings) -> jinja2.Environment:
     import jinja2
+    import markupsafe
+
+    def finalize(value: object) -> object:
+        # Every text that reaches a page or the OPML loses XML-illegal characters; markup
+        # (a macro's output) is already clean and must stay markup, not be escaped again.
+        if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
+            return _ILLEGAL.sub("", value)
+        return value
 
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(settings.paths.templates / "site"),
         autoescape=True,
-        # Every value that reaches a page or the OPML loses XML-illegal characters.
-        finalize=lambda value: _ILLEGAL.sub("", value) if isinstance(value, str) else value,
+        finalize=finalize,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
