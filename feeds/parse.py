@@ -340,7 +340,7 @@ class _Parser:
         digest_id = ""
         if moment is not None:
             digest_id = moment.date().isoformat() + ("-weekly" if weekly else "")
-        title = self.front.title or _default_title(digest_format, moment)
+        title = self.front.title or _default_title(digest_format)
         items = tuple(d.item(published=moment, digest_id=digest_id) for d in drafts)
         self.warnings.sort(key=lambda w: w.line)
         return Digest(
@@ -737,9 +737,9 @@ def _clip(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _default_title(digest_format: DigestFormat, moment: datetime | None) -> str:
-    kind = "Weekly digest" if digest_format == "weekly" else "Daily digest"
-    return f"{kind} {moment.date().isoformat()}" if moment is not None else kind
+def _default_title(digest_format: DigestFormat) -> str:
+    # No date in it: the build may date an undated digest later, and pages show the date anyway.
+    return "Weekly picks" if digest_format == "weekly" else "Daily digest"
 
 
 def format_table(digest: Digest) -> str:

@@ -2,31 +2,453 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import SEEDS
+from click.testing import CliRunner
+from conftest import FIXTURES, REGENERATE, ROOT, SAMPLE_DIGESTS, SEEDS
 
-from feeds.parse import parse_file
+from feeds.cli import cli
+from feeds.errors import ParseError
+from feeds.model import Digest, Item
+from feeds.parse import format_table, normalize_title, parse_file, parse_text, weibo_post_time
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
+GOLDEN = ROOT / "tests" / "golden" / "parse"
+VARIANTS = FIXTURES / "variants"
 
 
 def seed(prefix: str) -> Path:
     return next(SEEDS.glob(f"{prefix}_*.txt"))
 
 
+def parse(path: Path) -> Digest:
+    return parse_file(path, tz=SHANGHAI)
+
+
+def by_rank(digest: Digest, rank: int) -> Item:
+    return next(item for item in digest.items if item.rank == rank)
+
+
+def as_json(digest: Digest) -> str:
+    """What `feeds parse --json` prints for this one digest."""
+    return json.dumps({"digests": [digest.as_dict()]}, ensure_ascii=False, indent=2) + "\n"
+
+
+# -- golden files: every field of every seed entry ------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(SEEDS.glob("*.txt")), ids=lambda p: p.stem[:3])
+def test_every_field_of_every_seed_entry_matches_its_golden_file(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    actual = as_json(parse(path.relative_to(ROOT)))
+    golden = GOLDEN / f"{path.stem}.json"
+    if REGENERATE:
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(actual, encoding="utf-8")
+    assert actual == golden.read_text(encoding="utf-8")
+
+
+def test_parsing_twice_gives_identical_output() -> None:
+    for path in sorted(SEEDS.glob("*.txt")):
+        assert as_json(parse(path)) == as_json(parse(path))
+
+
+# -- the seeds, by the figures the product promises -----------------------------------------
+
+
 @pytest.mark.parametrize("prefix", ["000", "001", "002", "004"])
 def test_daily_seeds_have_five_featured_and_four_further_papers(prefix: str) -> None:
-    digest = parse_file(seed(prefix), tz=SHANGHAI)
-    sections = [item.section for item in digest.items]
-    assert sections == ["featured"] * 5 + ["more"] * 4
+    digest = parse(seed(prefix))
     assert digest.format == "daily"
+    assert [item.section for item in digest.items] == ["featured"] * 5 + ["more"] * 4
+    assert [item.rank for item in digest.items] == list(range(1, 10))
+    assert digest.warnings == ()
+    for item in digest.items:
+        assert item.title and item.title_zh and item.authors and item.affiliations
+        assert item.category in {"LG", "CV", "CL", "AS", "RO"}
+        assert item.category_name is not None
+        assert item.url is not None and item.links
+    for item in digest.items[:5]:
+        assert item.summary_zh and item.abstract
 
 
-def test_weekly_seed_has_thirty_picks_six_starred() -> None:
-    digest = parse_file(seed("003"), tz=SHANGHAI)
-    assert len(digest.items) == 30
-    assert sum(item.starred for item in digest.items) == 6
+def test_weekly_seed_has_thirty_picks_six_of_them_starred() -> None:
+    digest = parse(seed("003"))
     assert digest.format == "weekly"
+    assert [item.rank for item in digest.items] == list(range(1, 31))
+    assert {item.section for item in digest.items} == {"weekly"}
+    assert [item.rank for item in digest.items if item.starred] == [1, 4, 5, 19, 20, 28]
+    assert {item.category for item in digest.items} == {None}
+
+
+def test_weekly_entries_26_and_29_are_one_paper_reported_once() -> None:
+    digest = parse(seed("003"))
+    assert by_rank(digest, 26).key == by_rank(digest, 29).key
+    assert by_rank(digest, 26).guid == by_rank(digest, 29).guid
+    assert len({item.key for item in digest.items}) == 29
+    assert [(w.line, w.message) for w in digest.warnings] == [
+        (69, "No 29 repeats No 26 (same paper); both kept, one key")
+    ]
+
+
+def test_weekly_entry_12_has_its_chinese_title_as_title() -> None:
+    item = by_rank(parse(seed("003")), 12)
+    assert item.title == item.title_zh == "具有周期激活函数的隐式神经网络表示"
+    assert item.key.startswith("title:")
+
+
+def test_weekly_commentary_becomes_notes_with_latex_and_source_links() -> None:
+    digest = parse(seed("003"))
+    first = by_rank(digest, 1)
+    assert first.title == "Debiased Contrastive Learning"
+    assert first.notes is not None
+    assert first.notes.startswith("技术背景:\n\nMotivation & Framework\n\n很多研究者认为")
+    assert "$$s ( f(x), f(x^+)) >> s ( f(x), f(x^-))$$" in first.notes
+    assert [(link.kind, link.href) for link in first.links] == [
+        ("other", "https://zhuanlan.zhihu.com/p/141141365")
+    ]
+    second = by_rank(digest, 2)
+    assert second.key == "doi:10.1145/3386569.3392493"
+    assert second.guid == "https://doi.org/10.1145/3386569.3392493"
+    assert second.notes is not None and second.notes.endswith("似乎是它的优势")
+
+
+def test_weekly_page_chrome_and_closing_source_belong_to_no_entry() -> None:
+    digest = parse(seed("003"))
+    assert digest.title == "2020.7.11周论文精选与精读"
+    assert digest.credit == "爱可可老师"
+    assert [link.href for link in digest.links] == ["https://www.yuque.com/fly51fly/gvl1ma/esp4c7"]
+    last = by_rank(digest, 30)
+    assert last.notes is None and last.links == ()
+    assert by_rank(digest, 4).title == (
+        "The Art of Natural Language Processing: Classical, Modern and Contemporary "
+        "Approaches to Text Document Classification"
+    )
+
+
+def test_one_line_bodies_split_where_the_chinese_ends() -> None:
+    item = by_rank(parse(seed("000")), 1)
+    assert item.title_zh == "用多视角看自监督学习"
+    assert item.summary_zh is not None and item.summary_zh.endswith("丢弃任务不相关信息。")
+    assert item.abstract is not None
+    assert item.abstract.startswith("As a subset of unsupervised representation learning")
+    assert item.abstract.endswith("may not be clearly observed.")
+    assert item.links[0].href == "https://weibo.com/1402400261/K8wjSoUDC"
+    medselect = by_rank(parse(seed("000")), 4)
+    assert medselect.title_zh == "MedSelect: 结合元学习与深度强化学习的选择性标记医学图像分类"
+    assert medselect.affiliations == (
+        "Stanford University",
+        "Harvard T.H. Chan School of Public Health",
+    )
+
+
+def test_paragraph_bodies_split_into_summary_and_abstract() -> None:
+    item = by_rank(parse(seed("002")), 1)
+    assert item.title_zh == "BEIT:图像Transformer的BERT预训练"
+    assert item.summary_zh is not None and "\n" not in item.summary_zh
+    assert item.summary_zh.endswith("ViT-L(85.2%)。")
+    assert item.abstract is not None and item.abstract.startswith("We introduce")
+    assert item.abstract.endswith("Dosovitskiy et al., 2020).")
+
+
+def test_2022_digest_reads_its_front_matter_and_cut_author_lists() -> None:
+    digest = parse(seed("004"))
+    assert digest.credit == "爱可可爱生活"
+    assert digest.summary is not None
+    assert digest.summary.startswith("大规模半监督视觉Transformer、通过权重插值修补开放词表模型")
+    fourth = by_rank(digest, 4)
+    assert fourth.authors == ("D Hendrycks", "S Basart", "M Mazeika", "A Zou", "J Kwon")
+    assert fourth.authors_truncated
+    assert [i.rank for i in digest.items if i.authors_truncated] == [4]
+    assert fourth.key == "openreview:vruwp11pWnO"
+    assert fourth.guid == "https://openreview.net/forum?id=vruwp11pWnO"
+    first = by_rank(digest, 1)
+    assert (first.key, first.guid) == ("arxiv:2208.05688", "https://arxiv.org/abs/2208.05688")
+    everything = as_json(digest)
+    assert "版权" not in everything and "\u00a0" not in everything
+
+
+def test_image_placeholders_leave_no_trace() -> None:
+    for path in sorted(SEEDS.glob("*.txt")):
+        text = as_json(parse(path))
+        for name in ("image.png", ".png.jpg", "biden_fs.gif"):
+            assert name not in text, (path.name, name)
+
+
+# -- dates ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("post", "expected"),
+    [("K8wjSoUDC", "2021-03-30T04:48:05+08:00"), ("K3fnuEfZK", "2021-02-23T12:28:47+08:00")],
+)
+def test_weibo_post_ids_decode_to_their_publication_time(post: str, expected: str) -> None:
+    moment = weibo_post_time(post)
+    assert moment.tzinfo is not None and moment.utcoffset() is not None
+    assert moment.astimezone(SHANGHAI).isoformat() == expected
+
+
+@pytest.mark.parametrize("post", ["", "K8wj-oUDC", "ZZZZZZZZZ"])
+def test_a_malformed_weibo_post_id_is_a_value_error(post: str) -> None:
+    with pytest.raises(ValueError):
+        weibo_post_time(post)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "day", "source"),
+    [
+        ("000", "2021-03-30T04:48:05+08:00", "weibo"),
+        ("001", "2021-03-10T05:09:21+08:00", "weibo"),
+        ("002", "2021-06-17T05:04:13+08:00", "weibo"),
+        ("003", "2020-07-11T00:00:00+08:00", "text"),
+    ],
+)
+def test_seeds_under_their_original_names_are_dated(prefix: str, day: str, source: str) -> None:
+    digest = parse(seed(prefix))
+    assert digest.date is not None
+    assert (digest.date.isoformat(), digest.date_source) == (day, source)
+    assert {item.published for item in digest.items} == {digest.date}
+    assert {item.digest_id for item in digest.items} == {digest.id}
+
+
+def test_a_digest_nothing_dates_is_left_for_the_build() -> None:
+    digest = parse(seed("004"))
+    assert (digest.date, digest.date_source, digest.id) == (None, "unknown", "")
+    assert {item.published for item in digest.items} == {None}
+
+
+@pytest.mark.parametrize(
+    ("name", "digest_id", "day", "source"),
+    [
+        ("2021-03-30.txt", "2021-03-30", "2021-03-30T04:48:05+08:00", "weibo"),
+        ("2022-08-13.txt", "2022-08-13", "2022-08-13T00:00:00+08:00", "filename"),
+        ("2020-07-11-weekly.txt", "2020-07-11-weekly", "2020-07-11T00:00:00+08:00", "filename"),
+    ],
+)
+def test_sample_digests_are_dated_by_their_file_names(
+    name: str, digest_id: str, day: str, source: str
+) -> None:
+    digest = parse(SAMPLE_DIGESTS / name)
+    assert digest.date is not None
+    assert (digest.id, digest.date.isoformat(), digest.date_source) == (digest_id, day, source)
+
+
+def test_a_header_date_comes_first_and_weibo_gives_the_time_on_that_day() -> None:
+    body = seed("000").read_text(encoding="utf-8")
+    same_day = parse_text("date: 2021-03-30\n" + body, source="x", tz=SHANGHAI)
+    assert same_day.date == datetime(2021, 3, 30, 4, 48, 5, tzinfo=SHANGHAI)
+    assert same_day.date_source == "weibo"
+    assert same_day.items[0].line == 4
+    other_day = parse_text(
+        "Date: 2021-04-02\n" + body, source="x", tz=SHANGHAI, filename="2021-03-30.txt"
+    )
+    assert other_day.date == datetime(2021, 4, 2, tzinfo=SHANGHAI)
+    assert (other_day.date_source, other_day.id) == ("header", "2021-04-02")
+
+
+@pytest.mark.parametrize(
+    ("filename", "expected"),
+    [
+        ("20210330.txt", "2021-03-30"),
+        ("digest-2021-03-30-v2.txt", "2021-03-30"),
+        ("120210330.txt", None),
+        ("2021033012.txt", None),
+        ("2021-13-45.txt", None),
+        ("2021-0330.txt", None),
+    ],
+)
+def test_file_name_dates_need_digit_boundaries_and_a_real_day(
+    filename: str, expected: str | None
+) -> None:
+    text = "[LG] A Paper Title\nA Author\n"
+    digest = parse_text(text, source="x", tz=SHANGHAI, filename=filename)
+    assert digest.id == (expected or "")
+    assert digest.date_source == ("filename" if expected else "unknown")
+
+
+def test_the_time_zone_is_the_one_given() -> None:
+    digest = parse_file(seed("000"), tz=ZoneInfo("UTC"))
+    assert digest.date is not None and digest.date.isoformat() == "2021-03-29T20:48:05+00:00"
+    assert digest.id == "2021-03-29"
+
+
+# -- encodings and damaged files ------------------------------------------------------------
+
+
+def test_crlf_and_a_bom_change_nothing(tmp_path: Path) -> None:
+    original = seed("002")
+    copy = tmp_path / original.name
+    text = original.read_text(encoding="utf-8")
+    copy.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8"))
+    assert parse(copy).as_dict()["items"] == parse(original).as_dict()["items"]
+
+
+def test_gb18030_files_read_like_utf8(tmp_path: Path) -> None:
+    original = seed("004")
+    copy = tmp_path / original.name
+    copy.write_bytes(original.read_text(encoding="utf-8").encode("gb18030"))
+    assert parse(copy).as_dict()["items"] == parse(original).as_dict()["items"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty file"),
+        (b" \r\n\t\n", "empty file"),
+        (b"\xef\xbb\xbf\n", "empty file"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary file"),
+        (bytes(range(1, 32)) * 20, "binary file"),
+        (b"1\xe3\x80\x81[LG] Title\n\xff\xfe\x80\x80\n", "undecodable"),
+    ],
+)
+def test_files_that_are_no_digest_raise_a_parse_error_naming_the_file(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_bytes(content)
+    with pytest.raises(ParseError) as caught:
+        parse(path)
+    assert caught.value.path == str(path)
+    assert message in str(caught.value)
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_a_missing_file_is_a_parse_error(tmp_path: Path) -> None:
+    with pytest.raises(ParseError, match="cannot read"):
+        parse(tmp_path / "absent.txt")
+
+
+def test_the_cli_reports_a_bad_file_in_one_line_and_parses_the_others(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\x00\x01binary")
+    result = CliRunner().invoke(cli, ["parse", str(bad), str(seed("000")), "--json"])
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {bad}: binary file (NUL bytes) (expected a text digest)"]
+    assert "Traceback" not in result.output
+    payload = json.loads(result.stdout)
+    assert [len(d["items"]) for d in payload["digests"]] == [9]
+
+
+def test_the_cli_prints_warnings_with_file_and_line() -> None:
+    result = CliRunner().invoke(cli, ["parse", str(seed("003"))])
+    assert result.exit_code == 0
+    assert f"warning: {seed('003')}:69: No 29 repeats No 26" in result.stderr
+
+
+# -- variants seen in real copies -----------------------------------------------------------
+
+
+def test_full_width_markers_and_extra_categories_are_read() -> None:
+    digest = parse(VARIANTS / "fullwidth.txt")
+    assert [item.category for item in digest.items] == ["LG", "IR", "stat.ML", "GR"]
+    assert [item.category_name for item in digest.items] == ["机器学习", "信息检索", None, None]
+    assert [item.starred for item in digest.items] == [True, False, True, False]
+    first = digest.items[0]
+    assert first.authors == ("A Lee", "B Kumar", "C Müller")
+    assert first.affiliations == ("Lab One", "Lab Two")
+    assert first.key == "arxiv:2101.00001"
+    assert first.title_zh == "稀疏注意力就够了"
+    assert digest.warnings == ()
+
+
+def test_an_english_abstract_without_chinese_summary_is_kept_alone() -> None:
+    item = parse(VARIANTS / "fullwidth.txt").items[1]
+    assert (item.summary_zh, item.title_zh) == (None, None)
+    assert item.abstract is not None and item.abstract.startswith("We study dense retrieval")
+
+
+def test_a_link_around_the_title_is_the_papers_link() -> None:
+    item = parse(VARIANTS / "fullwidth.txt").items[2]
+    assert item.title == "Conformal Prediction Revisited"
+    assert (item.key, item.url) == ("arxiv:2101.00003", "https://arxiv.org/abs/2101.00003")
+    assert (item.summary_zh, item.abstract) == ("共形预测再探。回顾了共形预测方法。", None)
+
+
+def test_damaged_entries_are_kept_or_reported_never_dropped_silently() -> None:
+    digest = parse(VARIANTS / "broken.txt")
+    assert [item.title for item in digest.items] == [
+        "First Paper Title",
+        "A Title Without Category",
+        "Further Paper Without Link",
+        "Truncated Last Paper",
+    ]
+    assert [(w.line, w.message) for w in digest.warnings] == [
+        (8, "entry 2 has no title; skipped"),
+        (12, "entry 3 has no [category]: 3、A Title Without Category"),
+        (17, "entry 'Further Paper Without Link' has no link"),
+        (21, "entry 'Truncated Last Paper' has no link (is the file truncated?)"),
+    ]
+    last = digest.items[-1]
+    assert (last.title_zh, last.authors) == ("截断的论文", ("F Six", "G Sev"))
+
+
+def test_weekly_variants_html_links_brackets_and_repeats() -> None:
+    digest = parse(VARIANTS / "weekly_html.txt")
+    assert digest.title == "2021年1月9日 周论文精选"
+    assert (digest.id, digest.date_source) == ("2021-01-09-weekly", "text")
+    assert [item.starred for item in digest.items] == [False, True, False, True, False, False]
+    assert digest.items[1].key == "openreview:qVyeW-grC2k"
+    assert digest.items[2].title == (
+        "Learning Transferable Visual Models From Natural Language Supervision"
+    )
+    assert digest.items[4].title_zh == "神经辐射场综述"
+    assert digest.items[0].key == digest.items[5].key == "arxiv:2012.07436"
+    notes = digest.items[5].notes
+    assert notes is not None and "$O(n^2)$" in notes and "1、这一行是点评里的编号" in notes
+    assert [w.message for w in digest.warnings] == [
+        "No 6 repeats No 1 (same paper); both kept, one key"
+    ]
+
+
+def test_missing_blank_lines_between_entries_change_nothing() -> None:
+    text = seed("001").read_text(encoding="utf-8")
+    squeezed = "\n".join(line for line in text.splitlines() if line.strip())
+    digest = parse_text(squeezed, source="x", tz=SHANGHAI)
+    original = parse(seed("001"))
+    assert [i.title for i in digest.items] == [i.title for i in original.items]
+    assert [i.abstract for i in digest.items] == [i.abstract for i in original.items]
+    assert [i.summary_zh for i in digest.items] == [i.summary_zh for i in original.items]
+
+
+def test_a_file_cut_in_the_middle_keeps_what_is_there() -> None:
+    text = seed("002").read_text(encoding="utf-8")
+    cut = text[: text.index("We focus on the problem") + 40]
+    digest = parse_text(cut, source="x", tz=SHANGHAI)
+    assert len(digest.items) == 4
+    last = digest.items[-1]
+    assert last.abstract is not None and last.abstract.startswith("We focus on the problem")
+    assert [w.message for w in digest.warnings] == ["entry 4 has no link (is the file truncated?)"]
+
+
+def test_text_without_entries_is_a_digest_with_a_warning() -> None:
+    digest = parse_text("just some words\n", source="x", tz=SHANGHAI)
+    assert digest.items == ()
+    assert [w.message for w in digest.warnings] == ["no entries found"]
+
+
+# -- helpers other stages use ---------------------------------------------------------------
+
+
+def test_normalized_titles_ignore_case_punctuation_and_width() -> None:
+    assert normalize_title("DeeBERT: Dynamic  Early-Exiting!") == "deebert dynamic early exiting"
+    wide = "ＤｅｅＢＥＲＴ：Dynamic Early Exiting"
+    assert normalize_title(wide) == "deebert dynamic early exiting"
+    chinese = "具有周期激活函数的隐式神经网络表示"
+    assert normalize_title(chinese + "。") == chinese
+
+
+def test_the_table_shows_rank_category_star_title_authors_link_and_date() -> None:
+    table = format_table(parse(seed("003")))
+    lines = table.splitlines()
+    assert lines[0].startswith(f"{seed('003')}: weekly digest 2020-07-11-weekly")
+    assert lines[1].split()[:3] == ["#", "cat", "*"]
+    assert len(lines) == 2 + 30
+    assert lines[2].split()[:4] == ["1", "-", "*", "Debiased"]
+    assert lines[2].split()[-2:] == ["https://zhuanlan.zhihu.com/p/141141365", "2020-07-11"]
