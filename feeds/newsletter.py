@@ -129,41 +129,23 @@ def render_newsletter(
     issue = _issue(digest, categories)
     if not issue.papers:
         return None
-    budget = settings.newsletter.size_budget - RECIPIENT_HEADROOM
-    limit = len(issue.papers)
-    level = 0
-    while True:
-        letter = _render(issue, settings, level=level, limit=limit, unsubscribe_url=unsubscribe_url)
-        size = len(
-            message.as_bytes(message.compose(letter, settings, unsubscribe_url=unsubscribe_url))
-        )
-        if size <= budget:
-            return letter
-        if level < len(LEVELS) - 1:
-            level += 1
-        elif limit > 1:
-            # Titles only and still too big: keep the share of papers that fits, with a margin.
-            limit = max(1, min(limit - 1, int(limit * budget / size * 0.95)))
-        else:
-            return letter
+    return _within_budget(issue, settings, unsubscribe_url)[0]
 
 
 def render_issue_files(digest: Digest, settings: Settings) -> dict[str, bytes]:
     """newsletter/<id>.html and .txt (the full web version) and .eml (the message as sent)."""
-    sent = render_newsletter(digest, settings)
-    if sent is None:
+    issue = _issue(digest, None)
+    if not issue.papers:
         return {}
+    sent, eml = _within_budget(issue, settings, None)
     full = sent
     if sent.degradation:
-        full = _render(
-            _issue(digest, None), settings, level=0, limit=sent.count, unsubscribe_url=None
-        )
-    msg = message.compose(sent, settings)
+        full = _render(issue, settings, level=0, limit=sent.count, unsubscribe_url=None)
     stem = f"newsletter/{digest.id}"
     return {
         f"{stem}.html": full.html.encode("utf-8"),
         f"{stem}.txt": full.text.encode("utf-8"),
-        f"{stem}.eml": message.as_bytes(msg),
+        f"{stem}.eml": eml,
     }
 
 
@@ -394,6 +376,27 @@ def _render(
         title=f"{_clean_line(settings.site.title)} · {issue.heading} {issue.date}",
         degradation=level if limit == count else len(LEVELS) - 1,
     )
+
+
+def _within_budget(
+    issue: _Issue, settings: Settings, unsubscribe_url: str | None
+) -> tuple[Newsletter, bytes]:
+    """The fullest rendering whose archive-copy message fits the budget, and that message."""
+    budget = settings.newsletter.size_budget - RECIPIENT_HEADROOM
+    limit = len(issue.papers)
+    level = 0
+    while True:
+        letter = _render(issue, settings, level=level, limit=limit, unsubscribe_url=unsubscribe_url)
+        raw = message.as_bytes(message.compose(letter, settings, unsubscribe_url=unsubscribe_url))
+        if len(raw) <= budget:
+            return letter, raw
+        if level < len(LEVELS) - 1:
+            level += 1
+        elif limit > 1:
+            # Titles only and still too big: keep the share of papers that fits, with a margin.
+            limit = max(1, min(limit - 1, int(limit * budget / len(raw) * 0.95)))
+        else:
+            return letter, raw
 
 
 def _subject(settings: Settings, issue: _Issue, count: int) -> str:
