@@ -66,11 +66,12 @@ def compose(
     )
     msg["List-Id"] = f"{_phrase(settings.site.title)} <{domain}>"
     mailto = _URL_UNSAFE.sub("", ns.unsubscribe_mailto)
-    targets = [f"<mailto:{mailto}?subject=unsubscribe>"]
+    targets = [f"<mailto:{mailto}?subject=unsubscribe>"] if mailto else []
     https = _https(unsubscribe_url)
     if https:
         targets.append(f"<{https}>")
-    msg["List-Unsubscribe"] = ", ".join(targets)
+    if targets:
+        msg["List-Unsubscribe"] = ", ".join(targets)
     if https:
         # RFC 8058: mail clients may unsubscribe with one POST to the https link.
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"

@@ -340,7 +340,10 @@ def _render(
     if limit < count and LEVELS[-1] not in omitted:
         omitted.append(LEVELS[-1])
     web_url = settings.site.url(f"newsletter/{digest.id}.html")
-    unsubscribe = safe_href(unsubscribe_url) or f"mailto:{settings.newsletter.unsubscribe_mailto}"
+    mailto = re.sub(r"[^!#-;=?-~]+", "", settings.newsletter.unsubscribe_mailto)
+    unsubscribe = safe_href(unsubscribe_url) or (
+        f"mailto:{mailto}?subject=unsubscribe" if mailto else None
+    )
     context: dict[str, Any] = {
         "subject": subject,
         "site_title": _clean_line(settings.site.title),

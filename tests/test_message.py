@@ -201,3 +201,8 @@ def test_a_sender_that_is_not_an_address_is_a_config_error() -> None:
     broken = replace(SETTINGS, newsletter=NewsletterSettings(sender="nobody"))
     with pytest.raises(ConfigError):
         message.compose(make_letter(), broken)
+
+
+def test_without_any_unsubscribe_address_there_is_no_list_unsubscribe_header() -> None:
+    bare = replace(SETTINGS, newsletter=NewsletterSettings(unsubscribe_mailto=""))
+    assert round_trip(message.compose(make_letter(), bare))["List-Unsubscribe"] is None
