@@ -161,7 +161,8 @@ def render_archive(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
                 "id": digest.id,
                 "date": issue.date,
                 "heading": issue.heading,
-                "summary": issue.summary,
+                # The summary line, or the first Chinese titles for digests without one.
+                "summary": _preheader(issue),
                 "count": len(issue.papers),
                 "starred": sum(p.starred for p in issue.papers),
                 "weekly": digest.format == "weekly",
