@@ -31,7 +31,6 @@ from feeds.identity import (
     find_urls,
     identify,
     local_midnight,
-    weibo_mid,
     weibo_post_time,
 )
 from feeds.model import DateSource, Digest, DigestFormat, Item, Link, ParseWarning, Section
@@ -450,19 +449,21 @@ class _Parser:
         return local_midnight(day, self.tz), source
 
     def _earliest_post(self, drafts: list[_Draft]) -> datetime | None:
-        """The earliest Weibo post time; mids grow with time, so only the smallest is decoded."""
-        mids = []
-        for draft in drafts:
-            for ref in draft.links:
-                if ref.link.kind == "weibo" and ref.ident is not None:
-                    try:
-                        mids.append((weibo_mid(ref.ident), ref.ident))
-                    except ValueError:
-                        continue
-        for _, post in sorted(mids):
+        """The earliest Weibo post time among the entries' links.
+
+        Only one id is decoded: ids of one length sort like their times once the case is
+        swapped (base62 counts 0-9, a-z, A-Z; ASCII sorts 0-9, A-Z, a-z).
+        """
+        posts = sorted(
+            (len(ref.ident), ref.ident.swapcase(), ref.ident)
+            for draft in drafts
+            for ref in draft.links
+            if ref.link.kind == "weibo" and ref.ident is not None
+        )
+        for _, _, post in posts:
             try:
                 moment = weibo_post_time(post).astimezone(self.tz)
-            except (ValueError, OverflowError, OSError):
+            except ValueError:
                 continue
             if 2009 <= moment.year <= 2200:
                 return moment
