@@ -16,7 +16,7 @@ import html
 import itertools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -36,7 +36,7 @@ from feeds.identity import (
 from feeds.model import DateSource, Digest, DigestFormat, Item, Link, ParseWarning, Section
 from feeds.textutil import (
     collapse_spaces,
-    decode,
+    decode_with_notes,
     fit,
     has_cjk,
     has_ideograph,
@@ -130,14 +130,19 @@ def parse_file(path: Path, *, tz: ZoneInfo) -> Digest:
         data = path.read_bytes()
     except OSError as exc:
         raise ParseError(f"cannot read: {exc.strerror or exc}", path=source) from exc
-    text = decode(data, path=source)
-    return parse_text(
+    text, notes = decode_with_notes(data, path=source)
+    digest = parse_text(
         text,
         source=source,
         tz=tz,
         filename=path.name,
         content_hash=hashlib.sha256(data).hexdigest(),
     )
+    if notes:
+        warnings = [*digest.warnings, *(ParseWarning(line, message) for line, message in notes)]
+        warnings.sort(key=lambda w: w.line)
+        digest = replace(digest, warnings=tuple(warnings))
+    return digest
 
 
 def parse_text(

@@ -29,6 +29,7 @@ _ASCII_FOLD = {
 
 # Control characters that never occur in a text file (tab, LF, CR and FF excepted).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+_ASCII_BYTES = bytes(range(128))
 # Share of control characters above which a decoded file is taken for binary data.
 _BINARY_SHARE = 0.05
 
@@ -38,27 +39,58 @@ def decode(data: bytes, *, path: str) -> str:
 
     Raises ParseError for an empty, binary or undecodable file, naming the file.
     """
+    return decode_with_notes(data, path=path)[0]
+
+
+def decode_with_notes(data: bytes, *, path: str) -> tuple[str, list[tuple[int, str]]]:
+    """Like `decode`, plus (line, message) notes on bytes that had to be dropped or replaced.
+
+    A UTF-8 file cut inside a character, or with a few stray bytes, stays UTF-8 (GB18030 would
+    read it without error, as nonsense); a file with many non-UTF-8 bytes is GB18030.
+    """
     if not data.strip():
         raise ParseError("empty file", path=path, hint="a digest needs at least one entry")
     if b"\x00" in data:
         raise ParseError("binary file (NUL bytes)", path=path, hint="expected a text digest")
+    notes: list[tuple[int, str]] = []
     try:
         text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        try:
-            text = data.decode("gb18030")
-        except UnicodeDecodeError as exc:
-            raise ParseError(
-                f"undecodable text (neither UTF-8 nor GB18030, byte {exc.start})",
-                path=path,
-                hint="save the file as UTF-8",
-            ) from exc
+    except UnicodeDecodeError as exc:
+        text, notes = _lossy_utf8(data, exc, path)
     sample = text[:4096]
     if len(_CONTROL.findall(sample)) > _BINARY_SHARE * len(sample):
         raise ParseError(
             "binary file (control characters)", path=path, hint="expected a text digest"
         )
-    return text
+    return text, notes
+
+
+def _lossy_utf8(
+    data: bytes, error: UnicodeDecodeError, path: str
+) -> tuple[str, list[tuple[int, str]]]:
+    if error.end == len(data) and error.reason == "unexpected end of data":
+        try:
+            text = data[: error.start].decode("utf-8-sig")
+        except UnicodeDecodeError:
+            pass
+        else:
+            line = text.count("\n") + 1
+            return text, [(line, "file ends inside a character (is it truncated?)")]
+    lossy = data.decode("utf-8-sig", "replace")
+    bad = lossy.count("\ufffd") - data.count("\ufffd".encode())
+    non_ascii = len(data.translate(None, _ASCII_BYTES))
+    # GB18030 text fails on nearly every non-ASCII byte; UTF-8 with a stray byte on few.
+    if bad <= max(3, len(data) // 1000) and bad * 20 <= non_ascii:
+        line = lossy[: lossy.index("\ufffd")].count("\n") + 1
+        return lossy, [(line, f"{bad} byte(s) that are not UTF-8 replaced by U+FFFD")]
+    try:
+        return data.decode("gb18030"), []
+    except UnicodeDecodeError as exc:
+        raise ParseError(
+            f"undecodable text (neither UTF-8 nor GB18030, byte {exc.start})",
+            path=path,
+            hint="save the file as UTF-8",
+        ) from exc
 
 
 def split_lines(text: str) -> list[str]:

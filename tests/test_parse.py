@@ -296,6 +296,36 @@ def test_gb18030_files_read_like_utf8(tmp_path: Path) -> None:
     assert parse(copy).as_dict()["items"] == parse(original).as_dict()["items"]
 
 
+def test_a_utf8_file_cut_inside_a_character_stays_utf8_with_a_warning(tmp_path: Path) -> None:
+    original = seed("002")
+    data = original.read_bytes()
+    cut = data.index("基于核依赖最大化".encode()) + 7  # inside 核
+    copy = tmp_path / "cut.txt"
+    copy.write_bytes(data[:cut])
+    digest = parse(copy)
+    assert [i.title for i in digest.items] == [i.title for i in parse(original).items][:3]
+    assert digest.items[-1].summary_zh == "基于"
+    assert digest.warnings[-1].message == "file ends inside a character (is it truncated?)"
+    assert digest.warnings[-1].line == 44
+
+
+def test_a_stray_byte_in_a_utf8_file_is_replaced_and_reported(tmp_path: Path) -> None:
+    data = seed("000").read_bytes().replace(b"[CMU]", b"[CM\xffU]")
+    copy = tmp_path / "stray.txt"
+    copy.write_bytes(data)
+    digest = parse(copy)
+    assert digest.items[0].affiliations == ("CM\ufffdU",)
+    assert [(w.line, w.message) for w in digest.warnings] == [
+        (6, "1 byte(s) that are not UTF-8 replaced by U+FFFD")
+    ]
+
+
+def test_a_short_gb18030_file_is_still_gb18030(tmp_path: Path) -> None:
+    copy = tmp_path / "short.txt"
+    copy.write_bytes("No 1. 中文标题\n".encode("gb18030"))
+    assert parse(copy).items[0].title == "中文标题"
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
