@@ -411,6 +411,9 @@ def test_every_style_rule_of_the_template_reaches_the_elements_it_targets() -> N
 
 
 def test_css_inlining_prints_nothing_to_the_terminal(capfd: pytest.CaptureFixture[str]) -> None:
+    # As in a fresh process: cssutils at its default level, premailer not yet set up.
+    cssutils.log.setLevel("WARNING")
+    newsletter._premailer.cache_clear()
     render(daily_digest())
     out, err = capfd.readouterr()
     assert out == "" and err == ""
@@ -527,6 +530,21 @@ def test_issue_files_are_html_text_and_eml_named_by_digest_id() -> None:
     eml = files["newsletter/2021-03-30.eml"]
     parsed = email.message_from_bytes(eml, policy=email.policy.default)
     assert parsed.get_content_type() == "multipart/alternative"
+
+
+def test_the_eml_carries_the_same_html_and_text_as_the_web_files() -> None:
+    files = newsletter.render_issue_files(daily_digest(), SETTINGS)
+    parsed = email.message_from_bytes(
+        files["newsletter/2021-03-30.eml"], policy=email.policy.default
+    )
+    assert isinstance(parsed, email.message.EmailMessage)
+    text, html = (part.get_content().replace("\r\n", "\n") for part in parsed.iter_parts())
+    assert text == files["newsletter/2021-03-30.txt"].decode()
+    assert html.rstrip("\n") == files["newsletter/2021-03-30.html"].decode().rstrip("\n")
+
+
+def test_a_digest_without_papers_has_no_newsletter_files() -> None:
+    assert newsletter.render_issue_files(make_digest([]), SETTINGS) == {}
 
 
 def test_identical_input_gives_identical_bytes() -> None:
