@@ -110,6 +110,11 @@ class _Issue:
     papers: tuple[PaperView, ...]
     categories: frozenset[str] | None
 
+    @property
+    def filtered(self) -> bool:
+        """Whether the category filter applied (weekly picks are never filtered)."""
+        return self.categories is not None and self.digest.format != "weekly"
+
 
 # ---------------------------------------------------------------------------------------------
 # Public API
@@ -209,7 +214,10 @@ def safe_href(url: str | None) -> str | None:
     url = url.strip()
     if any(c.isspace() or unicodedata.category(c)[0] == "C" for c in url):
         return None
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return None
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         return None
     return url
@@ -355,7 +363,7 @@ def _render(
         "preheader": preheader,
         "count": count,
         "shown": len(papers),
-        "categories": sorted(issue.categories) if issue.categories is not None else None,
+        "categories": sorted(issue.categories or ()) if issue.filtered else None,
         # Titles only (level 4 on): every paper in the compact list.
         "featured": [p for p in papers if p.section != "more"] if level < 4 else [],
         "more": [p for p in papers if p.section == "more"] if level < 4 else papers,
@@ -408,13 +416,13 @@ def _subject(settings: Settings, issue: _Issue, count: int) -> str:
     parts = [_clean_line(settings.site.title)]
     parts.append(f"weekly picks {issue.date}" if issue.digest.format == "weekly" else issue.date)
     head = " ".join(p for p in parts if p)
-    if issue.categories is not None and issue.digest.format != "weekly":
-        return f"{head} · {', '.join(sorted(issue.categories))} · {count} {noun}"
+    if issue.filtered:
+        return f"{head} · {', '.join(sorted(issue.categories or ()))} · {count} {noun}"
     return f"{head} · {count} {noun}"
 
 
 def _preheader(issue: _Issue) -> str:
-    if issue.summary and issue.categories is None:
+    if issue.summary and not issue.filtered:
         text = issue.summary
     else:
         # A subset (or a digest without summary) gets a summary of what it really holds.

@@ -281,6 +281,13 @@ def test_weekly_picks_reach_every_category_subscriber_whole() -> None:
     letter = render(weekly_digest(), categories=frozenset({"CV"}))
     assert letter.count == 3
     assert letter.subject == "ML Paper Digest weekly picks 2020-07-11 · 3 papers"
+    assert doc(letter.html).cssselect(".issue-meta")[0].text_content() == "3 papers"
+
+
+def test_malformed_urls_are_no_links() -> None:
+    for url in ("http://[::1", "https://", "//example.org/x", "ftp://example.org/", " "):
+        assert newsletter.safe_href(url) is None, url
+    assert newsletter.safe_href(" https://example.org/a ") == "https://example.org/a"
 
 
 def test_a_subset_gets_a_preheader_about_its_own_papers() -> None:
