@@ -36,6 +36,7 @@ from feeds.errors import ConfigError, FeedsError
 
 if TYPE_CHECKING:
     import sqlite3
+    from concurrent.futures import ProcessPoolExecutor
 
     from feeds.model import BuildContext, Digest, Item, Link, Paper
 
@@ -292,17 +293,17 @@ def _full_build(
         log(f"removed a temporary file left by a killed build: {leftover}")
 
     tick = time.perf_counter()
-    digests, published_hashes = _read_digests(conn, settings, now, report, world.listing)
+    inputs = _read_digests(conn, settings, now, report, world.listing)
     report.timings["parse"] = time.perf_counter() - tick
 
     keys, titles = state.guid_maps(conn)
-    ctx, identities = assemble(digests, keys, titles)
+    ctx, identities = _context(conn, inputs, keys, titles, settings)
     report.digests = len(ctx.digests)
     report.papers = len(ctx.papers)
 
     owned_before = state.outputs(conn)
     owned: dict[str, str] = {}
-    rendered_before = {} if force else state.renders(conn)
+    rendered_before = state.renders(conn)
     rendered: dict[str, str] = {}
 
     # Newsletters first: the archive and the index link to them, so link targets exist first.
@@ -310,32 +311,37 @@ def _full_build(
     files_by_owner: dict[str, list[str]] = {}
     for rel, owner in owned_before.items():
         files_by_owner.setdefault(owner, []).append(rel)
-    from feeds import newsletter, site, syndicate
-
     stale: list[Digest] = []
     for digest in ctx.digests:
         fp = _digest_of([render_fp, digest.content_hash, digest.id, _iso(digest.date)])
         rendered[digest.id] = fp
         previous = files_by_owner.get(digest.id, [])
-        if rendered_before.get(digest.id) == fp and all(
-            (paths.output / rel).exists() for rel in previous
+        if (
+            not force
+            and rendered_before.get(digest.id) == fp
+            and all((paths.output / rel).exists() for rel in previous)
         ):
             owned.update(dict.fromkeys(previous, digest.id))
         else:
             stale.append(digest)
     write_seconds = 0.0
-    batch: dict[str, bytes] = {}
-    for digest, issue_files in _render_issues(stale, settings):
-        owned.update(dict.fromkeys(issue_files, digest.id))
-        batch.update(issue_files)
-        if len(batch) >= _WRITE_BATCH or digest is stale[-1]:
-            w = time.perf_counter()
-            report.written += output.write_files(paths.output, batch)
-            write_seconds += time.perf_counter() - w
-            batch = {}
+    for chunk in _chunks(stale, _RENDER_CHUNK):
+        # The context holds light digests; a newsletter needs the whole text.
+        full = inputs.full(conn, [d.content_hash for d in chunk])
+        batch: dict[str, bytes] = {}
+        for digest, issue_files in _render_issues([full[d.content_hash] for d in chunk], settings):
+            owned.update(dict.fromkeys(issue_files, digest.id))
+            batch.update(issue_files)
+        w = time.perf_counter()
+        report.written += output.write_files(paths.output, batch)
+        write_seconds += time.perf_counter() - w
     report.timings["newsletter"] = time.perf_counter() - tick - write_seconds
 
+    from feeds import newsletter, site, syndicate
+
+    tick = time.perf_counter()
     site_files = newsletter.render_archive(ctx, settings)
+    report.timings["archive"] = time.perf_counter() - tick
     tick = time.perf_counter()
     site_files.update(syndicate.render_feeds(ctx, settings))
     report.timings["feeds"] = time.perf_counter() - tick
@@ -351,17 +357,58 @@ def _full_build(
     report.written.sort()
 
     # Only now, with every file in place, is the publication recorded.
+    known = set(keys.values())
     with state.transaction(conn):
-        state.record_papers(conn, *identities)
-        state.save_renders(conn, rendered)
-        state.save_outputs(conn, owned)
-        state.set_meta(conn, "published", json.dumps(published_hashes))
+        state.record_papers(
+            conn,
+            [p for p in identities[0] if p[0] not in known],
+            [k for k in identities[1] if k[0] not in keys],
+            [t for t in identities[2] if t[0] not in titles],
+        )
+        state.save_renders(conn, rendered, rendered_before)
+        state.save_outputs(conn, owned, owned_before)
+        state.set_meta(conn, "published", json.dumps(inputs.published))
 
 
-# Files per write batch (one disk sync each) while newsletters are rendered.
-_WRITE_BATCH = 300
+def _context(
+    conn: sqlite3.Connection,
+    inputs: _Inputs,
+    keys: dict[str, str],
+    titles: dict[str, str],
+    settings: Settings,
+) -> tuple[BuildContext, Identities]:
+    """The build context: light digests, except where a page shows a paper in full.
+
+    Assembled once from light digests to learn which papers the feeds and the index show, then
+    again with every digest that sights one of those papers in full. Selection depends only on
+    what light digests keep (dates, categories, stars, identities), so both passes choose the
+    same papers and the result equals a context made of full digests everywhere it is read.
+    """
+    from feeds.catalog import feed_list, select
+
+    light_ctx, _ = assemble(inputs.light, keys, titles)
+    needed: set[str] = set()
+    limit = settings.site.items_per_feed
+    for feed in feed_list(light_ctx, settings):
+        for paper in select(light_ctx, feed, limit):
+            needed.update(paper.digest_ids)
+    if light_ctx.digests:
+        needed.add(light_ctx.digests[0].id)
+    hashes = [d.content_hash for d in inputs.light if d.id in needed]
+    full = inputs.full(conn, hashes)
+    mixed = [full.get(d.content_hash, d) if d.id in needed else d for d in inputs.light]
+    return assemble(mixed, keys, titles)
+
+
+# Digests whose full text is loaded at once while newsletters are rendered.
+_RENDER_CHUNK = 64
 # From this many newsletters to render (a first build, a template change), use every core.
 _PARALLEL_FROM = 24
+
+
+def _chunks(items: list[Digest], size: int) -> Iterator[list[Digest]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _render_issues(
@@ -370,7 +417,8 @@ def _render_issues(
     """(digest, its newsletter files), in order; in worker processes when there are many.
 
     Newsletter rendering (templates, then CSS inlining) dominates a full build. Workers come
-    from a fork server: they inherit neither the build lock nor the open database.
+    from a fork server: they inherit neither the build lock nor the open database, and they
+    exit when the build dies.
     """
     workers = min(os.cpu_count() or 1, 4)
     if len(digests) < _PARALLEL_FROM or workers < 2:
@@ -379,16 +427,50 @@ def _render_issues(
         for digest in digests:
             yield digest, newsletter.render_issue_files(digest, settings)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    results = _pool(workers).map(_render_issue, digests, [settings] * len(digests), chunksize=2)
+    yield from zip(digests, results, strict=True)
 
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else None
-    context = multiprocessing.get_context(method)
-    if method == "forkserver":
-        context.set_forkserver_preload(["feeds.newsletter"])
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        results = pool.map(_render_issue, digests, [settings] * len(digests), chunksize=4)
-        yield from zip(digests, results, strict=True)
+
+_POOL: list[ProcessPoolExecutor] = []
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """One pool of render workers per build process, shut down at exit."""
+    if not _POOL:
+        import atexit
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else None)
+        if "forkserver" in methods:
+            context.set_forkserver_preload(["feeds.newsletter"])
+        pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=_watch_parent,
+            initargs=(os.getpid(),),
+        )
+        atexit.register(pool.shutdown)
+        _POOL.append(pool)
+    return _POOL[0]
+
+
+def _watch_parent(parent: int) -> None:
+    """In a render worker: exit as soon as the build process is gone (killed, crashed)."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _render_issue(digest: Digest, settings: Settings) -> dict[str, bytes]:
@@ -401,14 +483,39 @@ def _iso(moment: datetime | None) -> str:
     return moment.isoformat() if moment else ""
 
 
+class _Inputs:
+    """The digests to publish, light, with what it takes to load any of them in full."""
+
+    def __init__(
+        self,
+        light: list[Digest],
+        published: list[str],
+        resolved: dict[str, tuple[datetime, str]],
+        tz: ZoneInfo,
+    ) -> None:
+        self.light = light
+        self.published = published
+        self.resolved = resolved
+        self.tz = tz
+
+    def full(self, conn: sqlite3.Connection, hashes: list[str]) -> dict[str, Digest]:
+        """These digests with every text, dated and named exactly as their light versions."""
+        loaded = state.load_digests(conn, hashes)
+        out = {}
+        for content_hash, digest in loaded.items():
+            seen, digest_id = self.resolved[content_hash]
+            out[content_hash] = _with_id(_resolve_date(digest, seen, self.tz), digest_id)
+        return out
+
+
 def _read_digests(
     conn: sqlite3.Connection,
     settings: Settings,
     now: datetime,
     report: BuildReport,
     listing: list[tuple[str, int, int]],
-) -> tuple[list[Digest], list[str]]:
-    """Every digest to publish (dates and ids resolved), and their content hashes.
+) -> _Inputs:
+    """Every digest to publish (light, dates and ids resolved), and their content hashes.
 
     New content is parsed and cached; a file that fails to parse is reported, and if an earlier
     version of it parsed, that version stays published rather than vanishing from the feeds.
@@ -433,13 +540,11 @@ def _read_digests(
         sources.setdefault(content_hash, folder / name)
     present = set(sources)
 
-    cached = state.load_digests(conn, present)
-    parsed: dict[str, Digest] = {}
+    fresh = {h for h in present if h in rows and rows[h].parser == parser_fp}
+    light = state.load_digests(conn, fresh, light=True)
     failed: set[str] = set()
     first_seen: dict[str, datetime] = {}
-    stale = [h for h in sorted(present) if h not in cached or rows[h].parser != parser_fp]
-    if stale:
-        from feeds.parse import parse_file
+    parsed_now: list[tuple[Digest, datetime]] = []
     for content_hash in sorted(present):
         path = sources[content_hash]
         if content_hash in rows:
@@ -448,50 +553,59 @@ def _read_digests(
             first_seen[content_hash] = _inherited_first_seen(
                 path.name, files_before, rows, present
             ) or now
-        if content_hash not in stale:
-            parsed[content_hash] = cached[content_hash]
+        if content_hash in light:
             continue
-        try:
-            digest = parse_file(path, tz=tz)
-        except FeedsError as exc:
-            report.errors.append(str(exc))
-            failed.add(content_hash)
-            continue
-        except Exception as exc:  # a parser bug must not stop the other digests
-            report.errors.append(f"{path}: cannot parse: {exc!r}")
+        digest = _parse(path, tz, report)
+        if digest is None:
             failed.add(content_hash)
             continue
         digest = replace(digest, content_hash=content_hash)
-        parsed[content_hash] = digest
+        parsed_now.append((digest, first_seen[content_hash]))
+        light[content_hash] = state.lighten(digest)
         report.parsed.append(str(path))
         report.warnings += [f"{digest.source}:{w.line}: {w.message}" for w in digest.warnings]
 
     # A file edited into something unparseable keeps its last good version published.
     for name, row in files.items():
         if row.content_hash in failed and row.good_hash and row.good_hash not in present:
-            good = state.load_digests(conn, [row.good_hash]).get(row.good_hash)
+            good = state.load_digests(conn, [row.good_hash], light=True).get(row.good_hash)
             if good is not None and row.good_hash in rows:
-                parsed[row.good_hash] = good
+                light[row.good_hash] = good
                 first_seen[row.good_hash] = rows[row.good_hash].first_seen
                 report.errors.append(f"{folder / name}: publishing its previous version")
-        elif row.content_hash in parsed:
+        elif row.content_hash in light:
             files[name] = row._replace(good_hash=row.content_hash)
 
-    digests, assigned = _resolve(parsed, first_seen, rows, tz)
+    digests, assigned = _resolve(light, first_seen, rows, tz)
     with state.transaction(conn):
-        state.save_file_rows(conn, files)
-        for content_hash, digest in parsed.items():
-            if content_hash in stale:
-                state.save_digest(
-                    conn, digest, first_seen=first_seen[content_hash], parser=parser_fp
-                )
-            else:
-                state.record_first_seen(conn, content_hash, first_seen[content_hash])
+        state.save_file_rows(conn, files, files_before)
+        for digest, seen in parsed_now:
+            state.save_digest(conn, digest, first_seen=seen, parser=parser_fp)
         for content_hash in failed:
             state.record_first_seen(conn, content_hash, first_seen[content_hash])
-        state.assign_ids(conn, assigned)
+        state.assign_ids(
+            conn,
+            {
+                h: digest_id
+                for h, digest_id in assigned.items()
+                if h not in rows or rows[h].assigned_id != digest_id
+            },
+        )
     report.errors.sort()
-    return digests, sorted(parsed)
+    resolved = {h: (first_seen[h], assigned[h]) for h in assigned}
+    return _Inputs(digests, sorted(light), resolved, tz)
+
+
+def _parse(path: Path, tz: ZoneInfo, report: BuildReport) -> Digest | None:
+    from feeds.parse import parse_file
+
+    try:
+        return parse_file(path, tz=tz)
+    except FeedsError as exc:
+        report.errors.append(str(exc))
+    except Exception as exc:  # a parser bug must not stop the other digests
+        report.errors.append(f"{path}: cannot parse: {exc!r}")
+    return None
 
 
 def _inherited_first_seen(
@@ -547,9 +661,7 @@ def _resolve_date(digest: Digest, seen: datetime, tz: ZoneInfo) -> Digest:
         return digest
     local = seen.astimezone(tz)
     suffix = "-weekly" if digest.format == "weekly" else ""
-    return replace(
-        digest, date=local, date_source="state", id=f"{local:%Y-%m-%d}{suffix}"
-    )
+    return replace(digest, date=local, date_source="state", id=f"{local:%Y-%m-%d}{suffix}")
 
 
 def _with_id(digest: Digest, digest_id: str) -> Digest:
@@ -571,60 +683,80 @@ Identities = tuple[
 
 
 class _Sighting:
-    """One paper being assembled: its first sighting, plus what later sightings add."""
+    """One paper being assembled: its first sighting, and later sightings if any.
 
-    __slots__ = ("digest_ids", "first", "hrefs", "keys", "links", "order", "seen", "titles",
-                 "updates")
+    Most papers are sighted once; they cost one small object and no merging.
+    """
+
+    __slots__ = ("first", "later", "order", "seen", "title")
 
     def __init__(self, item: Item, seen: datetime, order: tuple[int, int], title: str) -> None:
         self.first = item
         self.seen = seen
         self.order = order
-        self.digest_ids = [item.digest_id]
-        self.links: list[Link] = list(item.links)
-        self.hrefs = {link.href for link in item.links}
-        self.keys = [item.key]
-        self.titles = [title] if title else []
-        self.updates: dict[str, object] = {}
+        self.title = title
+        self.later: list[tuple[Item, str]] | None = None
 
-    def merge(self, item: Item, title: str) -> None:
-        if item.digest_id not in self.digest_ids:
-            self.digest_ids.append(item.digest_id)
-        for link in item.links:
-            if link.href not in self.hrefs:
-                self.hrefs.add(link.href)
-                self.links.append(link)
-        if item.key not in self.keys:
-            self.keys.append(item.key)
-        if title and title not in self.titles:
-            self.titles.append(title)
-        # What the first sighting lacked, a later one may tell (a weekly pick has no category).
-        for name in ("category", "category_name", "title_zh", "summary_zh", "abstract"):
-            if getattr(self.first, name) is None and name not in self.updates:
-                value = getattr(item, name)
-                if value is not None:
-                    self.updates[name] = value
-        if not self.first.authors and item.authors and "authors" not in self.updates:
-            self.updates["authors"] = item.authors
-            self.updates["authors_truncated"] = item.authors_truncated
-        if not self.first.affiliations and item.affiliations:
-            self.updates.setdefault("affiliations", item.affiliations)
-        if item.starred and not self.first.starred:
-            self.updates["starred"] = True
+    def add(self, item: Item, title: str) -> None:
+        if self.later is None:
+            self.later = []
+        self.later.append((item, title))
+
+    def all_keys(self) -> list[str]:
+        keys = [self.first.key]
+        for item, _ in self.later or ():
+            if item.key not in keys:
+                keys.append(item.key)
+        return keys
+
+    def all_titles(self) -> list[str]:
+        titles = [self.title] if self.title else []
+        for _, title in self.later or ():
+            if title and title not in titles:
+                titles.append(title)
+        return titles
 
     def paper(self, guid: str) -> Paper:
         from feeds.model import Paper
 
-        changes: dict[str, object] = dict(self.updates)
-        if guid != self.first.guid:
+        first = self.first
+        if self.later is None:
+            item = first if guid == first.guid else replace(first, guid=guid)
+            return Paper(item=item, first_seen=self.seen, digest_ids=(first.digest_id,))
+        digest_ids = [first.digest_id]
+        links: list[Link] = list(first.links)
+        hrefs = {link.href for link in links}
+        changes: dict[str, object] = {}
+        for item, _ in self.later:
+            if item.digest_id not in digest_ids:
+                digest_ids.append(item.digest_id)
+            for link in item.links:
+                if link.href not in hrefs:
+                    hrefs.add(link.href)
+                    links.append(link)
+            # What the first sighting lacked, a later one may tell (a weekly pick has no
+            # category, a short entry no summary).
+            for name in ("category", "category_name", "title_zh", "summary_zh", "abstract"):
+                if getattr(first, name) is None and name not in changes:
+                    value = getattr(item, name)
+                    if value is not None:
+                        changes[name] = value
+            if not first.authors and item.authors and "authors" not in changes:
+                changes["authors"] = item.authors
+                changes["authors_truncated"] = item.authors_truncated
+            if not first.affiliations and item.affiliations:
+                changes.setdefault("affiliations", item.affiliations)
+            if item.starred and not first.starred:
+                changes["starred"] = True
+        if guid != first.guid:
             changes["guid"] = guid
-        if len(self.links) != len(self.first.links):
-            changes["links"] = tuple(self.links)
-            primary = _primary_url(self.links)
-            if primary and primary != self.first.url:
+        if len(links) != len(first.links):
+            changes["links"] = tuple(links)
+            primary = _primary_url(links)
+            if primary and primary != first.url:
                 changes["url"] = primary
-        item = replace(self.first, **changes) if changes else self.first  # type: ignore[arg-type]
-        return Paper(item=item, first_seen=self.seen, digest_ids=tuple(self.digest_ids))
+        item = replace(first, **changes) if changes else first  # type: ignore[arg-type]
+        return Paper(item=item, first_seen=self.seen, digest_ids=tuple(digest_ids))
 
 
 def _primary_url(links: list[Link]) -> str | None:
@@ -661,43 +793,43 @@ def assemble(
                 found = _Sighting(item, digest.date, (count - 1 - index, position), title)
                 sightings.append(found)
             else:
-                found.merge(item, title)
+                found.add(item, title)
             by_key.setdefault(item.key, found)
             if title:
                 by_title.setdefault(title, found)
 
     used: set[str] = set()
-    papers = []
+    ranked = []
     records: Identities = ([], [], [])
     for sighting in sightings:
+        first = sighting.first
         guid = _published_guid(sighting, keys, titles)
         if guid in used:
             # Two papers the state once knew as one; the newcomer gets its own guid.
-            guid = sighting.first.guid if sighting.first.guid not in used else (
-                f"tag:digest-feeds,2020:{sighting.first.key}#{sighting.order[0]}"
+            guid = first.guid if first.guid not in used else (
+                f"tag:digest-feeds,2020:{first.key}#{sighting.order[0]}"
             )
         used.add(guid)
-        paper = sighting.paper(guid)
-        papers.append(paper)
-        records[0].append((guid, sighting.seen, sighting.first.digest_id))
-        records[1].extend((key, guid) for key in sighting.keys)
-        records[2].extend((title, guid) for title in sighting.titles)
-
-    ranked = sorted(
-        zip(sightings, papers, strict=True),
-        key=lambda sp: (-sp[0].seen.timestamp(), sp[0].order),
-    )
+        ranked.append((-sighting.seen.timestamp(), sighting.order, sighting.paper(guid)))
+        records[0].append((guid, sighting.seen, first.digest_id))
+        records[1].extend((key, guid) for key in sighting.all_keys())
+        records[2].extend((title, guid) for title in sighting.all_titles())
+    ranked.sort(key=lambda entry: (entry[0], entry[1]))
     ctx = BuildContext(
-        digests=tuple(reversed(chrono)), papers=tuple(paper for _, paper in ranked)
+        digests=tuple(reversed(chrono)), papers=tuple(paper for _, _, paper in ranked)
     )
     return ctx, records
 
 
 def _published_guid(sighting: _Sighting, keys: dict[str, str], titles: dict[str, str]) -> str:
-    for key in sighting.keys:
+    if sighting.later is None:
+        found = keys.get(sighting.first.key) or (titles.get(sighting.title) if sighting.title
+                                                 else None)
+        return found or sighting.first.guid
+    for key in sighting.all_keys():
         if key in keys:
             return keys[key]
-    for title in sighting.titles:
+    for title in sighting.all_titles():
         if title in titles:
             return titles[title]
     return sighting.first.guid

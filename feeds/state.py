@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS digests (
     first_seen TEXT NOT NULL,      -- ISO time the build first saw these bytes
     assigned_id TEXT,              -- the digest id published (with a suffix on collisions)
     parser TEXT,                   -- fingerprint of the parser that produced `parsed`
-    parsed TEXT                    -- Digest as JSON
+    parsed TEXT,                   -- Digest as JSON
+    light TEXT                     -- the same without the long texts (see `lighten`)
 );
 -- Input file stat cache: a file whose name, size and mtime did not change is not re-read.
 CREATE TABLE IF NOT EXISTS files (
@@ -273,14 +274,27 @@ def digest_rows(conn: sqlite3.Connection) -> dict[str, DigestRow]:
     }
 
 
-def load_digests(conn: sqlite3.Connection, hashes: Iterable[str]) -> dict[str, Digest]:
-    """The cached parsed digests for these content hashes (those that have one)."""
-    wanted = set(hashes)
+def load_digests(
+    conn: sqlite3.Connection, hashes: Iterable[str], *, light: bool = False
+) -> dict[str, Digest]:
+    """The cached parsed digests for these content hashes (those that have one).
+
+    `light`: without summaries, abstracts and notes, which only the pages that show a paper
+    need; ten years of digests fit in memory this way.
+    """
+    column = "light" if light else "parsed"
+    wanted = sorted(set(hashes))
     out: dict[str, Digest] = {}
-    rows = conn.execute("SELECT content_hash, parsed FROM digests WHERE parsed IS NOT NULL")
-    for content_hash, parsed in rows:
-        if content_hash in wanted:
-            out[content_hash] = digest_from_json(parsed)
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT content_hash, {column} FROM digests "
+            f"WHERE {column} IS NOT NULL AND content_hash IN ({marks})",
+            chunk,
+        )
+        for content_hash, text in rows:
+            out[content_hash] = digest_from_json(text)
     return out
 
 
@@ -288,11 +302,31 @@ def save_digest(
     conn: sqlite3.Connection, digest: Digest, *, first_seen: datetime, parser: str
 ) -> None:
     conn.execute(
-        "INSERT INTO digests (content_hash, first_seen, parser, parsed) VALUES (?, ?, ?, ?) "
+        "INSERT INTO digests (content_hash, first_seen, parser, parsed, light) "
+        "VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (content_hash) DO UPDATE SET parser = excluded.parser, "
-        "parsed = excluded.parsed",
-        (digest.content_hash, first_seen.isoformat(), parser, digest_to_json(digest)),
+        "parsed = excluded.parsed, light = excluded.light",
+        (
+            digest.content_hash,
+            first_seen.isoformat(),
+            parser,
+            digest_to_json(digest),
+            digest_to_json(lighten(digest)),
+        ),
     )
+
+
+def lighten(digest: Digest) -> Digest:
+    """The digest without its items' long texts (Chinese summary, abstract, notes)."""
+    from dataclasses import replace
+
+    items = tuple(
+        replace(item, summary_zh=None, abstract=None, notes=None)
+        if item.summary_zh is not None or item.abstract is not None or item.notes is not None
+        else item
+        for item in digest.items
+    )
+    return replace(digest, items=items)
 
 
 def record_first_seen(conn: sqlite3.Connection, content_hash: str, first_seen: datetime) -> None:
@@ -376,13 +410,18 @@ def file_rows(conn: sqlite3.Connection) -> dict[str, FileRow]:
     return {name: FileRow(size, mtime, h, good) for name, size, mtime, h, good in rows}
 
 
-def save_file_rows(conn: sqlite3.Connection, files: dict[str, FileRow]) -> None:
-    conn.execute("DELETE FROM files")
+def save_file_rows(
+    conn: sqlite3.Connection, files: dict[str, FileRow], before: dict[str, FileRow]
+) -> None:
+    """Store the stat cache, touching only the rows that changed since `before`."""
+    conn.executemany("DELETE FROM files WHERE name = ?", [(n,) for n in before if n not in files])
     conn.executemany(
-        "INSERT INTO files (name, size, mtime_ns, content_hash, good_hash) VALUES (?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO files (name, size, mtime_ns, content_hash, good_hash) "
+        "VALUES (?, ?, ?, ?, ?)",
         [
             (name, row.size, row.mtime_ns, row.content_hash, row.good_hash)
             for name, row in sorted(files.items())
+            if before.get(name) != row
         ],
     )
 
@@ -419,11 +458,10 @@ def renders(conn: sqlite3.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT digest_id, fingerprint FROM renders"))
 
 
-def save_renders(conn: sqlite3.Connection, fingerprints: dict[str, str]) -> None:
-    conn.execute("DELETE FROM renders")
-    conn.executemany(
-        "INSERT INTO renders (digest_id, fingerprint) VALUES (?, ?)", sorted(fingerprints.items())
-    )
+def save_renders(
+    conn: sqlite3.Connection, fingerprints: dict[str, str], before: dict[str, str]
+) -> None:
+    _save_mapping(conn, "renders", "digest_id", "fingerprint", fingerprints, before)
 
 
 def outputs(conn: sqlite3.Connection) -> dict[str, str]:
@@ -431,6 +469,23 @@ def outputs(conn: sqlite3.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT path, owner FROM outputs"))
 
 
-def save_outputs(conn: sqlite3.Connection, owned: dict[str, str]) -> None:
-    conn.execute("DELETE FROM outputs")
-    conn.executemany("INSERT INTO outputs (path, owner) VALUES (?, ?)", sorted(owned.items()))
+def save_outputs(conn: sqlite3.Connection, owned: dict[str, str], before: dict[str, str]) -> None:
+    _save_mapping(conn, "outputs", "path", "owner", owned, before)
+
+
+def _save_mapping(
+    conn: sqlite3.Connection,
+    table: str,
+    key: str,
+    value: str,
+    now: dict[str, str],
+    before: dict[str, str],
+) -> None:
+    """Make `table` hold `now`, given that it holds `before`: only differences are written."""
+    conn.executemany(
+        f"DELETE FROM {table} WHERE {key} = ?", [(k,) for k in before if k not in now]
+    )
+    conn.executemany(
+        f"INSERT OR REPLACE INTO {table} ({key}, {value}) VALUES (?, ?)",
+        [(k, v) for k, v in sorted(now.items()) if before.get(k) != v],
+    )

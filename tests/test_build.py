@@ -147,6 +147,25 @@ def test_adding_a_digest_rewrites_only_files_whose_content_changed(tmp_path: Pat
     assert report.parsed == [str(inputs / "2022-08-13.txt")]
 
 
+def test_an_incremental_build_equals_a_fresh_build_of_the_same_input(tmp_path: Path) -> None:
+    # Two entries per feed: most papers are out of every feed and stay light in memory.
+    inputs = copy_samples(tmp_path / "digests", ["2020-07-11-weekly.txt", "2021-03-10.txt",
+                                                  "2021-03-30.txt", "2021-06-17.txt"])
+    incremental = settings_for(tmp_path, inputs, "incremental")
+    incremental = replace(incremental, site=replace(incremental.site, items_per_feed=2))
+    build(incremental, now=NOW, log=quiet)
+    shutil.copyfile(SAMPLES / "2022-08-13.txt", inputs / "2022-08-13.txt")
+    build(incremental, now=NOW, log=quiet)
+
+    fresh = settings_for(tmp_path, inputs, "fresh")
+    fresh = replace(fresh, site=replace(fresh.site, items_per_feed=2))
+    build(fresh, now=NOW, log=quiet)
+    assert contents(incremental.paths.output) == contents(fresh.paths.output)
+    # The papers shown are whole: summaries and abstracts are on the feed pages.
+    page = (fresh.paths.output / "feeds" / "all.html").read_text(encoding="utf-8")
+    assert page.count('class="summary"') == 2 and page.count("<details") == 2
+
+
 def test_a_removed_digest_takes_its_newsletter_files_with_it(
     tmp_path: Path, inputs: Path
 ) -> None:
