@@ -141,7 +141,7 @@ def _expand(paths: tuple[Path, ...]) -> list[Path]:
 )
 @click.option(
     "--wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
-    help="Seconds to wait for another build or send holding the lock, then give up.",
+    help="Seconds to wait for another build holding the lock, then give up.",
 )
 @click.option("--force", is_flag=True, help="Re-render everything, even if nothing changed.")
 @click.option("-v", "--verbose", count=True, help="Say what is written (same as feeds -v).")

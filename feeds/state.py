@@ -221,7 +221,7 @@ def _acquire(path: Path, wait: float) -> int:
                 os.close(fd)
                 waited = f" after waiting {wait:g} s" if wait > 0 else ""
                 raise LockedError(
-                    f"another feeds build or send is running{holder}; gave up{waited}",
+                    f"another feeds build is running{holder}; gave up{waited}",
                     path=str(path),
                     hint="try again later, or pass --wait SECONDS to wait for it",
                 ) from None

@@ -110,6 +110,18 @@ def test_two_builds_into_two_folders_are_byte_identical(tmp_path: Path, inputs: 
     assert contents(first.paths.output) == contents(second.paths.output)
 
 
+def test_newsletters_rendered_on_every_core_are_the_same_bytes(
+    tmp_path: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serial = settings_for(tmp_path, inputs, "serial")
+    build(serial, now=NOW, log=quiet)
+    monkeypatch.setattr("feeds.build._PARALLEL_FROM", 2)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    parallel = settings_for(tmp_path, inputs, "parallel")
+    build(parallel, now=NOW, log=quiet)
+    assert contents(parallel.paths.output) == contents(serial.paths.output)
+
+
 def test_renaming_an_input_file_changes_nothing(tmp_path: Path, inputs: Path) -> None:
     settings = settings_for(tmp_path, inputs)
     build(settings, now=NOW, log=quiet)
@@ -410,7 +422,7 @@ def test_a_second_build_refuses_the_lock_with_a_clear_message(
         )
         assert second.returncode == 1
         assert time.monotonic() - started >= 0.5
-        assert "another feeds build or send is running" in second.stderr
+        assert "another feeds build is running" in second.stderr
         assert f"(process {holder.pid})" in second.stderr
         assert "--wait" in second.stderr
         assert not (tmp_path / "out").exists()
