@@ -15,6 +15,8 @@ import cssutils
 import lxml.html
 import pytest
 from conftest import REGENERATE, ROOT, SAMPLE_DIGESTS
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from feeds import message, newsletter
 from feeds.config import NewsletterSettings, Settings
@@ -365,6 +367,38 @@ def test_hostile_input_never_reaches_a_header() -> None:
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     assert parsed["Bcc"] is None
     assert not parsed.defects
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    title=st.text(min_size=1),
+    title_zh=st.text(),
+    author=st.text(),
+    summary=st.text(),
+    url=st.text(),
+)
+def test_any_text_renders_inert_and_composes(
+    title: str, title_zh: str, author: str, summary: str, url: str
+) -> None:
+    digest = make_digest(
+        [
+            make_item(1, title=title, title_zh=title_zh, authors=(author,), url=url),
+            make_item(2, section="more", title=title, summary_zh=summary, links=()),
+        ],
+        summary=summary,
+    )
+    letter = render(digest)
+    tree = doc(letter.html)
+    assert len(tree.cssselect(".paper-title")) == 1
+    assert len(tree.cssselect(".more-title")) == 1
+    assert not tree.cssselect("body script, body style, body img")
+    assert all(a.get("href").startswith(("https://", "http://", "mailto:")) for a in tree.iter("a"))
+    raw = message.as_bytes(message.compose(letter, SETTINGS))
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert "\n" not in parsed["Subject"]
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    names = [line.split(b":", 1)[0] for line in head if line[:1] not in (b" ", b"\t")]
+    assert len(names) == len(set(names)) == 8
 
 
 # ---------------------------------------------------------------------------------------------
