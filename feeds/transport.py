@@ -21,7 +21,6 @@ from feeds.errors import DeliveryError
 
 Outcome = Literal["sent", "temporary", "permanent", "unreachable"]
 MAX_RETRY_DELAY = 60.0
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,8 @@ class Transport:
             conn = self._connection()
         except _Unreachable as exc:
             return Result("unreachable", str(exc))
-        if _BARE_LF.search(data):
+        if data.count(b"\n") != data.count(b"\r\n"):
+            # SMTP needs CRLF line ends; smtplib fixes them in str messages, not in bytes.
             data = re.sub(rb"\r?\n", b"\r\n", data)
         stage = "MAIL"
         try:

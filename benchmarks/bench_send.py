@@ -1,0 +1,158 @@
+"""Sending: 10,000 subscribers in 4 category sets to a loopback aiosmtpd in another process.
+
+Reports messages per second on one connection and on several, and the sender's peak memory
+(ru_maxrss) at 2,000 and at 10,000 subscribers, each run in a fresh process so that the figures
+do not mix. The server only counts what it receives; the sender does everything it does in
+production (ledger in a real SQLite file, per-recipient token, To and Message-ID).
+Target: >= 200 messages/s on one connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CATEGORY_SETS = ("", "CV", "CL LG", "AS CV")
+
+SERVER = r"""
+import asyncio, sys, threading
+from aiosmtpd.controller import Controller
+
+class Count:
+    def __init__(self):
+        self.messages = 0
+        self.bytes = 0
+    async def handle_DATA(self, server, session, envelope):
+        self.messages += 1
+        self.bytes += len(envelope.content)
+        return "250 2.0.0 Queued"
+
+handler = Count()
+controller = Controller(handler, hostname="127.0.0.1", port=int(sys.argv[1]))
+controller.start()
+print("ready", flush=True)
+for line in sys.stdin:
+    print(f"{handler.messages} {handler.bytes}", flush=True)
+controller.stop()
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def run_sender(subscribers: int, connections: int, port: int) -> dict[str, float]:
+    """One send in this process: the figures for one configuration."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from feeds.config import Settings
+    from feeds.deliver import send
+    from feeds.ledger import Ledger
+    from feeds.model import BuildContext
+    from feeds.parse import parse_file
+    from feeds.subscribers import parse_subscribers
+
+    base = Settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = replace(
+            base,
+            paths=replace(base.paths, state=Path(tmp) / "feeds.sqlite3"),
+            smtp=replace(
+                base.smtp, host="127.0.0.1", port=port, security="none",
+                connections=connections,
+            ),
+            newsletter=replace(
+                base.newsletter, unsubscribe_url="https://digest.example.org/u?token={token}"
+            ),
+            unsubscribe_secret="benchmark-secret",
+        )
+        digest = parse_file(ROOT / "digests" / "2022-08-13.txt", tz=settings.site.tz)
+        ctx = BuildContext(digests=(digest,), papers=())
+        rows = ["email,name,categories"] + [
+            f"reader{i}@example.org,Reader {i},{CATEGORY_SETS[i % len(CATEGORY_SETS)]}"
+            for i in range(subscribers)
+        ]
+        people = parse_subscribers("\n".join(rows) + "\n")
+        ledger = Ledger.open(settings.paths.state)
+        started = time.perf_counter()
+        tally = send(settings, ctx, people, ledger, now=datetime(2022, 8, 14, tzinfo=UTC))
+        seconds = time.perf_counter() - started
+        ledger.close()
+    assert tally.ok and tally.sent == subscribers, tally.summary()
+    return {
+        "sent": tally.sent,
+        "seconds": seconds,
+        "rate": tally.sent / seconds,
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _child(subscribers: int, connections: int, port: int) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", str(subscribers), str(connections), str(port)],
+        check=False, capture_output=True, text=True, env=env,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"sender failed:\n{done.stderr}")
+    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def main() -> None:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(port)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert server.stdout is not None and server.stdin is not None
+    assert server.stdout.readline().strip() == "ready"
+    try:
+        runs = [(2_000, 1), (10_000, 1), (10_000, 4)]
+        results = {}
+        for subscribers, connections in runs:
+            figures = _child(subscribers, connections, port)
+            results[(subscribers, connections)] = figures
+            print(
+                f"{subscribers:>6} subscribers, {connections} connection(s): "
+                f"{figures['rate']:7.0f} messages/s ({figures['seconds']:.1f} s), "
+                f"peak RSS {figures['maxrss_mb']:.0f} MB",
+                flush=True,
+            )
+        server.stdin.write("count\n")
+        server.stdin.flush()
+        received, size = (int(x) for x in server.stdout.readline().split())
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
+    total = sum(int(f["sent"]) for f in results.values())
+    print(f"server received {received} of {total} messages, {size / received / 1024:.0f} KiB each")
+    one = results[(10_000, 1)]["rate"]
+    many = results[(10_000, 4)]["rate"]
+    growth = results[(10_000, 1)]["maxrss_mb"] - results[(2_000, 1)]["maxrss_mb"]
+    print(
+        f"one connection: {one:.0f} msg/s (target >= 200: {'ok' if one >= 200 else 'MISSED'}); "
+        f"4 connections: {many:.0f} msg/s ({many / one:.2f}x)"
+    )
+    print(f"peak memory, 10,000 vs 2,000 subscribers: {growth:+.1f} MB")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        print(json.dumps(run_sender(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))))
+    else:
+        main()
