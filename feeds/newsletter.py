@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from feeds import message
 from feeds.config import Settings
+from feeds.errors import ConfigError
 from feeds.model import BuildContext, Digest, Item
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ RECIPIENT_HEADROOM = 1024
 MAX_AUTHORS = 12
 SHORT_ABSTRACT = 300
 PREHEADER_CHARS = 140
+TEMPLATE_FILES = ("email.html", "email.txt", "archive.html", "newsletter.css")
 
 # What the email leaves out, step by step, when it would exceed the size budget. Each level
 # includes the ones before it; the sentence is shown in the email (and the text part).
@@ -446,8 +448,16 @@ def _tidy_text(text: str) -> str:
 def _environment(templates: Path) -> jinja2.Environment:
     import jinja2
 
+    folder = templates / "newsletter"
+    missing = [name for name in TEMPLATE_FILES if not (folder / name).is_file()]
+    if missing:
+        raise ConfigError(
+            f"newsletter templates missing: {', '.join(missing)}",
+            path=str(folder),
+            hint="[paths] templates must hold newsletter/ as shipped in templates/",
+        )
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates / "newsletter")),
+        loader=jinja2.FileSystemLoader(str(folder)),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,

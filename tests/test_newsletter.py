@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from feeds import message, newsletter
 from feeds.config import NewsletterSettings, Settings
+from feeds.errors import ConfigError
 from feeds.model import BuildContext, Digest, Item, Link
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "newsletter"
@@ -582,6 +583,16 @@ def test_the_eml_carries_the_same_html_and_text_as_the_web_files() -> None:
     text, html = (part.get_content().replace("\r\n", "\n") for part in parsed.iter_parts())
     assert text == files["newsletter/2021-03-30.txt"].decode()
     assert html.rstrip("\n") == files["newsletter/2021-03-30.html"].decode().rstrip("\n")
+
+
+def test_a_templates_folder_without_the_newsletter_templates_is_a_config_error(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "newsletter").mkdir()
+    (tmp_path / "newsletter" / "email.html").write_text("<p></p>", encoding="utf-8")
+    settings = replace(SETTINGS, paths=replace(SETTINGS.paths, templates=tmp_path))
+    with pytest.raises(ConfigError, match=re.escape("email.txt, archive.html, newsletter.css")):
+        newsletter.render_newsletter(daily_digest(), settings)
 
 
 def test_a_digest_without_papers_has_no_newsletter_files() -> None:
