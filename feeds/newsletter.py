@@ -550,38 +550,34 @@ _NO_START = set("，。、；：？！）」』】》〉”’,.;:!?)]}%…·")
 _NO_END = set("（「『【《〈“‘([{")
 
 
-class _Narrow(dict[int, str]):
+class _CharClasses(dict[int, str]):
+    """A str.translate table: space -> " ", wide (2-column) -> "W", anything else -> "n".
+
+    Filled as characters are first met, so it costs nothing up front and a dict lookup after.
+    """
+
     def __missing__(self, code: int) -> str:
-        return "n"
-
-
-@functools.lru_cache(maxsize=1)
-def _char_classes() -> _Narrow:
-    """A str.translate table: space -> " ", wide (2-column) -> "W", anything else -> "n"."""
-    table = _Narrow()
-    for code in range(0x40000):
         c = chr(code)
-        if c.isspace():
-            table[code] = " "
-        elif unicodedata.east_asian_width(c) in "WF":
-            table[code] = "W"
-    return table
+        kind = " " if c.isspace() else "W" if unicodedata.east_asian_width(c) in "WF" else "n"
+        self[code] = kind
+        return kind
 
 
+_CHAR_CLASSES = _CharClasses()
 # Over the text's character classes: spaces, one wide character, a run of narrow ones.
 _PIECES = re.compile(r"( +)|(W)|(n+)")
 
 
 def display_width(text: str) -> int:
     """Columns `text` takes in a terminal: East Asian wide and full-width characters take two."""
-    return len(text) + text.translate(_char_classes()).count("W")
+    return len(text) + text.translate(_CHAR_CLASSES).count("W")
 
 
 def _units(text: str) -> Sequence[tuple[str, bool, int]]:
     """Unbreakable pieces of `text`: each with whether a space precedes it, and its width."""
     units: list[tuple[str, bool, int]] = []
     spaced = False
-    classes = text.translate(_char_classes())
+    classes = text.translate(_CHAR_CLASSES)
     for match in _PIECES.finditer(classes):
         if match.lastindex == 1:
             spaced = True
