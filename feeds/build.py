@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -340,7 +339,7 @@ def _full_build(
     from feeds import newsletter, site, syndicate
 
     tick = time.perf_counter()
-    site_files = newsletter.render_archive(ctx, settings)
+    site_files = newsletter.render_archive(archive_context(ctx), settings)
     report.timings["archive"] = time.perf_counter() - tick
     tick = time.perf_counter()
     site_files.update(syndicate.render_feeds(ctx, settings))
@@ -379,25 +378,43 @@ def _context(
 ) -> tuple[BuildContext, Identities]:
     """The build context: light digests, except where a page shows a paper in full.
 
-    Assembled once from light digests to learn which papers the feeds and the index show, then
-    again with every digest that sights one of those papers in full. Selection depends only on
-    what light digests keep (dates, categories, stars, identities), so both passes choose the
-    same papers and the result equals a context made of full digests everywhere it is read.
+    Assembled from light digests, which tell which papers the feeds and the index show; the
+    digests that sight any of those papers are then loaded in full and those papers rebuilt
+    from them. Selection depends only on what light digests keep (dates, categories, stars,
+    identities), so the context equals one made of full digests everywhere it is read.
     """
     from feeds.catalog import feed_list, select
 
-    light_ctx, _ = assemble(inputs.light, keys, titles)
-    needed: set[str] = set()
-    limit = settings.site.items_per_feed
-    for feed in feed_list(light_ctx, settings):
-        for paper in select(light_ctx, feed, limit):
-            needed.update(paper.digest_ids)
-    if light_ctx.digests:
-        needed.add(light_ctx.digests[0].id)
-    hashes = [d.content_hash for d in inputs.light if d.id in needed]
-    full = inputs.full(conn, hashes)
-    mixed = [full.get(d.content_hash, d) if d.id in needed else d for d in inputs.light]
-    return assemble(mixed, keys, titles)
+    def hydrate(light: BuildContext) -> dict[str, Digest]:
+        needed: set[str] = set()
+        limit = settings.site.items_per_feed
+        for feed in feed_list(light, settings):
+            for paper in select(light, feed, limit):
+                needed.update(paper.digest_ids)
+        if light.digests:
+            needed.add(light.digests[0].id)
+        hashes = [d.content_hash for d in light.digests if d.id in needed]
+        return {d.id: d for d in inputs.full(conn, hashes).values()}
+
+    return assemble(inputs.light, keys, titles, hydrate=hydrate)
+
+
+def archive_context(ctx: BuildContext) -> BuildContext:
+    """What the newsletter archive reads: each digest's papers by title, star and category.
+
+    The archive lists ten years of issues; handing it authors, links and texts it does not
+    show only costs time (a test checks that the page is the same either way).
+    """
+    from feeds.model import BuildContext
+
+    def strip(item: Item) -> Item:
+        return replace(
+            item, authors=(), affiliations=(), summary_zh=None, abstract=None, notes=None,
+            url=None, links=(),
+        )
+
+    digests = tuple(replace(d, items=tuple(strip(i) for i in d.items)) for d in ctx.digests)
+    return BuildContext(digests=digests, papers=())
 
 
 # Digests whose full text is loaded at once while newsletters are rendered.
@@ -642,7 +659,7 @@ def _resolve(
         base = digest.id
         row = rows.get(content_hash)
         stored = row.assigned_id if row else None
-        if stored and stored not in taken and re.fullmatch(re.escape(base) + r"(-\d+)?", stored):
+        if stored and stored not in taken and _is_id_of(stored, base):
             chosen = stored
         else:
             chosen = base
@@ -654,6 +671,14 @@ def _resolve(
         assigned[content_hash] = chosen
         digests.append(_with_id(digest, chosen))
     return digests, assigned
+
+
+def _is_id_of(digest_id: str, base: str) -> bool:
+    """`base` itself or `base` with a collision suffix (`-2`, `-3`, ...)."""
+    if digest_id == base:
+        return True
+    suffix = digest_id[len(base) + 1 :]
+    return digest_id.startswith(base + "-") and suffix.isdigit() and suffix.isascii()
 
 
 def _resolve_date(digest: Digest, seen: datetime, tz: ZoneInfo) -> Digest:
@@ -685,33 +710,50 @@ Identities = tuple[
 class _Sighting:
     """One paper being assembled: its first sighting, and later sightings if any.
 
-    Most papers are sighted once; they cost one small object and no merging.
+    Most papers are sighted once; they cost one small object and no merging. Each sighting
+    keeps its position in its digest, so it can be swapped for the full item later.
     """
 
-    __slots__ = ("first", "later", "order", "seen", "title")
+    __slots__ = ("first", "later", "order", "position", "seen", "title")
 
-    def __init__(self, item: Item, seen: datetime, order: tuple[int, int], title: str) -> None:
+    def __init__(
+        self, item: Item, seen: datetime, order: tuple[int, int], title: str, position: int
+    ) -> None:
         self.first = item
+        self.position = position
         self.seen = seen
         self.order = order
         self.title = title
-        self.later: list[tuple[Item, str]] | None = None
+        self.later: list[tuple[Item, str, int]] | None = None
 
-    def add(self, item: Item, title: str) -> None:
+    def add(self, item: Item, title: str, position: int) -> None:
         if self.later is None:
             self.later = []
-        self.later.append((item, title))
+        self.later.append((item, title, position))
+
+    def hydrate(self, full: dict[str, Digest]) -> bool:
+        """Use the full items if every digest sighting this paper is in `full`."""
+        sightings = [(self.first, self.position)] + [(i, p) for i, _, p in self.later or ()]
+        if any(item.digest_id not in full for item, _ in sightings):
+            return False
+        self.first = full[self.first.digest_id].items[self.position]
+        if self.later is not None:
+            self.later = [
+                (full[item.digest_id].items[position], title, position)
+                for item, title, position in self.later
+            ]
+        return True
 
     def all_keys(self) -> list[str]:
         keys = [self.first.key]
-        for item, _ in self.later or ():
+        for item, _, _ in self.later or ():
             if item.key not in keys:
                 keys.append(item.key)
         return keys
 
     def all_titles(self) -> list[str]:
         titles = [self.title] if self.title else []
-        for _, title in self.later or ():
+        for _, title, _ in self.later or ():
             if title and title not in titles:
                 titles.append(title)
         return titles
@@ -727,7 +769,7 @@ class _Sighting:
         links: list[Link] = list(first.links)
         hrefs = {link.href for link in links}
         changes: dict[str, object] = {}
-        for item, _ in self.later:
+        for item, _, _ in self.later:
             if item.digest_id not in digest_ids:
                 digest_ids.append(item.digest_id)
             for link in item.links:
@@ -768,13 +810,20 @@ def _primary_url(links: list[Link]) -> str | None:
 
 
 def assemble(
-    digests: list[Digest], keys: dict[str, str], titles: dict[str, str]
+    digests: list[Digest],
+    keys: dict[str, str],
+    titles: dict[str, str],
+    *,
+    hydrate: Callable[[BuildContext], dict[str, Digest]] | None = None,
 ) -> tuple[BuildContext, Identities]:
     """The build context: digests newest first, and every paper once, with its published guid.
 
     `keys` and `titles` map what was published before to its guid: a paper keeps the guid it
     was first published under even if a later parse would give it another one. Returns the
     identities to record as published, too.
+
+    `hydrate`, given the context, returns full versions of some digests (by id); papers sighted
+    only in those are rebuilt from them, and those digests replace theirs in the context.
     """
     from feeds.model import BuildContext
     from feeds.parse import normalize_title
@@ -790,10 +839,11 @@ def assemble(
             title = normalize_title(item.title or item.title_zh or "")
             found = by_key.get(item.key) or (by_title.get(title) if title else None)
             if found is None:
-                found = _Sighting(item, digest.date, (count - 1 - index, position), title)
+                order = (count - 1 - index, position)
+                found = _Sighting(item, digest.date, order, title, position)
                 sightings.append(found)
             else:
-                found.add(item, title)
+                found.add(item, title, position)
             by_key.setdefault(item.key, found)
             if title:
                 by_title.setdefault(title, found)
@@ -810,15 +860,27 @@ def assemble(
                 f"tag:digest-feeds,2020:{first.key}#{sighting.order[0]}"
             )
         used.add(guid)
-        ranked.append((-sighting.seen.timestamp(), sighting.order, sighting.paper(guid)))
+        ranked.append((-sighting.seen.timestamp(), sighting.order, guid, sighting))
         records[0].append((guid, sighting.seen, first.digest_id))
         records[1].extend((key, guid) for key in sighting.all_keys())
         records[2].extend((title, guid) for title in sighting.all_titles())
     ranked.sort(key=lambda entry: (entry[0], entry[1]))
+    newest_first = tuple(reversed(chrono))
     ctx = BuildContext(
-        digests=tuple(reversed(chrono)), papers=tuple(paper for _, _, paper in ranked)
+        digests=newest_first,
+        papers=tuple(sighting.paper(guid) for _, _, guid, sighting in ranked),
     )
-    return ctx, records
+    if hydrate is None:
+        return ctx, records
+    full = hydrate(ctx)
+    papers = list(ctx.papers)
+    for n, (_, _, guid, sighting) in enumerate(ranked):
+        if sighting.hydrate(full):
+            papers[n] = sighting.paper(guid)
+    hydrated = BuildContext(
+        digests=tuple(full.get(d.id, d) for d in newest_first), papers=tuple(papers)
+    )
+    return hydrated, records
 
 
 def _published_guid(sighting: _Sighting, keys: dict[str, str], titles: dict[str, str]) -> str:
