@@ -21,7 +21,7 @@ _BASE62_VALUE = {ch: i for i, ch in enumerate(_BASE62)}
 # Weibo's mid counts from this epoch in its top bits (the low 22 bits are a sequence).
 _WEIBO_EPOCH = 515483463
 
-URL = re.compile(r"https?://[^\s<>\"'，。、；：（）【】《》]+")
+URL = re.compile(r"https?://[^\s<>\"'\u3000-\u9fff\uff00-\uffef]+")
 # Trailing punctuation that ends a sentence rather than the URL.
 _URL_TAIL = ".,;:!?)]}’”"
 
