@@ -55,7 +55,10 @@ def find_urls(text: str) -> list[tuple[int, int, str]]:
     for match in URL.finditer(text):
         url = match.group()
         end = match.end()
-        while url and url[-1] in _URL_TAIL and not (url[-1] == ")" and "(" in url):
+        # A closing parenthesis is the URL's own only while it balances one inside it.
+        while url and url[-1] in _URL_TAIL and not (
+            url[-1] == ")" and url.count("(") >= url.count(")")
+        ):
             url = url[:-1]
             end -= 1
         if len(url) > len("https://"):

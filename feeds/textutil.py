@@ -145,7 +145,7 @@ def split_zh_en(text: str) -> tuple[str | None, str | None]:
     sentence_end = text[last] in "。！？"
     if (sentence_end or text[cut].isspace()) and text.count(" ", cut) >= 3:
         zh = text[:cut].rstrip()
-        if _mostly_latin(zh):
+        if _mostly_latin(zh) or not has_ideograph(zh):
             # An English abstract with a stray full-width character inside.
             return None, text
         en = text[cut:].lstrip()
