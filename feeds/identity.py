@@ -39,7 +39,7 @@ _WEIBO = re.compile(
 )
 _WEIBO_MOBILE = re.compile(r"^https?://m\.weibo\.cn/(?:status|detail)/(?P<id>[0-9A-Za-z]+)/?$")
 
-# A paper's key kinds, strongest first (the order of DESIGN.md's identity rule).
+# A paper's key kinds, strongest first (the identity rule of docs/input-formats.md).
 _KEY_ORDER: tuple[LinkKind, ...] = ("arxiv", "openreview", "doi", "weibo")
 _TAG_PREFIX = "tag:digest-feeds,2020:"
 
