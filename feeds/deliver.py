@@ -19,7 +19,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,7 +29,7 @@ from pathlib import Path
 from feeds.config import Settings, SmtpSettings
 from feeds.errors import ConfigError, DeliveryError, LockedError
 from feeds.ledger import DigestRef, Entry, Ledger
-from feeds.model import BuildContext
+from feeds.model import BuildContext, Digest
 from feeds.personalize import Job, Messages
 from feeds.subscribers import (
     Subscriber,
@@ -95,27 +95,39 @@ class Tally:
 
 
 class _Schedule:
-    """Jobs in order, each retried no sooner than its backoff allows; done when empty and idle."""
+    """Jobs in order, read lazily from `source` (memory does not grow with the list), each
+    retried no sooner than its backoff allows; done when the source is empty and all are idle."""
 
-    def __init__(self, jobs: Sequence[Job]) -> None:
-        self._heap: list[tuple[float, int, Job, int]] = [
-            (0.0, i, job, 0) for i, job in enumerate(jobs)
-        ]
-        self._seq = len(self._heap)
+    def __init__(self, source: Iterable[Job]) -> None:
+        self._source: Iterator[Job] | None = iter(source)
+        self._heap: list[tuple[float, int, Job, int]] = []
+        self._seq = 0
         self._busy = 0
         self._stopped = False
         self._cond = threading.Condition()
+        self.error: BaseException | None = None
 
     def take(self) -> tuple[Job, int] | None:
         with self._cond:
             while not self._stopped:
-                if self._heap:
-                    ready, _, job, tries = self._heap[0]
-                    wait = ready - time.monotonic()
-                    if wait <= 0:
-                        heapq.heappop(self._heap)
-                        self._busy += 1
-                        return job, tries
+                wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                if wait is not None and wait <= 0:
+                    _, _, job, tries = heapq.heappop(self._heap)
+                    self._busy += 1
+                    return job, tries
+                if self._source is not None:
+                    try:
+                        job = next(self._source)
+                    except StopIteration:
+                        self._source = None
+                        continue
+                    except BaseException as exc:
+                        self.error = exc
+                        self._stopped = True
+                        break
+                    self._busy += 1
+                    return job, 0
+                if wait is not None:
                     self._cond.wait(wait)
                 elif self._busy:
                     self._cond.wait()
@@ -159,7 +171,7 @@ class _Pace:
 class _Engine:
     def __init__(
         self,
-        jobs: Sequence[Job],
+        jobs: Iterable[Job],
         build: Callable[[Job], bytes | None],
         ledger: Ledger,
         smtp: SmtpSettings,
@@ -260,12 +272,13 @@ class _Engine:
 
 
 def deliver(
-    jobs: Sequence[Job],
+    jobs: Iterable[Job],
     build: Callable[[Job], bytes | None],
     ledger: Ledger,
     smtp: SmtpSettings,
     *,
     sender: str,
+    total: int | None = None,
     retry_delay: float = 1.0,
     progress: ProgressFn | None = None,
     log: LogFn = _silent,
@@ -274,20 +287,25 @@ def deliver(
     """Send every job over `[smtp] connections` connections and record each outcome.
 
     `build(job)` returns the message bytes, or None when the recipient gets nothing from this
-    digest. Raises DeliveryError when the run cannot go on (login refused, relay unreachable);
-    what was not sent stays queued for the next run.
+    digest. `jobs` is read as the sending goes (`total` is for progress). Raises DeliveryError
+    when the run cannot go on (login refused, relay unreachable); what was not sent stays
+    queued for the next run.
     """
     tally = tally if tally is not None else Tally()
+    if total is None:
+        jobs = list(jobs)
+        total = len(jobs)
+    if total == 0:
+        return tally
     engine = _Engine(
         jobs, build, ledger, smtp, sender=sender, retry_delay=retry_delay, tally=tally, log=log
     )
     threads = [
         threading.Thread(target=engine.work, name=f"smtp-{n}", daemon=True)
-        for n in range(min(max(1, smtp.connections), len(jobs)))
+        for n in range(min(max(1, smtp.connections), total))
     ]
     for thread in threads:
         thread.start()
-    total = len(jobs)
     try:
         for thread in threads:
             while thread.is_alive():
@@ -301,6 +319,8 @@ def deliver(
         raise
     if progress is not None:
         progress(engine.finished, total)
+    if engine.fatal is None and engine.schedule.error is not None:
+        engine.fatal = engine.schedule.error
     if engine.fatal is not None:
         if isinstance(engine.fatal, DeliveryError):
             fatal = engine.fatal
@@ -341,43 +361,63 @@ def send(
     listed = {s.key: s for s in subscribers.subscribers}
     refs = [DigestRef(d.id, d.date) for d in ctx.digests]
     tally = Tally()
-    if outbox is not None:
-        with ledger.preview():
-            ledger.queue(refs, listed, only=digest_id)
-            entries = ledger.due(listed, digest_id=digest_id)
-    else:
-        ledger.queue(refs, listed, only=digest_id)
-        entries = ledger.due(listed, digest_id=digest_id)
-    jobs: list[Job] = []
-    for entry in entries:
-        if entry.digest_id not in digests:
-            if outbox is None:
-                ledger.finish(entry.digest_id, entry.recipient, "cancelled", "digest removed")
-            continue
-        if entry.status == "sending":
-            tally.resent_in_doubt += 1
-        jobs.append(Job(entry.digest_id, listed[entry.recipient], message_id(entry, settings)))
-    tally.queued = len(jobs)
-    if tally.resent_in_doubt:
-        log(
-            f"{tally.resent_in_doubt} message(s) were in flight when a previous run stopped;"
-            " sending them again with their original Message-ID"
-        )
     messages = Messages(settings, digests, now=now)
     if outbox is not None:
-        write_outbox(jobs, messages.build, outbox, tally)
+        with ledger.preview():
+            _plan(ledger, refs, listed, digest_id, tally, log)
+            jobs = _jobs(ledger, digests, listed, settings, digest_id, record=False)
+            write_outbox(jobs, messages.build, outbox, tally)
         return tally
+    _plan(ledger, refs, listed, digest_id, tally, log)
     return deliver(
-        jobs,
+        _jobs(ledger, digests, listed, settings, digest_id, record=True),
         messages.build,
         ledger,
         settings.smtp,
         sender=envelope_sender(settings),
+        total=tally.queued,
         retry_delay=retry_delay,
         progress=progress,
         log=log,
         tally=tally,
     )
+
+
+def _plan(
+    ledger: Ledger,
+    refs: list[DigestRef],
+    listed: dict[str, Subscriber],
+    digest_id: str | None,
+    tally: Tally,
+    log: LogFn,
+) -> None:
+    ledger.queue(refs, listed, only=digest_id)
+    ledger.settle(listed)
+    tally.queued, tally.resent_in_doubt = ledger.count_due(digest_id)
+    if tally.resent_in_doubt:
+        log(
+            f"{tally.resent_in_doubt} message(s) were in flight when a previous run stopped;"
+            " sending them again with their original Message-ID"
+        )
+
+
+def _jobs(
+    ledger: Ledger,
+    digests: dict[str, Digest],
+    listed: dict[str, Subscriber],
+    settings: Settings,
+    digest_id: str | None,
+    *,
+    record: bool,
+) -> Iterator[Job]:
+    for entry in ledger.iter_due(digest_id):
+        subscriber = listed.get(entry.recipient)
+        if entry.digest_id not in digests:
+            if record:
+                ledger.finish(entry.digest_id, entry.recipient, "cancelled", "digest removed")
+            continue
+        if subscriber is not None:
+            yield Job(entry.digest_id, subscriber, message_id(entry, settings))
 
 
 def send_due(
@@ -485,7 +525,7 @@ def message_id(entry: Entry, settings: Settings) -> str:
 
 
 def write_outbox(
-    jobs: Sequence[Job], build: Callable[[Job], bytes | None], outbox: Path, tally: Tally
+    jobs: Iterable[Job], build: Callable[[Job], bytes | None], outbox: Path, tally: Tally
 ) -> None:
     """The dry run: each message as `<outbox>/<digest id>/<address>.eml`."""
     for job in jobs:

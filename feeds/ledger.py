@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS ledger_subscribers (
 """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     digest_id: str
     recipient: str
@@ -215,39 +215,71 @@ class Ledger:
             [(digest_id, r, now, now) for r in recipients],
         )
 
-    def due(self, recipients: Collection[str], *, digest_id: str | None = None) -> list[Entry]:
-        """Rows still to deliver to listed recipients, oldest digest first. Rows of recipients
-        no longer listed are cancelled, and rows queued too long ago are given up, first."""
+    def settle(self, recipients: Iterable[str]) -> None:
+        """Before sending: cancel what is queued for recipients no longer listed, and give up
+        rows queued too long ago. Done in SQL, so memory does not grow with the list."""
         now = self._clock()
-        listed = {r.lower() for r in recipients}
+        stamp = _format_time(now)
+        cutoff = _format_time(now - GIVE_UP_AFTER)
+        gave_up = f"gave up after {GIVE_UP_AFTER.days} days"
         with self._writing() as conn:
-            waiting = conn.execute(
-                f"SELECT {_FIELDS} FROM ledger WHERE status IN (?, ?, ?)"
-                " ORDER BY digest_id, recipient",
-                DUE,
-            ).fetchall()
-            keep: list[Entry] = []
-            stamp = _format_time(now)
-            cutoff = now - GIVE_UP_AFTER
-            for entry in map(_entry, waiting):
-                if entry.recipient not in listed:
-                    self._set(conn, entry, "cancelled", "unsubscribed before delivery", stamp)
-                elif (_parse_time(entry.queued) or now) < cutoff:
-                    reply = f"gave up after {GIVE_UP_AFTER.days} days: {entry.last_reply or ''}"
-                    self._set(conn, entry, "failed_permanent", reply.rstrip(": "), stamp)
-                elif digest_id is None or entry.digest_id == digest_id:
-                    keep.append(entry)
-        return keep
+            conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS listed (recipient TEXT PRIMARY KEY) WITHOUT ROWID"
+            )
+            conn.execute("DELETE FROM temp.listed")
+            conn.executemany(
+                "INSERT OR IGNORE INTO temp.listed (recipient) VALUES (?)",
+                ((r.lower(),) for r in recipients),
+            )
+            conn.execute(
+                "UPDATE ledger SET status = 'cancelled', last_reply = ?, updated = ?"
+                " WHERE status IN (?, ?, ?)"
+                " AND recipient NOT IN (SELECT recipient FROM temp.listed)",
+                ("unsubscribed before delivery", stamp, *DUE),
+            )
+            conn.execute(
+                "UPDATE ledger SET status = 'failed_permanent', updated = ?, last_reply ="
+                " CASE WHEN COALESCE(last_reply, '') = '' THEN ? ELSE ? || ': ' || last_reply END"
+                " WHERE status IN (?, ?, ?) AND queued < ?",
+                (stamp, gave_up, gave_up, *DUE, cutoff),
+            )
+            conn.execute("DELETE FROM temp.listed")
 
-    @staticmethod
-    def _set(
-        conn: sqlite3.Connection, entry: Entry, status: Status, reply: str, now: str | None
-    ) -> None:
-        conn.execute(
-            "UPDATE ledger SET status = ?, last_reply = ?, updated = ?"
-            " WHERE digest_id = ? AND recipient = ?",
-            (status, reply, now, entry.digest_id, entry.recipient),
+    def count_due(self, digest_id: str | None = None) -> tuple[int, int]:
+        """(rows due, of which left `sending` by a run that stopped)."""
+        sql = (
+            "SELECT COUNT(*), COALESCE(SUM(status = 'sending'), 0) FROM ledger"
+            " WHERE status IN (?, ?, ?)"
         )
+        params: tuple[str, ...] = DUE
+        if digest_id is not None:
+            sql += " AND digest_id = ?"
+            params = (*DUE, digest_id)
+        with self._lock:
+            total, in_doubt = self._conn.execute(sql, params).fetchone()
+        return int(total), int(in_doubt)
+
+    def iter_due(self, digest_id: str | None = None, *, page: int = 512) -> Iterator[Entry]:
+        """Rows still to deliver, oldest digest first, read a page at a time (and so safe to
+        interleave with the writes of a send in progress)."""
+        sql = f"SELECT {_FIELDS} FROM ledger WHERE status IN (?, ?, ?)"
+        if digest_id is not None:
+            sql += " AND digest_id = ?"
+        sql += " AND (digest_id, recipient) > (?, ?) ORDER BY digest_id, recipient LIMIT ?"
+        after = ("", "")
+        while True:
+            params = (*DUE, *((digest_id,) if digest_id is not None else ()), *after, page)
+            with self._lock:
+                rows = self._conn.execute(sql, params).fetchall()
+            yield from map(_entry, rows)
+            if len(rows) < page:
+                return
+            after = (rows[-1][0], rows[-1][1])
+
+    def due(self, recipients: Iterable[str], *, digest_id: str | None = None) -> list[Entry]:
+        """`settle`, then every row still to deliver."""
+        self.settle(recipients)
+        return list(self.iter_due(digest_id))
 
     # -- while sending ----------------------------------------------------------------------
 

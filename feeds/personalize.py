@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from feeds.newsletter import Newsletter
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Job:
     """One message to send: a digest to a subscriber, under a Message-ID fixed in advance."""
 

@@ -12,7 +12,7 @@ import csv
 import io
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.headerregistry import Address
 from pathlib import Path
 from typing import Literal
@@ -32,7 +32,7 @@ _COLUMNS = ("email", "name", "categories")
 MAX_NAME = 200
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Subscriber:
     email: str
     name: str
@@ -101,6 +101,7 @@ def parse_subscribers(text: str, *, source: str = "subscribers.csv") -> Subscrib
     subscribers: list[Subscriber] = []
     problems: list[Problem] = []
     first_line: dict[str, int] = {}
+    category_sets: dict[frozenset[str], frozenset[str]] = {}
     end = 0
     first_row = True
     while True:
@@ -141,6 +142,10 @@ def parse_subscribers(text: str, *, source: str = "subscribers.csv") -> Subscrib
             )
             continue
         first_line[subscriber.key] = start
+        # Thousands of subscribers share a handful of category sets: keep one of each.
+        shared = category_sets.setdefault(subscriber.categories, subscriber.categories)
+        if shared is not subscriber.categories:
+            subscriber = replace(subscriber, categories=shared)
         subscribers.append(subscriber)
     return SubscriberList(source, tuple(subscribers), tuple(problems))
 

@@ -205,3 +205,25 @@ def test_threads_can_record_outcomes_at_once(ledger: Ledger) -> None:
         thread.join()
 
     assert ledger.counts()["sent"] == 40
+
+
+def test_due_rows_are_read_page_by_page_while_others_are_being_recorded(ledger: Ledger) -> None:
+    people = [f"r{i}@example.org" for i in range(7)]
+    ledger.queue(ARCHIVE, people)
+    ledger.settle(people)
+    seen = []
+    for entry in ledger.iter_due(page=2):
+        seen.append(entry.recipient)
+        # Recording an outcome mid-read neither skips nor repeats a row.
+        ledger.finish(entry.digest_id, entry.recipient, "sent", "250 ok")
+
+    assert seen == sorted(people)
+    assert ledger.count_due() == (0, 0)
+
+
+def test_the_count_of_due_rows_says_how_many_were_in_doubt(ledger: Ledger) -> None:
+    ledger.queue(ARCHIVE, ["a@example.org", "b@example.org"])
+    ledger.mark_sending("2022-08-13", "a@example.org", "<m@example.org>")
+
+    assert ledger.count_due() == (2, 1)
+    assert ledger.count_due("2022-08-01") == (0, 0)
