@@ -262,7 +262,7 @@ def parser_fingerprint(settings: Settings) -> str:
     """Cached parses are valid while the parser, the model and the time zone are the same."""
     import hashlib
 
-    h = hashlib.sha256(feeds.__version__.encode())
+    h = hashlib.sha256(f"{feeds.__version__}:{state.LIGHT_VERSION}".encode())
     for name in ("parse.py", "model.py"):
         try:
             h.update((PACKAGE_DIR / name).read_bytes())
@@ -339,7 +339,8 @@ def _full_build(
     from feeds import newsletter, site, syndicate
 
     tick = time.perf_counter()
-    site_files = newsletter.render_archive(archive_context(ctx), settings)
+    # The archive lists every issue: most digests reach it light (it needs their titles only).
+    site_files = newsletter.render_archive(ctx, settings)
     report.timings["archive"] = time.perf_counter() - tick
     tick = time.perf_counter()
     site_files.update(syndicate.render_feeds(ctx, settings))
@@ -397,24 +398,6 @@ def _context(
         return {d.id: d for d in inputs.full(conn, hashes).values()}
 
     return assemble(inputs.light, keys, titles, hydrate=hydrate)
-
-
-def archive_context(ctx: BuildContext) -> BuildContext:
-    """What the newsletter archive reads: each digest's papers by title, star and category.
-
-    The archive lists ten years of issues; handing it authors, links and texts it does not
-    show only costs time (a test checks that the page is the same either way).
-    """
-    from feeds.model import BuildContext
-
-    def strip(item: Item) -> Item:
-        return replace(
-            item, authors=(), affiliations=(), summary_zh=None, abstract=None, notes=None,
-            url=None, links=(),
-        )
-
-    digests = tuple(replace(d, items=tuple(strip(i) for i in d.items)) for d in ctx.digests)
-    return BuildContext(digests=digests, papers=())
 
 
 # Digests whose full text is loaded at once while newsletters are rendered.

@@ -316,14 +316,24 @@ def save_digest(
     )
 
 
+# Bump when `lighten` changes: cached light digests are then rebuilt.
+LIGHT_VERSION = 2
+
+
 def lighten(digest: Digest) -> Digest:
-    """The digest without its items' long texts (Chinese summary, abstract, notes)."""
+    """The digest as the build keeps every paper no page shows: identity, titles, category.
+
+    Without the long texts (Chinese summary, abstract, notes), authors, affiliations and links:
+    what tells papers apart and sorts them into feeds stays; the pages that show a paper get
+    it in full.
+    """
     from dataclasses import replace
 
     items = tuple(
-        replace(item, summary_zh=None, abstract=None, notes=None)
-        if item.summary_zh is not None or item.abstract is not None or item.notes is not None
-        else item
+        replace(
+            item, summary_zh=None, abstract=None, notes=None, authors=(), affiliations=(),
+            links=(), url=None,
+        )
         for item in digest.items
     )
     return replace(digest, items=items)
