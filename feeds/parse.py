@@ -318,9 +318,13 @@ class _Parser:
         if match is not None and front.credit is None:
             front.credit = match["who"].strip()
             return
+        if front.summary == "":
+            # `摘要:` stood alone on its line; the summary is the next one.
+            front.summary = text
+            return
         match = _SUMMARY.match(text)
         if match is not None and front.summary is None:
-            front.summary = match["text"].strip() or None
+            front.summary = match["text"].strip()
             return
         if _CHROME.match(text):
             return
@@ -354,7 +358,7 @@ class _Parser:
             source=self.source,
             format=digest_format,
             title=title,
-            summary=self.front.summary,
+            summary=self.front.summary or None,
             items=items,
             warnings=tuple(self.warnings),
             content_hash=content_hash,

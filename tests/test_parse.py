@@ -174,6 +174,13 @@ def test_2022_digest_reads_its_front_matter_and_cut_author_lists() -> None:
     assert "版权" not in everything and "\u00a0" not in everything
 
 
+def test_a_summary_may_follow_its_label_on_the_next_line() -> None:
+    text = "转自爱可可爱生活\n\n摘要：\n第一篇、第二篇\n\n1、[LG] A Title\nA Author\n[Lab]\n"
+    digest = parse_text(text, source="x", tz=SHANGHAI)
+    assert (digest.summary, digest.credit) == ("第一篇、第二篇", "爱可可爱生活")
+    assert digest.title == "Daily digest"
+
+
 def test_image_placeholders_leave_no_trace() -> None:
     for path in sorted(SEEDS.glob("*.txt")):
         text = as_json(parse(path))
