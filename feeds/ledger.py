@@ -62,6 +62,10 @@ CREATE TABLE IF NOT EXISTS ledger_subscribers (
     recipient TEXT PRIMARY KEY,
     enrolled  TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -339,6 +343,18 @@ class Ledger:
             rows = self._conn.execute(sql + " GROUP BY status", params).fetchall()
         found = dict(rows)
         return {status: int(found.get(status, 0)) for status in STATUSES}
+
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM ledger_meta WHERE key = ?", (key,))
+            found = row.fetchone()
+        return str(found[0]) if found else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO ledger_meta (key, value) VALUES (?, ?)", (key, value)
+            )
 
     def known_digests(self) -> set[str]:
         with self._lock:

@@ -640,3 +640,28 @@ def test_a_newsletter_not_delivered_within_three_days_is_given_up(
     assert later.queued == 0
     assert entry.status == "failed_permanent"
     assert entry.last_reply is not None and entry.last_reply.startswith("gave up after 3 days")
+
+
+def test_a_send_with_nothing_new_returns_without_loading_anything(
+    built: Path, tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    from feeds.build import load_context
+    from feeds.deliver import send_due
+
+    root = _project(built, tmp_path, smtp_server, people=2)
+    settings = delivery_settings(root, smtp_server)
+    loads: list[int] = []
+
+    def load() -> BuildContext:
+        loads.append(1)
+        return load_context(settings, now=NOW)
+
+    first = send_due(settings, load, now=NOW)
+    again = send_due(settings, load, now=NOW)
+    with (root / "subscribers.csv").open("a", encoding="utf-8") as f:
+        f.write("newcomer@example.org,,\n")
+    third = send_due(settings, load, now=NOW)
+
+    assert (first.sent, again.sent, third.sent) == (2, 0, 1)
+    assert len(loads) == 2
+    assert smtp_server.handler.copies()["newcomer@example.org"] == 1
