@@ -161,6 +161,8 @@ def parse_text(
 
 
 class _Parser:
+    """The state of one parse: lines in, entries, front matter and warnings collected."""
+
     def __init__(
         self, lines: list[str], *, source: str, tz: ZoneInfo, filename: str | None
     ) -> None:
@@ -328,9 +330,10 @@ class _Parser:
             return
         if _CHROME.match(text):
             return
+        if front.text_date is None and not self.entries:
+            front.text_date = date_in_text(text)
         if front.title is None and not self.entries:
             front.title = collapse_spaces(text)
-            front.text_date = date_in_text(text)
             return
         self.warn(number, f"line outside any entry ignored: {_clip(text)}")
 
