@@ -89,7 +89,7 @@ _AUTHOR_SEP = re.compile(r"\s*[,，、]\s*")
 _TRUNCATION = ("…", "...", "等", "et al.", "et al")
 _A_TAG = re.compile(r"<a\b[^>]*?href\s*=\s*[\"']([^\"']+)[\"'][^>]*>", re.IGNORECASE)
 _TAG = re.compile(r"</?[a-zA-Z][^>]*>")
-_WRAPPED = re.compile(r"^[《【〈](?P<title>.+)[》】〉](?P<rest>.*)$")
+_WRAPPED = re.compile(r"^[《【〈](?P<title>.*)[》】〉](?P<rest>.*)$")
 # Page titles saved from a browser end in ` :: SSRN`; the site name is not part of the title.
 _SITE_SUFFIX = re.compile(r"\s+::\s+[^:]{1,40}$")
 _TITLE_END = "。！？"
@@ -404,8 +404,7 @@ class _Parser:
             if draft.title_zh:
                 draft.title = draft.title_zh
             else:
-                label = f"entry {entry.number}" if entry.number is not None else "entry"
-                self.warn(entry.line, f"{label} has no title; skipped")
+                self.warn(entry.line, f"{_label(draft)} has no title; skipped")
                 return None
         if draft.title_zh is None and not has_latin(draft.title) and has_cjk(draft.title):
             # A Chinese-only title is both the title and the Chinese title.

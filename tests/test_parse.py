@@ -444,6 +444,20 @@ def test_weekly_variants_html_links_brackets_and_repeats() -> None:
     ]
 
 
+def test_weekly_title_forms_and_empty_titles() -> None:
+    text = "No.1《Title One》\nNO 2：【Title Two】\nNo 3、*Bare Title\nNo 4. 《》\nNo 5.\n"
+    digest = parse_text(text, source="x", tz=SHANGHAI)
+    assert [(i.rank, i.title, i.starred) for i in digest.items] == [
+        (1, "Title One", False),
+        (2, "Title Two", False),
+        (3, "Bare Title", True),
+    ]
+    assert [(w.line, w.message) for w in digest.warnings] == [
+        (4, "No 4 has no title; skipped"),
+        (5, "No 5 has no title; skipped"),
+    ]
+
+
 def test_missing_blank_lines_between_entries_change_nothing() -> None:
     text = seed("001").read_text(encoding="utf-8")
     squeezed = "\n".join(line for line in text.splitlines() if line.strip())
