@@ -310,6 +310,7 @@ def _full_build(
     files_by_owner: dict[str, list[str]] = {}
     for rel, owner in owned_before.items():
         files_by_owner.setdefault(owner, []).append(rel)
+    existing = _existing_files(paths.output, owned_before)
     stale: list[Digest] = []
     for digest in ctx.digests:
         fp = _digest_of([render_fp, digest.content_hash, digest.id, _iso(digest.date)])
@@ -318,7 +319,7 @@ def _full_build(
         if (
             not force
             and rendered_before.get(digest.id) == fp
-            and all((paths.output / rel).exists() for rel in previous)
+            and all(rel in existing for rel in previous)
         ):
             owned.update(dict.fromkeys(previous, digest.id))
         else:
@@ -398,6 +399,22 @@ def _context(
         return {d.id: d for d in inputs.full(conn, hashes).values()}
 
     return assemble(inputs.light, keys, titles, hydrate=hydrate)
+
+
+def _existing_files(root: Path, paths: Iterable[str]) -> set[str]:
+    """Which of these relative paths exist: one directory listing per folder, not a stat each."""
+    folders: dict[str, set[str]] = {}
+    found: set[str] = set()
+    for rel in paths:
+        folder, _, name = rel.rpartition("/")
+        if folder not in folders:
+            try:
+                folders[folder] = set(os.listdir(root / folder))
+            except OSError:
+                folders[folder] = set()
+        if name in folders[folder]:
+            found.add(rel)
+    return found
 
 
 # Digests whose full text is loaded at once while newsletters are rendered.
