@@ -1,4 +1,4 @@
-"""Sending: 10,000 subscribers in 4 category sets to a loopback aiosmtpd in another process.
+"""Sending: 10,000 subscribers in 4 category sets to a loopback aiosmtpd in other processes.
 
 Reports messages per second on one connection and on several, and the sender's peak memory
 (ru_maxrss) at 2,000 and at 10,000 subscribers, each run in a fresh process so that the figures
@@ -22,27 +22,38 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CATEGORY_SETS = ("", "CV", "CL LG", "AS CV")
 
+# One server process; several share the port (SO_REUSEPORT) so that the server is not the only
+# thing measured when the sender uses several connections.
 SERVER = r"""
-import asyncio, sys, threading
-from aiosmtpd.controller import Controller
+import asyncio, sys
+from aiosmtpd.smtp import SMTP
 
 class Count:
     def __init__(self):
         self.messages = 0
         self.bytes = 0
     async def handle_DATA(self, server, session, envelope):
+        if DELAY:
+            await asyncio.sleep(DELAY)
         self.messages += 1
         self.bytes += len(envelope.content)
         return "250 2.0.0 Queued"
 
-handler = Count()
-controller = Controller(handler, hostname="127.0.0.1", port=int(sys.argv[1]))
-controller.start()
-print("ready", flush=True)
-for line in sys.stdin:
-    print(f"{handler.messages} {handler.bytes}", flush=True)
-controller.stop()
+DELAY = float(sys.argv[2])
+
+async def main():
+    handler = Count()
+    loop = asyncio.get_running_loop()
+    await loop.create_server(
+        lambda: SMTP(handler), "127.0.0.1", int(sys.argv[1]), reuse_port=True
+    )
+    print("ready", flush=True)
+    while await loop.run_in_executor(None, sys.stdin.readline):
+        print(f"{handler.messages} {handler.bytes}", flush=True)
+
+asyncio.run(main())
 """
+SERVERS = 2
 
 
 def _free_port() -> int:
@@ -143,14 +154,46 @@ def _child(subscribers: int, connections: int, port: int) -> dict[str, float]:
     return figures
 
 
+def _servers(port: int, delay: float, count: int) -> list[subprocess.Popen[str]]:
+    servers = [
+        subprocess.Popen(
+            [sys.executable, "-c", SERVER, str(port), str(delay)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        for _ in range(count)
+    ]
+    for server in servers:
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == "ready"
+    return servers
+
+
+def _stop(servers: list[subprocess.Popen[str]]) -> None:
+    for server in servers:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(timeout=30)
+
+
+def with_latency(delay: float = 0.02, subscribers: int = 400) -> None:
+    """A relay that takes `delay` seconds per message (a remote server's round trips and
+    queueing): what several connections are for."""
+    port = _free_port()
+    servers = _servers(port, delay, 1)
+    try:
+        rates = {n: _child(subscribers, n, port)["rate"] for n in (1, 4)}
+    finally:
+        _stop(servers)
+    print(
+        f"relay taking {delay * 1000:.0f} ms per message, {subscribers} subscribers: "
+        f"{rates[1]:.0f} msg/s on 1 connection, {rates[4]:.0f} msg/s on 4 "
+        f"({rates[4] / rates[1]:.2f}x)"
+    )
+
+
 def main() -> None:
     port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(port)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    assert server.stdout is not None and server.stdin is not None
-    assert server.stdout.readline().strip() == "ready"
+    servers = _servers(port, 0.0, SERVERS)
     try:
         ceiling = raw_ceiling(port)
         print(
@@ -170,12 +213,16 @@ def main() -> None:
                 f"peak RSS {figures['maxrss_mb']:.0f} MB",
                 flush=True,
             )
-        server.stdin.write("count\n")
-        server.stdin.flush()
-        received, size = (int(x) for x in server.stdout.readline().split())
+        received = size = 0
+        for server in servers:
+            assert server.stdin is not None and server.stdout is not None
+            server.stdin.write("count\n")
+            server.stdin.flush()
+            messages, octets = (int(x) for x in server.stdout.readline().split())
+            received += messages
+            size += octets
     finally:
-        server.stdin.close()
-        server.wait(timeout=30)
+        _stop(servers)
     total = sum(int(f["sent"]) for f in results.values()) + 1_000
     print(f"server received {received} of {total} messages, {size / received / 1024:.0f} KiB each")
     one = results[(10_000, 1)]["rate"]
@@ -188,6 +235,7 @@ def main() -> None:
         f"({many / one:.2f}x); the sender alone could do {1000 / cpu:.0f} msg/s per CPU"
     )
     print(f"peak memory, 10,000 vs 2,000 subscribers: {growth:+.1f} MB")
+    with_latency()
 
 
 if __name__ == "__main__":

@@ -69,6 +69,8 @@ class Tally:
     resent_in_doubt: int = 0
     failed: list[Failure] = field(default_factory=list)
     deferred: list[Failure] = field(default_factory=list)
+    # A dry run: `written` lists the .eml files, nothing was sent.
+    dry_run: bool = False
     written: list[Path] = field(default_factory=list)
     # Things worth saying that did not stop the run (skipped subscriber rows).
     notes: list[str] = field(default_factory=list)
@@ -78,7 +80,7 @@ class Tally:
         return not self.failed and not self.deferred
 
     def summary(self) -> str:
-        parts = [f"sent {self.sent}" if not self.written else f"wrote {len(self.written)}"]
+        parts = [f"wrote {len(self.written)}" if self.dry_run else f"sent {self.sent}"]
         if self.failed:
             parts.append(f"{len(self.failed)} failed permanently")
         if self.deferred:
@@ -86,9 +88,6 @@ class Tally:
         if self.skipped:
             parts.append(f"{self.skipped} skipped (nothing in their categories)")
         return ", ".join(parts)
-
-
-# -- one SMTP connection --------------------------------------------------------------------------
 
 
 # -- the engine ---------------------------------------------------------------------------------
@@ -360,7 +359,7 @@ def send(
         )
     listed = {s.key: s for s in subscribers.subscribers}
     refs = [DigestRef(d.id, d.date) for d in ctx.digests]
-    tally = Tally()
+    tally = Tally(dry_run=outbox is not None)
     messages = Messages(settings, digests, now=now)
     if outbox is not None:
         with ledger.preview():
@@ -508,7 +507,7 @@ def send_test(
     if data is None:
         raise DeliveryError(f"digest {chosen} has no papers to send")
     if outbox is not None:
-        tally = Tally()
+        tally = Tally(dry_run=True)
         write_outbox([job], lambda _: data, outbox, tally)
         return str(tally.written[0])
     transport = Transport(settings.smtp)

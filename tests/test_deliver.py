@@ -665,3 +665,27 @@ def test_a_send_with_nothing_new_returns_without_loading_anything(
     assert (first.sent, again.sent, third.sent) == (2, 0, 1)
     assert len(loads) == 2
     assert smtp_server.handler.copies()["newcomer@example.org"] == 1
+
+
+def test_a_long_unsubscribe_link_stays_one_raw_url_in_list_unsubscribe(
+    smtp_server: SmtpServer, tmp_path: Path, newest: Digest
+) -> None:
+    """The email package would fold it into RFC 2047 encoded words, which no client follows."""
+    template = (
+        "https://newsletters.digest.example.org/lists/ml-digest/unsubscribe/one-click"
+        "?token={token}"
+    )
+    settings = delivery_settings(tmp_path, smtp_server, unsubscribe_url=template)
+
+    _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(2)))
+
+    for received in smtp_server.handler.received:
+        head = received.data.split(b"\r\n\r\n", 1)[0].decode("ascii")
+        field = head.split("\r\nList-Unsubscribe: ", 1)[1].split("\r\nList-Unsubscribe-Post")[0]
+        assert "=?" not in field
+        url = field.split("\r\n ")[1].strip("<>")
+        assert url.startswith("https://newsletters.digest.example.org/lists/")
+        token = url.split("token=", 1)[1]
+        assert verify_token(token, list_id=settings.newsletter.list_id, secret=SECRET) == (
+            received.recipients[0]
+        )
