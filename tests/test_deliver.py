@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -689,3 +690,22 @@ def test_a_long_unsubscribe_link_stays_one_raw_url_in_list_unsubscribe(
         assert verify_token(token, list_id=settings.newsletter.list_id, secret=SECRET) == (
             received.recipients[0]
         )
+
+
+def test_a_server_that_stops_answering_times_out_and_the_message_is_retried(
+    smtp_server: SmtpServer, tmp_path: Path, newest: Digest
+) -> None:
+    settings = delivery_settings(tmp_path, smtp_server)
+    settings = replace(settings, smtp=replace(settings.smtp, timeout=0.3))
+    gate = Gate("RCPT", number=1)
+    smtp_server.handler.gate = gate
+    threading.Timer(1.0, gate.released.set).start()
+
+    tally = _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(2)))
+
+    assert tally.sent == 2 and tally.ok
+    assert smtp_server.handler.copies() == {"reader0@example.org": 1, "reader1@example.org": 1}
+    ledger = Ledger.open(settings.paths.state)
+    attempts = {e.recipient: e.attempts for e in ledger.entries()}
+    ledger.close()
+    assert attempts == {"reader0@example.org": 2, "reader1@example.org": 1}
