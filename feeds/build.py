@@ -18,6 +18,7 @@ The order of a build is what makes it safe to kill and cheap to repeat:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from zoneinfo import ZoneInfo
 
 import feeds
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from feeds.model import BuildContext, Digest, Item, Link, Paper
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 PACKAGE_DIR = Path(feeds.__file__).resolve().parent
 # Links, best first, for an entry's primary link once sightings are merged.
 _PRIMARY_KINDS = ("arxiv", "openreview")
@@ -423,7 +425,7 @@ _RENDER_CHUNK = 64
 _PARALLEL_FROM = 24
 
 
-def _chunks(items: list[Digest], size: int) -> Iterator[list[Digest]]:
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -461,7 +463,7 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("forkserver" if "forkserver" in methods else None)
         if "forkserver" in methods:
-            context.set_forkserver_preload(["feeds.newsletter"])
+            context.set_forkserver_preload(["feeds.newsletter", "feeds.parse"])
         pool = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=context,
@@ -561,26 +563,33 @@ def _read_digests(
     light = state.load_digests(conn, fresh, light=True)
     failed: set[str] = set()
     first_seen: dict[str, datetime] = {}
-    parsed_now: list[tuple[Digest, datetime]] = []
     for content_hash in sorted(present):
-        path = sources[content_hash]
         if content_hash in rows:
             first_seen[content_hash] = rows[content_hash].first_seen
         else:
             first_seen[content_hash] = _inherited_first_seen(
-                path.name, files_before, rows, present
+                sources[content_hash].name, files_before, rows, present
             ) or now
-        if content_hash in light:
-            continue
-        digest = _parse(path, tz, report)
-        if digest is None:
-            failed.add(content_hash)
-            continue
-        digest = replace(digest, content_hash=content_hash)
-        parsed_now.append((digest, first_seen[content_hash]))
-        light[content_hash] = state.lighten(digest)
-        report.parsed.append(str(path))
-        report.warnings += [f"{digest.source}:{w.line}: {w.message}" for w in digest.warnings]
+    stale = [h for h in sorted(present) if h not in light]
+    results = _parse_all([sources[h] for h in stale], tz)
+    # Committed every few hundred digests: a killed first build keeps what it parsed.
+    pairs = zip(stale, results, strict=True)
+    while batch := list(itertools.islice(pairs, 256)):
+        with state.transaction(conn):
+            for content_hash, (digest, error) in batch:
+                if digest is None:
+                    report.errors.append(error or f"{sources[content_hash]}: cannot parse")
+                    failed.add(content_hash)
+                    continue
+                digest = replace(digest, content_hash=content_hash)
+                state.save_digest(
+                    conn, digest, first_seen=first_seen[content_hash], parser=parser_fp
+                )
+                light[content_hash] = state.lighten(digest)
+                report.parsed.append(str(sources[content_hash]))
+                report.warnings += [
+                    f"{digest.source}:{w.line}: {w.message}" for w in digest.warnings
+                ]
 
     # A file edited into something unparseable keeps its last good version published.
     for name, row in files.items():
@@ -596,8 +605,6 @@ def _read_digests(
     digests, assigned = _resolve(light, first_seen, rows, tz)
     with state.transaction(conn):
         state.save_file_rows(conn, files, files_before)
-        for digest, seen in parsed_now:
-            state.save_digest(conn, digest, first_seen=seen, parser=parser_fp)
         for content_hash in failed:
             state.record_first_seen(conn, content_hash, first_seen[content_hash])
         state.assign_ids(
@@ -613,16 +620,25 @@ def _read_digests(
     return _Inputs(digests, sorted(light), resolved, tz)
 
 
-def _parse(path: Path, tz: ZoneInfo, report: BuildReport) -> Digest | None:
+def _parse_all(paths: list[Path], tz: ZoneInfo) -> Iterator[tuple[Digest | None, str | None]]:
+    """(digest, None) or (None, error) per path, in order; on every core when there are many."""
+    workers = min(os.cpu_count() or 1, 4)
+    if len(paths) < _PARALLEL_FROM or workers < 2:
+        for path in paths:
+            yield _parse(path, tz)
+        return
+    yield from _pool(workers).map(_parse, paths, [tz] * len(paths), chunksize=16)
+
+
+def _parse(path: Path, tz: ZoneInfo) -> tuple[Digest | None, str | None]:
     from feeds.parse import parse_file
 
     try:
-        return parse_file(path, tz=tz)
+        return parse_file(path, tz=tz), None
     except FeedsError as exc:
-        report.errors.append(str(exc))
+        return None, str(exc)
     except Exception as exc:  # a parser bug must not stop the other digests
-        report.errors.append(f"{path}: cannot parse: {exc!r}")
-    return None
+        return None, f"{path}: cannot parse: {exc!r}"
 
 
 def _inherited_first_seen(
