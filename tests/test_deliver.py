@@ -709,3 +709,29 @@ def test_a_server_that_stops_answering_times_out_and_the_message_is_retried(
     attempts = {e.recipient: e.attempts for e in ledger.entries()}
     ledger.close()
     assert attempts == {"reader0@example.org": 2, "reader1@example.org": 1}
+
+
+def test_a_sender_killed_at_an_unplanned_moment_never_sends_more_than_one_copy_twice(
+    built: Path, tmp_path: Path
+) -> None:
+    with running_server() as server:
+        root = _project(built, tmp_path, server, people=12)
+        server.handler.delay = 0.03
+        sender = _sender(root)
+        deadline = time.monotonic() + 30
+        while len(server.handler.received) < 5 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        sender.send_signal(signal.SIGKILL)
+        sender.wait()
+        killed_after = len(server.handler.received)
+        restarted = _sender(root)
+        _, err = restarted.communicate(timeout=60)
+        assert restarted.returncode == 0, err.decode()
+        copies = server.handler.copies()
+        twice = [r for r, n in copies.items() if n > 1]
+        ids = {m.message_id for r in twice for m in server.handler.for_recipient(r)}
+
+    assert 5 <= killed_after < 12
+    assert set(copies) == {f"reader{i}@example.org" for i in range(12)}
+    assert len(twice) <= 1 and max(copies.values()) <= 2
+    assert len(ids) == len(twice)
