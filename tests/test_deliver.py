@@ -735,3 +735,18 @@ def test_a_sender_killed_at_an_unplanned_moment_never_sends_more_than_one_copy_t
     assert set(copies) == {f"reader{i}@example.org" for i in range(12)}
     assert len(twice) <= 1 and max(copies.values()) <= 2
     assert len(ids) == len(twice)
+
+
+def test_progress_is_reported_up_to_the_total(
+    smtp_server: SmtpServer, tmp_path: Path, newest: Digest
+) -> None:
+    settings = delivery_settings(tmp_path, smtp_server)
+    smtp_server.handler.delay = 0.05
+    calls: list[tuple[int, int]] = []
+
+    _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(8)),
+         progress=lambda done, total: calls.append((done, total)))
+
+    assert calls[-1] == (8, 8)
+    assert len(calls) > 1 and all(total == 8 for _, total in calls)
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
