@@ -535,10 +535,15 @@ def check_sending(settings: Settings) -> None:
         raise ConfigError(
             f"[newsletter] from has no address: {settings.newsletter.sender!r}", path=where
         )
+    reply_to = settings.newsletter.reply_to
+    if reply_to and not isinstance(normalize_email(parseaddr(reply_to)[1]), str):
+        raise ConfigError(f"[newsletter] reply_to is not an address: {reply_to!r}", path=where)
 
 
 def envelope_sender(settings: Settings) -> str:
-    return parseaddr(settings.newsletter.sender)[1]
+    """The `MAIL FROM` address: the `From` address, if it is a plain one."""
+    address = parseaddr(settings.newsletter.sender)[1]
+    return address if isinstance(normalize_email(address), str) else ""
 
 
 def message_id(entry: Entry, settings: Settings) -> str:

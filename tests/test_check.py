@@ -138,3 +138,12 @@ def test_a_config_that_does_not_load_is_reported_with_its_line(tmp_path: Path) -
 
     assert result.exit_code == 1
     assert str(config) in result.output and "port must be an integer" in result.output
+
+
+def test_a_sender_or_reply_to_without_an_address_is_an_error(project: Path) -> None:
+    settings = _settings(project)
+    no_from = replace(settings, newsletter=replace(settings.newsletter, sender="Digest"))
+    bad_reply = replace(settings, newsletter=replace(settings.newsletter, reply_to="x@"))
+
+    assert any("from has no address" in f.message for f in check(no_from).errors)
+    assert any("reply_to is not an address" in f.message for f in check(bad_reply).errors)

@@ -143,3 +143,16 @@ def test_send_without_its_secret_explains_what_to_set(project: Path) -> None:
 
     assert result.exit_code == 1
     assert "FEEDS_UNSUBSCRIBE_SECRET" in result.output
+
+
+def test_run_still_sends_when_one_digest_is_bad_and_says_so_in_one_line(
+    project: Path, smtp_server: SmtpServer
+) -> None:
+    (project / "digests" / "2022-09-01.txt").write_bytes(b"")
+
+    result = _feeds(project, "run")
+
+    assert result.exit_code == 1
+    assert result.output.startswith("feeds run failed: build: ")
+    assert "2022-09-01.txt" in result.output and result.output.count("\n") == 1
+    assert smtp_server.handler.copies() == {"ada@example.org": 1, "alan@example.com": 1}
