@@ -180,7 +180,10 @@ class Stencil:
 
     def _agrees(self) -> bool:
         """The fast path gives the message `compose` gives, boundary aside."""
-        token = "dGVzdA.c2lnbmF0dXJl" if self._template is not None else None
+        token = None
+        if self._template is not None:
+            list_id = self._settings.newsletter.list_id
+            token = make_token("check@example.org", list_id=list_id, secret="check")
         mid = "<check.0123456789abcdef@example.org>"
         return _same_message(
             self.fill(to=_CHECK_TO, message_id=mid, token=token),
