@@ -517,6 +517,14 @@ def test_make_run_says_what_it_wrote(tmp_path: Path, inputs: Path) -> None:
     assert quiet_run.exit_code == 0 and quiet_run.output == ""
 
 
+def test_a_missing_input_folder_is_one_clear_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "feeds.toml", tmp_path / "nowhere", tmp_path / "out")
+    result = CliRunner().invoke(cli, ["--config", str(config), "build"])
+    assert result.exit_code == 1
+    assert "the input folder does not exist" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_the_build_command_has_help_with_an_example() -> None:
     result = CliRunner().invoke(cli, ["build", "--help"])
     assert result.exit_code == 0
