@@ -362,10 +362,12 @@ def send(
     tally = Tally(dry_run=outbox is not None)
     messages = Messages(settings, digests, now=now)
     if outbox is not None:
+        # Listed, then rolled back before any file is written: the preview's transaction must
+        # not keep a real send or a build waiting for the database.
         with ledger.preview():
             _plan(ledger, refs, listed, digest_id, tally, log)
-            jobs = _jobs(ledger, digests, listed, settings, digest_id, record=False)
-            write_outbox(jobs, messages.build, outbox, tally)
+            jobs = list(_jobs(ledger, digests, listed, settings, digest_id, record=False))
+        write_outbox(jobs, messages.build, outbox, tally)
         return tally
     _plan(ledger, refs, listed, digest_id, tally, log)
     return deliver(
