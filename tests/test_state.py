@@ -98,6 +98,19 @@ def test_a_parsed_digest_survives_the_cache_unchanged(tmp_path: Path) -> None:
     assert rows[digest.content_hash].parser == "p1"
 
 
+def test_a_cached_digest_from_another_model_version_still_loads() -> None:
+    import json
+
+    digest = sample_digest()
+    data = json.loads(state.digest_to_json(digest))
+    data["items"][0]["a_field_from_the_future"] = 1
+    assert state.digest_from_json(json.dumps(data)) == digest
+    light = state.lighten(digest)
+    assert state.digest_from_json(state.digest_to_json(light)) == light
+    assert light.items[0].summary_zh is None and light.items[0].links == ()
+    assert light.items[0].key == digest.items[0].key and light.items[0].starred
+
+
 def test_first_seen_is_recorded_once_and_never_moves(tmp_path: Path) -> None:
     conn = state.connect(tmp_path / "feeds.sqlite3")
     try:
