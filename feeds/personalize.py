@@ -206,7 +206,7 @@ def raw_list_unsubscribe(message: bytes) -> bytes:
         value = " ".join(raw.split(b":", 1)[1].decode("ascii", "replace").split())
         text = str(make_header(decode_header(value)))
         urls = re.findall(r"<[^<>\s]+>", text)
-        if urls and all(url.isascii() for url in urls):
+        if urls and text.count("<") == len(urls) and all(url.isascii() for url in urls):
             fields[i] = (name, ("List-Unsubscribe: " + ",\r\n ".join(urls) + "\r\n").encode())
     return b"".join(raw for _, raw in fields) + b"\r\n" + body
 

@@ -228,14 +228,13 @@ def delivery_settings(
         state=root / "state" / "feeds.sqlite3",
         subscribers=root / "subscribers.csv",
     )
-    smtp_settings = replace(
-        base.smtp,
-        host=server.host if server else "127.0.0.1",
-        port=server.port if server else free_port(),
-        security="none",
-        timeout=5.0,
-        **smtp,
-    )
+    defaults: dict[str, Any] = {
+        "host": server.host if server else "127.0.0.1",
+        "port": server.port if server else free_port(),
+        "security": "none",
+        "timeout": 5.0,
+    }
+    smtp_settings = replace(base.smtp, **{**defaults, **smtp})
     newsletter = replace(base.newsletter, unsubscribe_url=unsubscribe_url)
     return replace(
         base, paths=paths, smtp=smtp_settings, newsletter=newsletter, unsubscribe_secret=secret

@@ -442,41 +442,6 @@ def test_header_injection_through_a_name_or_a_title_is_impossible(
         assert b"\r\nBcc" not in head
 
 
-def test_the_fast_path_builds_the_message_compose_would_for_awkward_names(
-    tmp_path: Path, newest: Digest
-) -> None:
-    from email import message_from_bytes, policy
-
-    settings = delivery_settings(tmp_path, None)
-    people = parse_subscribers(
-        "email,name,categories\n"
-        'a@example.org,"Zoë ""Z"" O\'Brien, PhD",\n'
-        "b@example.org,张三 李四 王五 赵六 钱七 孙八 周九 吴十 郑十一 冯十二 陈十三 褚十四,\n"
-        f"c@example.org,{'x' * 150},\n"
-        "d@example.org,,\n"
-    )
-    messages = Messages(settings, {newest.id: newest}, now=NOW)
-    for person in people.subscribers:
-        job = Job(newest.id, person, f"<{newest.id}.abc@example.org>")
-        stencil = messages.stencil(job)
-        assert stencil is not None and stencil.fast
-        fast = message_from_bytes(messages.build(job) or b"", policy=policy.default)
-        token = str(fast["List-Unsubscribe"]).rsplit("token=", 1)[1].rstrip(">")
-        full = message_from_bytes(
-            stencil._compose(person.address, job.message_id, token), policy=policy.default
-        )
-        assert [(k, _words(v)) for k, v in fast.items() if k != "Content-Type"] == [
-            (k, _words(v)) for k, v in full.items() if k != "Content-Type"
-        ]
-        assert [p.get_content() for p in fast.iter_parts()] == [  # type: ignore[attr-defined]
-            p.get_content() for p in full.iter_parts()  # type: ignore[attr-defined]
-        ]
-
-
-def _words(value: object) -> str:
-    return " ".join(str(value).split())
-
-
 # -- categories --------------------------------------------------------------------------------
 
 

@@ -1,0 +1,107 @@
+"""One rendering per category set, one message per recipient, byte for byte what compose gives."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from conftest import SAMPLE_DIGESTS
+from smtp_fixtures import delivery_settings
+
+from feeds.model import Digest
+from feeds.parse import parse_file
+from feeds.personalize import Job, Messages, raw_list_unsubscribe
+from feeds.subscribers import parse_subscribers
+
+NOW = datetime(2022, 8, 14, 7, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def digest() -> Digest:
+    parsed = parse_file(SAMPLE_DIGESTS / "2022-08-13.txt", tz=ZoneInfo("Asia/Shanghai"))
+    return replace(parsed, items=parsed.items[:8])
+
+
+def _words(value: object) -> str:
+    return " ".join(str(value).split())
+
+
+@pytest.mark.parametrize("template", [None, "https://digest.example.org/u?token={token}"])
+def test_the_fast_path_builds_the_message_compose_would_for_awkward_names(
+    tmp_path: Path, digest: Digest, template: str | None
+) -> None:
+    settings = delivery_settings(tmp_path, None, unsubscribe_url=template)
+    people = parse_subscribers(
+        "email,name,categories\n"
+        'a@example.org,"Zoë ""Z"" O\'Brien, PhD",\n'
+        "b@example.org,张三 李四 王五 赵六 钱七 孙八 周九 吴十 郑十一 冯十二 陈十三 褚十四,CV\n"
+        f"c@example.org,{'x' * 150},\n"
+        "d@example.org,,\n"
+    )
+    messages = Messages(settings, {digest.id: digest}, now=NOW)
+    for person in people.subscribers:
+        job = Job(digest.id, person, f"<{digest.id}.abc@example.org>")
+        stencil = messages.stencil(job)
+        assert stencil is not None and stencil.fast
+        fast = message_from_bytes(messages.build(job) or b"", policy=policy.default)
+        token = None
+        if template:
+            token = str(fast["List-Unsubscribe"]).rsplit("token=", 1)[1].rstrip(">")
+        full = message_from_bytes(
+            stencil._compose(person.address, job.message_id, token), policy=policy.default
+        )
+        assert [(k, _words(v)) for k, v in fast.items() if k != "Content-Type"] == [
+            (k, _words(v)) for k, v in full.items() if k != "Content-Type"
+        ]
+        assert [p.get_content() for p in fast.iter_parts()] == [  # type: ignore[attr-defined]
+            p.get_content() for p in full.iter_parts()  # type: ignore[attr-defined]
+        ]
+
+
+def test_a_category_set_is_rendered_once_however_it_is_spelt(
+    tmp_path: Path, digest: Digest
+) -> None:
+    settings = delivery_settings(tmp_path, None)
+    people = parse_subscribers("email,name,categories\na@example.org,,CV\nb@example.org,,cv\n")
+    messages = Messages(settings, {digest.id: digest}, now=NOW)
+
+    stencils = {id(messages.stencil(Job(digest.id, p, "<x@example.org>"))) for p in
+                people.subscribers}
+
+    assert len(stencils) == 1
+
+
+def test_a_subscriber_whose_categories_are_not_in_the_digest_gets_nothing(
+    tmp_path: Path, digest: Digest
+) -> None:
+    settings = delivery_settings(tmp_path, None)
+    (robots,) = parse_subscribers("email,name,categories\nr@example.org,,RO\n").subscribers
+
+    assert Messages(settings, {digest.id: digest}, now=NOW).build(
+        Job(digest.id, robots, "<x@example.org>")
+    ) is None
+
+
+def test_list_unsubscribe_urls_are_written_raw_one_per_line() -> None:
+    encoded = (
+        b"Subject: x\r\nList-Unsubscribe: <mailto:u@example.org?subject=unsubscribe>, \r\n"
+        b" =?utf-8?q?=3Chttps=3A//d=2Eexample=2Eorg/u=3Ftoken=3DabcDEF?=\r\n"
+        b" =?utf-8?q?-=5Fghi=2Ejkl=3E?=\r\nMIME-Version: 1.0\r\n\r\nbody\r\n"
+    )
+
+    fixed = raw_list_unsubscribe(encoded)
+
+    assert fixed == (
+        b"Subject: x\r\nList-Unsubscribe: <mailto:u@example.org?subject=unsubscribe>,\r\n"
+        b" <https://d.example.org/u?token=abcDEF-_ghi.jkl>\r\nMIME-Version: 1.0\r\n\r\nbody\r\n"
+    )
+
+
+def test_a_list_unsubscribe_it_cannot_read_is_left_as_it_was() -> None:
+    odd = b"List-Unsubscribe: <mailto:u@example.org>, <https://d.example.org/a b>\r\n\r\nx"
+
+    assert raw_list_unsubscribe(odd) == odd

@@ -1,0 +1,123 @@
+"""One SMTP connection against a real server: replies sorted, connection kept or re-opened."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from smtp_fixtures import SmtpServer, delivery_settings, smtp_server
+
+from feeds.errors import DeliveryError
+from feeds.transport import MAX_RETRY_DELAY, Transport, backoff, scrub
+
+__all__ = ["smtp_server"]
+MESSAGE = b"Subject: hello\r\nTo: a@example.org\r\n\r\nbody\r\n.leading dot\r\n"
+
+
+def _transport(server: SmtpServer | None, tmp_path: Path, **smtp: object) -> Transport:
+    return Transport(delivery_settings(tmp_path, server, **smtp).smtp, retry_delay=0.01)
+
+
+def _send(transport: Transport, rcpt: str, data: bytes = MESSAGE) -> tuple[str, str, int]:
+    marks: list[str] = []
+    result = transport.send("digest@example.org", rcpt, data, lambda: marks.append(rcpt))
+    return result.outcome, result.reply, len(marks)
+
+
+def test_accepted_data_is_sent_and_the_mark_comes_before_it(
+    smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    transport = _transport(smtp_server, tmp_path)
+
+    outcome, reply, marks = _send(transport, "a@example.org")
+    transport.close()
+
+    assert (outcome, reply, marks) == ("sent", "250 2.0.0 Queued", 1)
+    (received,) = smtp_server.handler.received
+    assert received.data.endswith(b"\r\n.leading dot\r\n")
+
+
+def test_bare_line_feeds_go_out_as_crlf(smtp_server: SmtpServer, tmp_path: Path) -> None:
+    transport = _transport(smtp_server, tmp_path)
+
+    _send(transport, "a@example.org", MESSAGE.replace(b"\r\n", b"\n"))
+    transport.close()
+
+    assert smtp_server.handler.received[0].data == MESSAGE
+
+
+def test_a_4xx_is_temporary_a_5xx_permanent_and_neither_reaches_data(
+    smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    smtp_server.handler.rcpt_temporary = {"busy@example.org": 1}
+    smtp_server.handler.rejected = {"gone@example.org"}
+    transport = _transport(smtp_server, tmp_path)
+
+    busy = _send(transport, "busy@example.org")
+    gone = _send(transport, "gone@example.org")
+    fine = _send(transport, "a@example.org")
+    transport.close()
+
+    assert busy == ("temporary", "RCPT: 451 4.2.0 Mailbox busy, try again later", 0)
+    assert gone == ("permanent", "RCPT: 550 5.1.1 No such user here", 0)
+    assert fine[0] == "sent"
+    assert smtp_server.handler.connections == 1
+
+
+def test_a_421_closes_the_connection_and_the_next_message_opens_a_new_one(
+    smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    smtp_server.handler.close_after = 1
+    transport = _transport(smtp_server, tmp_path)
+
+    results = [_send(transport, f"r{i}@example.org")[0] for i in range(3)]
+    transport.close()
+
+    assert results == ["sent", "temporary", "sent"]
+    assert smtp_server.handler.connections == 2
+
+
+def test_a_refused_sender_stops_everything(smtp_server: SmtpServer, tmp_path: Path) -> None:
+    async def refuse(*_: object) -> str:
+        return "553 5.7.1 Sender not allowed"
+
+    smtp_server.handler.handle_MAIL = refuse  # type: ignore[method-assign]
+    transport = _transport(smtp_server, tmp_path)
+
+    with pytest.raises(DeliveryError, match=r"refused the sender digest@example\.org"):
+        _send(transport, "a@example.org")
+    transport.close()
+
+
+def test_an_unreachable_server_is_reported_then_given_up(tmp_path: Path) -> None:
+    transport = _transport(None, tmp_path, max_attempts=3)
+
+    first = _send(transport, "a@example.org")
+    second = _send(transport, "a@example.org")
+    with pytest.raises(DeliveryError, match=r"cannot connect .* after 3 tries"):
+        _send(transport, "a@example.org")
+
+    assert first[0] == second[0] == "unreachable"
+
+
+def test_starttls_is_required_when_configured(smtp_server: SmtpServer, tmp_path: Path) -> None:
+    transport = _transport(smtp_server, tmp_path, security="starttls")
+
+    with pytest.raises(DeliveryError, match="does not offer STARTTLS"):
+        _send(transport, "a@example.org")
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    assert [backoff(1.0, n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert backoff(1.0, 30) == MAX_RETRY_DELAY
+
+
+def test_the_password_and_its_auth_encodings_are_scrubbed() -> None:
+    import base64
+
+    plain = base64.b64encode(b"\0mailer\0hunter2").decode()
+    login = base64.b64encode(b"hunter2").decode()
+    text = f"535 bad: hunter2 {plain} {login}"
+
+    assert scrub(text, "hunter2", "mailer") == "535 bad: *** *** ***"
+    assert scrub(text, None) == text
