@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import REGENERATE, ROOT, SAMPLE_DIGESTS
+from conftest import IN_CI, REGENERATE, ROOT, SAMPLE_DIGESTS
 from lxml import etree
 from lxml import html as lxml_html
 
@@ -177,3 +181,61 @@ def test_an_empty_site_still_renders() -> None:
     assert set(pages) == {"index.html", "feeds.opml", "feeds/all.html", "feeds/starred.html"}
     lxml_html.fromstring(pages["index.html"])
     etree.fromstring(pages["feeds.opml"])
+
+
+# -- in a real browser -----------------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A page of a headless Chromium with a fresh profile, 375 px wide like a small phone."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - the test extra installs it
+        sync_playwright = None
+    if sync_playwright is None or shutil.which(str(CHROMIUM)) is None:
+        reason = f"the phone-width check needs playwright and {CHROMIUM}"
+        if IN_CI:
+            pytest.fail(f"{reason}; CI must run the browser tests")
+        pytest.skip(reason)
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True,
+            viewport={"width": 375, "height": 800}, java_script_enabled=True,
+        )
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(
+    "name", ["index.html", "feeds/cv.html", "feeds/all.html"], ids=["index", "cv", "all"]
+)
+def test_pages_fit_a_phone_screen_without_sideways_scrolling(
+    browser_page: Any, pages: dict[str, bytes], tmp_path: Path, name: str,
+    artifacts_dir: Path,
+) -> None:
+    for rel, data in pages.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    browser_page.goto((tmp_path / name).as_uri())
+    width = browser_page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375
+    # Every paper title is on screen horizontally, and the page ran no script of its own.
+    boxes = browser_page.evaluate(
+        "[...document.querySelectorAll('article .title')].map(e => e.getBoundingClientRect())"
+        ".map(b => [b.left, b.right])"
+    )
+    assert all(left >= 0 and right <= 375 for left, right in boxes)
+    assert browser_page.evaluate("document.scripts.length") == 0
+    browser_page.screenshot(path=str(artifacts_dir / f"{name.replace('/', '-')}.png"),
+                            full_page=False)
