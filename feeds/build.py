@@ -126,6 +126,7 @@ def build(
                 _full_build(conn, settings, now, log, report, world, force)
             finally:
                 conn.close()
+                _close_pool()
             state.write_stamp(
                 paths.state,
                 {
@@ -462,7 +463,7 @@ _POOL: list[ProcessPoolExecutor] = []
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
-    """One pool of render workers per build process, shut down at exit."""
+    """One pool of workers per build, for parsing and rendering; closed when the build ends."""
     if not _POOL:
         import atexit
         import multiprocessing
@@ -481,6 +482,12 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         atexit.register(pool.shutdown)
         _POOL.append(pool)
     return _POOL[0]
+
+
+def _close_pool() -> None:
+    """Render workers hold memory; `feeds run` goes on to send, so let them go now."""
+    while _POOL:
+        _POOL.pop().shutdown()
 
 
 def _watch_parent(parent: int) -> None:
