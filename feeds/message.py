@@ -27,7 +27,35 @@ from feeds.errors import ConfigError
 if TYPE_CHECKING:
     from feeds.newsletter import Newsletter
 
-POLICY = email.policy.SMTP
+
+
+class _ListPolicy(email.policy.EmailPolicy):
+    """The SMTP policy, except that List-Unsubscribe is folded between its URLs, never inside.
+
+    The email package folds a line that is too long by turning the long word into RFC 2047
+    encoded words, and a personal unsubscribe link always is that long. Mail clients read
+    List-Unsubscribe raw (RFC 2369: angle-bracketed URLs), so an encoded link is no link; a URL
+    on a line of its own stays well under SMTP's 998-character limit.
+    """
+
+    def fold(self, name: str, value: str) -> str:
+        if name.lower() == "list-unsubscribe":
+            return self._fold_urls(name, value)
+        folded: str = super().fold(name, value)
+        return folded
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        if name.lower() == "list-unsubscribe":
+            return self._fold_urls(name, value).encode("ascii")
+        folded: bytes = super().fold_binary(name, value)
+        return folded
+
+    def _fold_urls(self, name: str, value: str) -> str:
+        urls = re.findall(r"<[!-;=?-~]+>", str(value))
+        return f"{name}: " + f",{self.linesep} ".join(urls) + self.linesep
+
+
+POLICY = _ListPolicy(linesep="\r\n")
 # Anything a header must not carry: line breaks (header injection) and other control characters.
 _HEADER_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+")
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9.\-]+")

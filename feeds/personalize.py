@@ -8,11 +8,9 @@ each recipient's message is made from that rendering.
 from __future__ import annotations
 
 import binascii
-import re
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime
-from email.header import decode_header, make_header
 from typing import TYPE_CHECKING, Any
 
 from feeds.config import Settings
@@ -159,7 +157,7 @@ class Stencil:
             newsletter, self._settings, to=to, unsubscribe_url=url, message_id=message_id,
             date=self._date,
         )
-        return raw_list_unsubscribe(as_bytes(msg))
+        return as_bytes(msg)
 
     def _prepare(self) -> bool:
         names = [name for name, _ in self._headers]
@@ -189,26 +187,6 @@ class Stencil:
             self.fill(to=_CHECK_TO, message_id=mid, token=token),
             self._compose(_CHECK_TO, mid, token),
         )
-
-
-def raw_list_unsubscribe(message: bytes) -> bytes:
-    """The message with each `<URL>` of List-Unsubscribe written as is, one per line.
-
-    The email package folds a header line that is too long by turning the long word into
-    RFC 2047 encoded words, and a personal unsubscribe link always is too long. Mail clients
-    read List-Unsubscribe raw (RFC 2369 angle-bracketed URLs), so an encoded link is no link.
-    """
-    head, _, body = message.partition(b"\r\n\r\n")
-    fields = _split_headers(head + b"\r\n")
-    for i, (name, raw) in enumerate(fields):
-        if name != "list-unsubscribe":
-            continue
-        value = " ".join(raw.split(b":", 1)[1].decode("ascii", "replace").split())
-        text = str(make_header(decode_header(value)))
-        urls = re.findall(r"<[^<>\s]+>", text)
-        if urls and text.count("<") == len(urls) and all(url.isascii() for url in urls):
-            fields[i] = (name, ("List-Unsubscribe: " + ",\r\n ".join(urls) + "\r\n").encode())
-    return b"".join(raw for _, raw in fields) + b"\r\n" + body
 
 
 def _split_headers(head: bytes) -> list[tuple[str, bytes]]:

@@ -92,6 +92,20 @@ def test_an_https_unsubscribe_link_adds_one_click_unsubscribe() -> None:
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
+def test_a_long_personal_unsubscribe_link_is_written_raw_on_a_line_of_its_own() -> None:
+    # A signed per-recipient token makes the link longer than a folded header line; the email
+    # package would turn it into RFC 2047 encoded words, which no mail client follows.
+    url = "https://digest.example.org/unsubscribe?token=" + "aB3-_" * 30
+    raw = message.as_bytes(message.compose(make_letter(), SETTINGS, unsubscribe_url=url))
+    head = raw.partition(b"\r\n\r\n")[0].decode("ascii")
+
+    assert f"\r\n <{url}>\r\n" in head
+    assert "=?" not in head.split("List-Unsubscribe:", 1)[1].split("\r\nList-Unsubscribe-Post")[0]
+    assert round_trip(message.compose(make_letter(), SETTINGS, unsubscribe_url=url))[
+        "List-Unsubscribe"
+    ] == f"<mailto:unsubscribe@example.org?subject=unsubscribe>, <{url}>"
+
+
 def test_a_plain_http_unsubscribe_link_is_not_offered_for_one_click() -> None:
     msg = message.compose(make_letter(), SETTINGS, unsubscribe_url="http://insecure.example/u")
     assert round_trip(msg)["List-Unsubscribe-Post"] is None

@@ -14,7 +14,7 @@ from smtp_fixtures import delivery_settings
 
 from feeds.model import Digest
 from feeds.parse import parse_file
-from feeds.personalize import Job, Messages, raw_list_unsubscribe
+from feeds.personalize import Job, Messages
 from feeds.subscribers import parse_subscribers
 
 NOW = datetime(2022, 8, 14, 7, 0, tzinfo=UTC)
@@ -84,24 +84,3 @@ def test_a_subscriber_whose_categories_are_not_in_the_digest_gets_nothing(
     assert Messages(settings, {digest.id: digest}, now=NOW).build(
         Job(digest.id, robots, "<x@example.org>")
     ) is None
-
-
-def test_list_unsubscribe_urls_are_written_raw_one_per_line() -> None:
-    encoded = (
-        b"Subject: x\r\nList-Unsubscribe: <mailto:u@example.org?subject=unsubscribe>, \r\n"
-        b" =?utf-8?q?=3Chttps=3A//d=2Eexample=2Eorg/u=3Ftoken=3DabcDEF?=\r\n"
-        b" =?utf-8?q?-=5Fghi=2Ejkl=3E?=\r\nMIME-Version: 1.0\r\n\r\nbody\r\n"
-    )
-
-    fixed = raw_list_unsubscribe(encoded)
-
-    assert fixed == (
-        b"Subject: x\r\nList-Unsubscribe: <mailto:u@example.org?subject=unsubscribe>,\r\n"
-        b" <https://d.example.org/u?token=abcDEF-_ghi.jkl>\r\nMIME-Version: 1.0\r\n\r\nbody\r\n"
-    )
-
-
-def test_a_list_unsubscribe_it_cannot_read_is_left_as_it_was() -> None:
-    odd = b"List-Unsubscribe: <mailto:u@example.org>, <https://d.example.org/a b>\r\n\r\nx"
-
-    assert raw_list_unsubscribe(odd) == odd
