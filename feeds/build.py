@@ -113,7 +113,11 @@ def build(
     with state.locked(paths.state, wait=wait):
         world = _world(settings, _scan_inputs(paths.input))
         last = state.read_stamp(paths.state)
-        if not force and last.get("stamp") == _stamp(world, paths.output):
+        if (
+            not force
+            and last.get("stamp") == _stamp(world, paths.output)
+            and paths.state.exists()
+        ):
             report.noop = True
             report.digests = int(last.get("digests", 0))
             report.papers = int(last.get("papers", 0))

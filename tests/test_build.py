@@ -201,6 +201,21 @@ def test_a_removed_digest_takes_its_newsletter_files_with_it(
     }
 
 
+def test_a_lost_state_database_makes_the_next_build_a_real_one(
+    tmp_path: Path, inputs: Path
+) -> None:
+    settings = settings_for(tmp_path, inputs)
+    build(settings, now=NOW, log=quiet)
+    before = contents(settings.paths.output)
+    settings.paths.state.unlink()
+
+    report = build(settings, now=NOW, log=quiet)
+    assert not report.noop and report.written == []
+    assert len(report.parsed) == 5
+    assert contents(settings.paths.output) == before
+    assert len(load_context(settings, now=NOW).digests) == 5
+
+
 def test_a_deleted_output_file_is_restored_by_the_next_build(
     tmp_path: Path, inputs: Path
 ) -> None:
