@@ -749,12 +749,18 @@ class _Sighting:
     keeps its position in its digest, so it can be swapped for the full item later.
     """
 
-    __slots__ = ("first", "later", "order", "position", "seen", "title")
+    __slots__ = ("first", "guid", "later", "order", "position", "seen", "title")
 
     def __init__(
-        self, item: Item, seen: datetime, order: tuple[int, int], title: str, position: int
+        self,
+        item: Item,
+        seen: datetime,
+        order: tuple[float, int, int],
+        title: str,
+        position: int,
     ) -> None:
         self.first = item
+        self.guid = item.guid
         self.position = position
         self.seen = seen
         self.order = order
@@ -793,13 +799,13 @@ class _Sighting:
                 titles.append(title)
         return titles
 
-    def paper(self, guid: str) -> Paper:
-        from feeds.model import Paper
-
+    def paper(self, paper: type[Paper]) -> Paper:
+        """The assembled paper (`paper` is the model's class, passed to keep imports lazy)."""
+        guid = self.guid
         first = self.first
         if self.later is None:
             item = first if guid == first.guid else replace(first, guid=guid)
-            return Paper(item=item, first_seen=self.seen, digest_ids=(first.digest_id,))
+            return paper(item=item, first_seen=self.seen, digest_ids=(first.digest_id,))
         digest_ids = [first.digest_id]
         links: list[Link] = list(first.links)
         hrefs = {link.href for link in links}
@@ -833,7 +839,7 @@ class _Sighting:
             if primary and primary != first.url:
                 changes["url"] = primary
         item = replace(first, **changes) if changes else first  # type: ignore[arg-type]
-        return Paper(item=item, first_seen=self.seen, digest_ids=tuple(digest_ids))
+        return paper(item=item, first_seen=self.seen, digest_ids=tuple(digest_ids))
 
 
 def _primary_url(links: list[Link]) -> str | None:
@@ -860,7 +866,7 @@ def assemble(
     `hydrate`, given the context, returns full versions of some digests (by id); papers sighted
     only in those are rebuilt from them, and those digests replace theirs in the context.
     """
-    from feeds.model import BuildContext
+    from feeds.model import BuildContext, Paper
     from feeds.parse import normalize_title
 
     chrono = sorted(digests, key=lambda d: (d.date, d.id))
@@ -870,11 +876,13 @@ def assemble(
     sightings: list[_Sighting] = []
     for index, digest in enumerate(chrono):
         assert digest.date is not None  # resolved by the build
+        # Newest first; ties by digest order (newest first), then position in the digest.
+        newest, rank = -digest.date.timestamp(), count - 1 - index
         for position, item in enumerate(digest.items):
             title = normalize_title(item.title or item.title_zh or "")
             found = by_key.get(item.key) or (by_title.get(title) if title else None)
             if found is None:
-                order = (count - 1 - index, position)
+                order = (newest, rank, position)
                 found = _Sighting(item, digest.date, order, title, position)
                 sightings.append(found)
             else:
@@ -884,7 +892,6 @@ def assemble(
                 by_title.setdefault(title, found)
 
     used: set[str] = set()
-    ranked = []
     records: Identities = ([], [], [])
     for sighting in sightings:
         first = sighting.first
@@ -892,36 +899,45 @@ def assemble(
         if guid in used:
             # Two papers the state once knew as one; the newcomer gets its own guid.
             guid = first.guid if first.guid not in used else (
-                f"tag:digest-feeds,2020:{first.key}#{sighting.order[0]}"
+                f"tag:digest-feeds,2020:{first.key}#{sighting.order[1]}"
             )
         used.add(guid)
-        ranked.append((-sighting.seen.timestamp(), sighting.order, guid, sighting))
+        sighting.guid = guid
         records[0].append((guid, sighting.seen, first.digest_id))
-        records[1].extend((key, guid) for key in sighting.all_keys())
-        records[2].extend((title, guid) for title in sighting.all_titles())
-    ranked.sort(key=lambda entry: (entry[0], entry[1]))
+        if sighting.later is None:
+            records[1].append((first.key, guid))
+            if sighting.title:
+                records[2].append((sighting.title, guid))
+        else:
+            records[1].extend((key, guid) for key in sighting.all_keys())
+            records[2].extend((title, guid) for title in sighting.all_titles())
+    sightings.sort(key=_order)
     newest_first = tuple(reversed(chrono))
     ctx = BuildContext(
-        digests=newest_first,
-        papers=tuple(sighting.paper(guid) for _, _, guid, sighting in ranked),
+        digests=newest_first, papers=tuple(sighting.paper(Paper) for sighting in sightings)
     )
     if hydrate is None:
         return ctx, records
     full = hydrate(ctx)
     papers = list(ctx.papers)
-    for n, (_, _, guid, sighting) in enumerate(ranked):
+    for n, sighting in enumerate(sightings):
         if sighting.hydrate(full):
-            papers[n] = sighting.paper(guid)
+            papers[n] = sighting.paper(Paper)
     hydrated = BuildContext(
         digests=tuple(full.get(d.id, d) for d in newest_first), papers=tuple(papers)
     )
     return hydrated, records
 
 
+def _order(sighting: _Sighting) -> tuple[float, int, int]:
+    return sighting.order
+
+
 def _published_guid(sighting: _Sighting, keys: dict[str, str], titles: dict[str, str]) -> str:
     if sighting.later is None:
-        found = keys.get(sighting.first.key) or (titles.get(sighting.title) if sighting.title
-                                                 else None)
+        found = keys.get(sighting.first.key)
+        if found is None and sighting.title:
+            found = titles.get(sighting.title)
         return found or sighting.first.guid
     for key in sighting.all_keys():
         if key in keys:

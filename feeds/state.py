@@ -400,12 +400,17 @@ def digest_from_json(text: str) -> Digest:
     )
 
 
+_ITEM_FIELDS: list[frozenset[str]] = []
+
+
 def _item_fields() -> frozenset[str]:
-    from dataclasses import fields
+    if not _ITEM_FIELDS:
+        from dataclasses import fields
 
-    from feeds.model import Item
+        from feeds.model import Item
 
-    return frozenset(f.name for f in fields(Item))
+        _ITEM_FIELDS.append(frozenset(f.name for f in fields(Item)))
+    return _ITEM_FIELDS[0]
 
 
 # -- the input stat cache --------------------------------------------------------------------
