@@ -90,6 +90,22 @@ def test_a_build_publishes_feeds_site_and_newsletters_for_every_sample(
     assert sorted(report.written) == sorted(contents(out))
 
 
+def test_newsletters_from_the_parse_cache_equal_newsletters_from_the_parser(
+    tmp_path: Path, inputs: Path
+) -> None:
+    from feeds.newsletter import render_issue_files
+    from feeds.parse import parse_file
+
+    settings = settings_for(tmp_path, inputs)
+    build(settings, now=NOW, log=quiet)
+    # The second build reads every digest back from the state's cache.
+    build(settings, now=NOW, log=quiet, force=True)
+    for path in sorted(inputs.glob("*.txt")):
+        digest = parse_file(path, tz=settings.site.tz)
+        for rel, data in render_issue_files(digest, settings).items():
+            assert (settings.paths.output / rel).read_bytes() == data, rel
+
+
 def test_building_twice_rewrites_nothing(tmp_path: Path, inputs: Path) -> None:
     settings = settings_for(tmp_path, inputs)
     build(settings, now=NOW, log=quiet)

@@ -52,6 +52,8 @@ def sample_digest() -> Digest:
         items=(item,),
         warnings=(ParseWarning(12, "stray line"),),
         content_hash="ab" * 32,
+        credit="爱可可爱生活",
+        links=(Link("other", "https://example.org/source"),),
     )
 
 
@@ -90,10 +92,12 @@ def test_a_parsed_digest_survives_the_cache_unchanged(tmp_path: Path) -> None:
     try:
         state.save_digest(conn, digest, first_seen=SEEN, parser="p1")
         loaded = state.load_digests(conn, [digest.content_hash, "missing"])
+        light = state.load_digests(conn, [digest.content_hash], light=True)
         rows = state.digest_rows(conn)
     finally:
         conn.close()
     assert loaded == {digest.content_hash: digest}
+    assert light == {digest.content_hash: state.lighten(digest)}
     assert rows[digest.content_hash].first_seen == SEEN
     assert rows[digest.content_hash].parser == "p1"
 
@@ -107,6 +111,7 @@ def test_a_cached_digest_from_another_model_version_still_loads() -> None:
     assert state.digest_from_json(json.dumps(data)) == digest
     light = state.lighten(digest)
     assert state.digest_from_json(state.digest_to_json(light)) == light
+    assert state.light_from_json(state.light_to_json(digest)) == light
     assert light.items[0].summary_zh is None and light.items[0].links == ()
     assert light.items[0].key == digest.items[0].key and light.items[0].starred
 
