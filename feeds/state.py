@@ -279,8 +279,8 @@ def load_digests(
 ) -> dict[str, Digest]:
     """The cached parsed digests for these content hashes (those that have one).
 
-    `light`: without summaries, abstracts and notes, which only the pages that show a paper
-    need; ten years of digests fit in memory this way.
+    `light`: as `lighten` makes them, without what only the pages that show a paper need;
+    ten years of digests fit in memory this way.
     """
     column = "light" if light else "parsed"
     wanted = sorted(set(hashes))
@@ -442,11 +442,9 @@ def digest_from_json(text: str) -> Digest:
 
 def _digest(data: dict[str, Any], items: tuple[Item, ...], cls: type[Digest]) -> Digest:
     """A Digest from its JSON fields: every field the model has, whatever the version."""
-    from dataclasses import fields
-
     from feeds.model import Link, ParseWarning
 
-    known = {f.name for f in fields(cls)}
+    known = _field_names(cls)
     values = {k: v for k, v in data.items() if k in known}
     values["date"] = datetime.fromisoformat(data["date"]) if data["date"] else None
     values["items"] = items
@@ -458,17 +456,21 @@ def _digest(data: dict[str, Any], items: tuple[Item, ...], cls: type[Digest]) ->
     return cls(**values)
 
 
-_ITEM_FIELDS: list[frozenset[str]] = []
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
+
+
+def _field_names(cls: type) -> frozenset[str]:
+    if cls not in _FIELD_NAMES:
+        from dataclasses import fields
+
+        _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))
+    return _FIELD_NAMES[cls]
 
 
 def _item_fields() -> frozenset[str]:
-    if not _ITEM_FIELDS:
-        from dataclasses import fields
+    from feeds.model import Item
 
-        from feeds.model import Item
-
-        _ITEM_FIELDS.append(frozenset(f.name for f in fields(Item)))
-    return _ITEM_FIELDS[0]
+    return _field_names(Item)
 
 
 # -- the input stat cache --------------------------------------------------------------------
