@@ -62,7 +62,8 @@ class BuildReport:
     # Each "path:line: message": a digest that could not be published as it is.
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    # Seconds per phase (parse, newsletter, feeds, site, write), for -v and the benchmark.
+    # Seconds per phase (parse, newsletter, archive, feeds, site, write), for -v and the
+    # benchmark.
     timings: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
