@@ -191,6 +191,28 @@ def test_the_lock_is_refused_while_another_process_holds_it(tmp_path: Path) -> N
         pass
 
 
+def test_a_waiting_run_gets_the_lock_once_the_holder_finishes(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "state" / "feeds.sqlite3"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time; from pathlib import Path; from feeds import state\n"
+         f"with state.locked(Path({str(path)!r})):\n"
+         "    print('locked', flush=True); time.sleep(0.8)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        started = time.monotonic()
+        with state.locked(path, wait=30):
+            waited = time.monotonic() - started
+        assert 0.2 < waited < 30
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_the_stamp_round_trips_and_a_damaged_one_reads_as_empty(tmp_path: Path) -> None:
     path = tmp_path / "feeds.sqlite3"
     assert state.read_stamp(path) == {}
