@@ -471,7 +471,7 @@ def test_a_second_build_refuses_the_lock_with_a_clear_message(
         assert not (tmp_path / "out").exists()
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()
     # The kernel dropped the lock with its holder.
     after = subprocess.run(feeds_command("--config", str(config), "build"), timeout=120)
     assert after.returncode == 0

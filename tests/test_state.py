@@ -186,7 +186,7 @@ def test_the_lock_is_refused_while_another_process_holds_it(tmp_path: Path) -> N
         assert info.value.path == str(state.lock_path(path))
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()
     with state.locked(path):
         pass
 
@@ -210,7 +210,7 @@ def test_a_waiting_run_gets_the_lock_once_the_holder_finishes(tmp_path: Path) ->
         assert 0.2 < waited < 30
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()
 
 
 def test_the_stamp_round_trips_and_a_damaged_one_reads_as_empty(tmp_path: Path) -> None:
