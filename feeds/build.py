@@ -341,16 +341,18 @@ def _full_build(
         else:
             stale.append(digest)
     write_seconds = 0.0
-    for chunk in _chunks(stale, _RENDER_CHUNK):
+    batch: dict[str, bytes] = {}
+    for n, chunk in enumerate(_chunks(stale, _RENDER_CHUNK)):
         # The context holds light digests; a newsletter needs the whole text.
         full = inputs.full(conn, [d.content_hash for d in chunk])
-        batch: dict[str, bytes] = {}
         for digest, issue_files in _render_issues([full[d.content_hash] for d in chunk], settings):
             owned.update(dict.fromkeys(issue_files, digest.id))
             batch.update(issue_files)
-        w = time.perf_counter()
-        report.written += output.write_files(paths.output, batch)
-        write_seconds += time.perf_counter() - w
+        if len(batch) >= _WRITE_BATCH or (n + 1) * _RENDER_CHUNK >= len(stale):
+            w = time.perf_counter()
+            report.written += output.write_files(paths.output, batch)
+            write_seconds += time.perf_counter() - w
+            batch = {}
     report.timings["newsletter"] = time.perf_counter() - tick - write_seconds
 
     from feeds import newsletter, site, syndicate
@@ -435,6 +437,9 @@ def _existing_files(root: Path, paths: Iterable[str]) -> set[str]:
 
 # Digests whose full text is loaded at once while newsletters are rendered.
 _RENDER_CHUNK = 64
+# Newsletter files written (and synced to disk) together: each sync waits for every dirty page
+# of the machine, so fewer, larger batches, within a few tens of megabytes.
+_WRITE_BATCH = 600
 # From this many newsletters to render (a first build, a template change), use every core.
 _PARALLEL_FROM = 24
 
