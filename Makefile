@@ -4,15 +4,22 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean compile
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m compileall -q feeds
 	touch $(STAMP)
 
-run: $(STAMP)
+# Bytecode is written here, not left to the first run: cron may run with
+# PYTHONDONTWRITEBYTECODE=1, and a module without a current .pyc is then compiled again at
+# every start. Cheap when nothing changed.
+compile: $(STAMP)
+	$(BIN)/python -m compileall -q feeds
+
+run: compile
 	$(BIN)/feeds --config feeds.toml build -v
 
 test: $(STAMP)
@@ -22,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check feeds tests benchmarks
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: compile
 	$(BIN)/python benchmarks/bench.py
 
 clean:

@@ -9,14 +9,17 @@ from the environment only.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING, Any
 
 from feeds.errors import ConfigError
+
+# tomllib and zoneinfo are imported where used: every `feeds` start-up imports this module,
+# and without a config file there is nothing to parse.
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 PASSWORD_ENV = "FEEDS_SMTP_PASSWORD"
 UNSUBSCRIBE_SECRET_ENV = "FEEDS_UNSUBSCRIBE_SECRET"
@@ -38,6 +41,8 @@ class SiteSettings:
 
     @property
     def tz(self) -> ZoneInfo:
+        from zoneinfo import ZoneInfo
+
         return ZoneInfo(self.timezone)
 
     def url(self, path: str) -> str:
@@ -117,6 +122,8 @@ def load_settings(
     data: dict[str, Any] = {}
     root = (base or Path.cwd()).resolve()
     if path is not None:
+        import tomllib
+
         try:
             raw = path.read_bytes()
         except OSError as exc:
@@ -212,6 +219,8 @@ def _absolute(p: Path, root: Path) -> Path:
 
 
 def _validate(site: SiteSettings, smtp: SmtpSettings, path: Path | None) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         ZoneInfo(site.timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
-from conftest import SAMPLE_DIGESTS
+from conftest import ROOT, SAMPLE_DIGESTS
 from smtp_fixtures import SECRET, SmtpServer, smtp_server
 
-from feeds.cli import cli
+from feeds.build import build
+from feeds.cli import cli, fast_args
+from feeds.config import load_settings
 
 __all__ = ["smtp_server"]
 ENV = {"FEEDS_UNSUBSCRIBE_SECRET": SECRET, "FEEDS_SMTP_PASSWORD": ""}
@@ -156,3 +164,166 @@ def test_run_still_sends_when_one_digest_is_bad_and_says_so_in_one_line(
     assert result.output.startswith("feeds run failed: build: ")
     assert "2022-09-01.txt" in result.output and result.output.count("\n") == 1
     assert smtp_server.handler.copies() == {"ada@example.org": 1, "alan@example.com": 1}
+
+
+# The cron fast path (feeds.cli.main without click) against click's own parsing of the same line.
+
+CLICK_MAIN = "import sys; from feeds.commands import cli; cli(sys.argv[1:], prog_name='feeds')"
+DONE_IN = re.compile(r"\d+\.\d\d s")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int
+    stdout: str
+    stderr: str
+
+
+def _digest_folder(root: Path) -> Path:
+    """A fresh build folder at `root`: two sample digests and a feeds.toml, nothing built."""
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "digests").mkdir(parents=True)
+    for name in ("2021-06-17.txt", "2022-08-13.txt"):
+        shutil.copy(SAMPLE_DIGESTS / name, root / "digests" / name)
+    (root / "feeds.toml").write_text(
+        f'[paths]\ntemplates = "{ROOT / "templates"}"\n', encoding="utf-8"
+    )
+    return root
+
+
+def _built(root: Path) -> None:
+    settings = load_settings(root / "feeds.toml")
+    build(settings, now=datetime.now().astimezone(), log=lambda message: None)
+
+
+def _bad_digest(root: Path) -> None:
+    (root / "digests" / "2022-09-01.txt").write_bytes(b"")
+
+
+def _no_input(root: Path) -> None:
+    shutil.rmtree(root / "digests")
+
+
+def _feeds_process(root: Path, how: list[str], args: list[str]) -> Outcome:
+    done = subprocess.run(
+        [sys.executable, *how, *args], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    # Build times differ from run to run; everything else must not.
+    return Outcome(
+        done.returncode, DONE_IN.sub("N s", done.stdout), DONE_IN.sub("N s", done.stderr)
+    )
+
+
+def _both_ways(root: Path, args: list[str], prepare: Callable[[Path], None]) -> list[Outcome]:
+    outcomes = []
+    for how in (["-m", "feeds.cli"], ["-c", CLICK_MAIN]):
+        _digest_folder(root)
+        prepare(root)
+        outcomes.append(_feeds_process(root, how, args))
+    return outcomes
+
+
+def _nothing(root: Path) -> None:
+    pass
+
+
+# args, what to do to the fresh folder first, the exit status and how stderr starts.
+CASES: dict[str, tuple[list[str], Callable[[Path], None], int, str]] = {
+    "fresh build": (["--config", "feeds.toml", "build"], _nothing, 0, ""),
+    "fresh build, verbose": (["-v", "--config=feeds.toml", "build", "-v"], _nothing, 0, ""),
+    "no-op build": (["-c", "feeds.toml", "build"], _built, 0, ""),
+    "no-op build, verbose, ./feeds.toml": (["--verbose", "build"], _built, 0, ""),
+    "bad digest build": (["build"], _bad_digest, 1, ""),
+    "bad digest run": (["-c", "feeds.toml", "run"], _bad_digest, 1, "feeds run failed: build: "),
+    "run without subscribers": (["run"], _nothing, 0, ""),
+    "no-op run, verbose": (["-vv", "run"], _built, 0, "nothing changed: 2 digests"),
+    "missing input folder, build": (["build"], _no_input, 1, "Error: "),
+    "missing input folder, run": (["run"], _no_input, 1, "feeds run: build failed: "),
+    "missing config file": (
+        ["--config", "absent.toml", "build"], _nothing, 1, "Error: absent.toml: cannot read"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_fast_path_prints_and_exits_exactly_as_click_does(tmp_path: Path, case: str) -> None:
+    args, prepare, status, stderr_start = CASES[case]
+    assert fast_args(args) is not None
+
+    fast, slow = _both_ways(tmp_path / "site", args, prepare)
+
+    assert fast == slow
+    assert fast.status == status
+    assert fast.stderr.startswith(stderr_start)
+
+
+@pytest.mark.parametrize("command", ["build", "run"])
+def test_a_locked_state_is_reported_the_same_both_ways(tmp_path: Path, command: str) -> None:
+    root = _digest_folder(tmp_path / "site")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time; from pathlib import Path; from feeds import state\n"
+         f"with state.locked(Path({str(root / 'state' / 'feeds.sqlite3')!r})):\n"
+         "    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        args = ["-v", "-c", "feeds.toml", command]
+        fast = _feeds_process(root, ["-m", "feeds.cli"], args)
+        slow = _feeds_process(root, ["-c", CLICK_MAIN], args)
+    finally:
+        holder.kill()
+        holder.communicate()
+
+    assert fast == slow
+    assert "another feeds build is running" in fast.stderr
+    assert f"(process {holder.pid})" in fast.stderr
+    if command == "build":
+        assert (fast.status, fast.stderr[:7]) == (1, "Error: ")
+    else:
+        assert (fast.status, fast.stderr[:9]) == (0, "skipped: ")
+
+
+@pytest.mark.parametrize("command", ["build", "run"])
+def test_a_no_op_from_cron_imports_neither_click_nor_the_mail_stack(
+    tmp_path: Path, command: str
+) -> None:
+    root = _digest_folder(tmp_path / "site")
+    _built(root)
+    probe = (
+        "import sys\nfrom feeds.cli import main\n"
+        f"sys.argv = ['feeds', '-c', 'feeds.toml', {command!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    status = exit.code\n"
+        "print(status, sorted(m for m in ('click', 'feeds.deliver', 'jinja2') if m in sys.modules))"
+    )
+
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=120
+    )
+
+    assert (done.stdout, done.stderr) == ("0 []\n", "")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["build", "--force"], ["build", "--wait", "5"], ["run", "-v"], ["run", "--wait", "5"],
+        ["--help"], ["build", "--help"], ["-h", "build"], ["--version"], [], ["parse", "x"],
+        ["send"], ["-c", "a.toml", "-c", "b.toml", "build"], ["-c"], ["--config=", "build"],
+        ["-ca.toml", "build"], ["-c", "-v", "build"], ["--verbose=2", "build"], ["-vx", "build"],
+        ["--", "build"], ["build", "build"], ["--config", ".", "build"],
+    ],
+)
+def test_anything_but_crons_plain_lines_is_left_to_click(args: list[str]) -> None:
+    assert fast_args(args) is None
+
+
+def test_a_line_click_would_reject_is_rejected_by_click(tmp_path: Path) -> None:
+    root = _digest_folder(tmp_path / "site")
+
+    done = _feeds_process(root, ["-m", "feeds.cli"], ["build", "--no-such-option"])
+
+    assert done.status == 2
+    assert "No such option '--no-such-option'" in done.stderr
+    assert done.stderr.startswith("Usage: feeds build")
