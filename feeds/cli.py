@@ -263,6 +263,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         echo(err=True)
         echo("Aborted!", err=True)
         code = 1
+    except BrokenPipeError:
+        # As click does (`feeds -v build | head`): exit 1 quietly. Python would flush stdout
+        # again at exit and print a second error, so stdout now goes nowhere.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
     sys.exit(code)
 
 

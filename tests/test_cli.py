@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -255,6 +256,24 @@ def test_the_fast_path_prints_and_exits_exactly_as_click_does(tmp_path: Path, ca
     assert fast == slow
     assert fast.status == status
     assert fast.stderr.startswith(stderr_start)
+
+
+def test_a_reader_that_goes_away_ends_both_ways_alike(tmp_path: Path) -> None:
+    outcomes = []
+    for how in (["-m", "feeds.cli"], ["-c", CLICK_MAIN]):
+        root = _digest_folder(tmp_path / "site")
+        reader, writer = os.pipe()
+        os.close(reader)
+        try:
+            done = subprocess.run(
+                [sys.executable, *how, "-v", "build"], cwd=root, stdout=writer,
+                stderr=subprocess.PIPE, text=True, timeout=120,
+            )
+        finally:
+            os.close(writer)
+        outcomes.append((done.returncode, done.stderr))
+
+    assert outcomes[0] == outcomes[1] == (1, "")
 
 
 @pytest.mark.parametrize("command", ["build", "run"])
