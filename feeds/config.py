@@ -30,6 +30,8 @@ DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 @dataclass(frozen=True)
 class SiteSettings:
+    """[site]: what the feeds, pages and newsletters say about the publication."""
+
     title: str = "ML Paper Digest"
     description: str = "Daily machine-learning paper digests, by arXiv category."
     base_url: str = "https://digest.example.org/"
@@ -52,6 +54,8 @@ class SiteSettings:
 
 @dataclass(frozen=True)
 class PathSettings:
+    """[paths]: where digests are read, output and state written, templates found."""
+
     input: Path = Path("digests")
     output: Path = Path("output")
     state: Path = Path("state/feeds.sqlite3")
@@ -61,6 +65,8 @@ class PathSettings:
 
 @dataclass(frozen=True)
 class NewsletterSettings:
+    """[newsletter]: the headers and size of the emailed issue."""
+
     sender: str = "ML Paper Digest <digest@example.org>"
     reply_to: str | None = None
     list_id: str = "ml-digest.example.org"
@@ -73,6 +79,8 @@ class NewsletterSettings:
 
 @dataclass(frozen=True)
 class SmtpSettings:
+    """[smtp]: the relay, and how hard and how fast to send through it."""
+
     host: str = "127.0.0.1"
     port: int = 25
     security: str = "starttls"  # starttls | ssl | none
@@ -88,6 +96,8 @@ class SmtpSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    """Everything one run is configured with."""
+
     site: SiteSettings = SiteSettings()
     paths: PathSettings = PathSettings()
     newsletter: NewsletterSettings = NewsletterSettings()
