@@ -274,12 +274,16 @@ def _digest_of(parts: Iterable[object]) -> str:
     return hashlib.sha256(repr(list(parts)).encode("utf-8")).hexdigest()
 
 
+# What a cached parse depends on: the parser, the helpers it parses with, and the model.
+PARSER_MODULES = ("parse.py", "identity.py", "textutil.py", "model.py")
+
+
 def parser_fingerprint(settings: Settings) -> str:
-    """Cached parses are valid while the parser, the model and the time zone are the same."""
+    """Cached parses are valid while the parser's code and the time zone are the same."""
     import hashlib
 
     h = hashlib.sha256(f"{feeds.__version__}:{state.LIGHT_VERSION}".encode())
-    for name in ("parse.py", "model.py"):
+    for name in PARSER_MODULES:
         try:
             h.update((PACKAGE_DIR / name).read_bytes())
         except OSError:

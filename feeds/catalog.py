@@ -110,17 +110,19 @@ def feed_list(ctx: BuildContext, settings: Settings) -> list[FeedInfo]:
             kind="starred",
         ),
     ]
+    # Counted as (code, name) pairs first: a ten-year archive has tens of thousands of papers
+    # and a few dozen distinct pairs, and a slug is worked out once per pair, not per paper.
+    pairs = Counter((p.item.category, p.item.category_name) for p in ctx.papers)
     codes: dict[str, set[str]] = {}
     names: dict[str, Counter[str]] = {}
-    for paper in ctx.papers:
-        code = paper.item.category
+    for (code, category_name), count in pairs.items():
         if not code:
             continue
         slug = category_slug(code)
         codes.setdefault(slug, set()).add(code)
         counter = names.setdefault(slug, Counter())
-        if paper.item.category_name:
-            counter[paper.item.category_name] += 1
+        if category_name:
+            counter[category_name] += count
     for slug in sorted(codes):
         code = min(codes[slug])
         # Most frequent name; ties broken by the name itself, never by dict order.

@@ -3,8 +3,9 @@
 The HTML comes from jinja2 templates in `templates/newsletter/` (autoescaped) and goes through
 premailer, which inlines every CSS rule into `style` attributes for clients that ignore `<style>`
 (Gmail's non-Gmail accounts, Outlook) and keeps the `@media` rules (phone layout, dark mode) in a
-`<style>` block with their `!important`. The text part is written for reading, not stripped from
-the HTML: wrapped at 72 columns, Chinese by display width.
+`<style>` block with their `!important`. The archive is a web page, not an email: it keeps the
+same stylesheet in a `<style>` block, uninlined. The text part is written for reading, not
+stripped from the HTML: wrapped at 72 columns, Chinese by display width.
 
 Every message is kept under `settings.newsletter.size_budget` bytes as sent (Gmail clips longer
 ones): when a digest is too big, the email leaves things out in the planned order of `LEVELS`
@@ -157,21 +158,27 @@ def render_issue_files(digest: Digest, settings: Settings) -> dict[str, bytes]:
 
 
 def render_archive(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
-    """newsletter/index.html: every issue, newest first."""
+    """newsletter/index.html: every issue, newest first.
+
+    A web page, not an email: the stylesheet stays in a `<style>` block (no CSS inlining), and
+    each row needs only what light digests keep (titles, keys, stars), so ten years of issues
+    cost a template loop, not a newsletter rendering each.
+    """
     rows = []
     for digest in ctx.digests:
-        issue = _issue(digest, None)
-        if not issue.papers or not digest.id:
+        items = _distinct(digest.items)
+        if not items or not digest.id:
             continue
+        date, heading, summary = _masthead(digest)
         rows.append(
             {
                 "id": digest.id,
-                "date": issue.date,
-                "heading": issue.heading,
+                "date": date,
+                "heading": heading,
                 # The summary line, or the first Chinese titles for digests without one.
-                "summary": _preheader(issue),
-                "count": len(issue.papers),
-                "starred": sum(p.starred for p in issue.papers),
+                "summary": _shorten(summary or "、".join(_short_title(i) for i in items[:6])),
+                "count": len(items),
+                "starred": sum(i.starred for i in items),
                 "weekly": digest.format == "weekly",
             }
         )
@@ -184,7 +191,7 @@ def render_archive(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
         issues=rows,
         language=settings.site.language,
     )
-    return {"newsletter/index.html": inline_css(html).encode("utf-8")}
+    return {"newsletter/index.html": html.encode("utf-8")}
 
 
 def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "") -> list[str]:
@@ -235,20 +242,31 @@ def _issue(digest: Digest, categories: frozenset[str] | None) -> _Issue:
         # Weekly picks have no categories and go to every subscriber; in a daily digest a
         # paper without a category only reaches those who take all categories.
         items = [i for i in items if i.category in categories]
+    date, heading, summary = _masthead(digest)
+    return _Issue(
+        digest=digest,
+        date=date,
+        heading=heading,
+        summary=summary,
+        papers=tuple(_paper_view(i) for i in items),
+        categories=categories,
+    )
+
+
+def _masthead(digest: Digest) -> tuple[str, str, str | None]:
+    """The issue's date, heading and summary line (None without one)."""
     date = digest.id[:10] if digest.id else (digest.date.date().isoformat() if digest.date else "")
     heading = "Weekly picks" if digest.format == "weekly" else "Daily digest"
     summary = re.sub(r"^摘要\s*[:：]\s*", "", _clean_line(digest.summary))
     if not summary and digest.format == "weekly":
         # A weekly list has no summary line; its title ("2020.7.11周论文精选与精读") says more.
         summary = _clean_line(digest.title)
-    return _Issue(
-        digest=digest,
-        date=date,
-        heading=heading,
-        summary=summary or None,
-        papers=tuple(_paper_view(i) for i in items),
-        categories=categories,
-    )
+    return date, heading, summary or None
+
+
+def _short_title(item: Item) -> str:
+    """The title a list of titles shows: Chinese if there is one, as `_paper_view` cleans it."""
+    return _clean_line(item.title_zh) or _clean_line(item.title) or "(untitled)"
 
 
 def _distinct(items: Iterable[Item]) -> list[Item]:
@@ -429,6 +447,10 @@ def _preheader(issue: _Issue) -> str:
     else:
         # A subset (or a digest without summary) gets a summary of what it really holds.
         text = "、".join(p.title_zh or p.title for p in issue.papers[:6])
+    return _shorten(text)
+
+
+def _shorten(text: str) -> str:
     return text if len(text) <= PREHEADER_CHARS else text[: PREHEADER_CHARS - 1] + "…"
 
 

@@ -19,7 +19,7 @@ from lxml import etree
 from lxml import html as lxml_html
 
 from feeds import state
-from feeds.build import assemble, build, load_context
+from feeds.build import PARSER_MODULES, assemble, build, load_context, parser_fingerprint
 from feeds.cli import cli
 from feeds.config import Settings, load_settings
 from feeds.model import Digest, Item, Link
@@ -574,3 +574,28 @@ def test_the_state_records_published_guids(tmp_path: Path, inputs: Path) -> None
     for paper in ctx.papers:
         assert keys[paper.key] == paper.guid
     assert set(titles.values()) == {paper.guid for paper in ctx.papers}
+
+
+def test_the_parse_cache_is_keyed_by_every_module_the_parser_parses_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import feeds.parse
+
+    package = Path(feeds.parse.__file__).parent
+    imported = {
+        f"{line.split()[1].removeprefix('feeds.')}.py"
+        for line in (package / "parse.py").read_text(encoding="utf-8").splitlines()
+        if line.startswith("from feeds.") and line.split()[1] != "feeds.errors"
+    }
+    assert imported <= set(PARSER_MODULES)
+    copy = tmp_path / "feeds"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr("feeds.build.PACKAGE_DIR", copy)
+    settings = settings_for(tmp_path, tmp_path)
+    before = parser_fingerprint(settings)
+    for name in ("identity.py", "textutil.py"):
+        with (copy / name).open("a", encoding="utf-8") as f:
+            f.write("\n# changed\n")
+        after = parser_fingerprint(settings)
+        assert after != before, name
+        before = after

@@ -22,6 +22,7 @@ from feeds import message, newsletter
 from feeds.config import NewsletterSettings, Settings
 from feeds.errors import ConfigError
 from feeds.model import BuildContext, Digest, Item, Link
+from feeds.state import lighten
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "newsletter"
 CSS = ROOT / "templates" / "newsletter" / "newsletter.css"
@@ -428,20 +429,24 @@ def _declared_styles(sheet: Any, tree: Any) -> dict[Any, dict[str, str]]:
 def test_every_style_rule_of_the_template_reaches_the_elements_it_targets() -> None:
     cssutils.log.setLevel("CRITICAL")
     sheet = cssutils.parseString(CSS.read_text(encoding="utf-8"), validate=False)
+    archive = newsletter.render_archive(BuildContext((daily_digest(),), ()), SETTINGS)[
+        "newsletter/index.html"
+    ].decode()
+    # Emails carry their styles inline; the archive is a web page and keeps the stylesheet.
     pages = [
-        render(daily_digest()).html,
-        render(big_digest()).html,  # the shortened email shows the notice
-        newsletter.render_archive(BuildContext((daily_digest(),), ()), SETTINGS)[
-            "newsletter/index.html"
-        ].decode(),
+        (render(daily_digest()).html, True),
+        (render(big_digest()).html, True),  # the shortened email shows the notice
+        (archive, False),
     ]
     matched: set[str] = set()
     checked = 0
-    for html in pages:
+    for html, inlined in pages:
         tree = doc(html)
         for rule in sheet:
             if rule.type == rule.STYLE_RULE and tree.cssselect(rule.selectorText):
                 matched.add(rule.selectorText)
+        if not inlined:
+            continue
         for element, expected in _declared_styles(sheet, tree).items():
             actual = {p.name: p.value for p in cssutils.parseStyle(element.get("style", ""))}
             for name, value in expected.items():
@@ -619,6 +624,35 @@ def test_the_archive_lists_every_issue_newest_first_with_counts_and_links() -> N
     assert "3 papers" in rows[1].text_content()
     links = [a.get("href") for a in rows[0].iter("a")]
     assert links == ["2021-03-30.html", "2021-03-30.html", "2021-03-30.txt", "2021-03-30.eml"]
+
+
+def test_the_archive_is_a_web_page_with_the_newsletter_stylesheet_in_a_style_block() -> None:
+    ctx = BuildContext((daily_digest(),), ())
+    html = newsletter.render_archive(ctx, SETTINGS)["newsletter/index.html"].decode()
+    tree = doc(html)
+    styles = "".join(s.text_content() for s in tree.cssselect("head style"))
+    assert CSS.read_text(encoding="utf-8").strip() in styles
+    assert not tree.cssselect("[style]")
+
+
+def test_an_archive_row_needs_only_what_a_light_digest_keeps() -> None:
+    full = daily_digest()
+    light = lighten(full)
+    assert light.items[0].abstract is None and full.items[0].abstract is not None
+    assert newsletter.render_archive(BuildContext((light,), ()), SETTINGS) == (
+        newsletter.render_archive(BuildContext((full,), ()), SETTINGS)
+    )
+
+
+def test_an_archive_row_without_a_summary_line_lists_the_first_chinese_titles() -> None:
+    digest = replace(daily_digest(), summary=None)
+    html = newsletter.render_archive(BuildContext((digest,), ()), SETTINGS)[
+        "newsletter/index.html"
+    ].decode()
+    summary = doc(html).cssselect(".archive-row .summary-zh")[0].text_content()
+    issue = newsletter._issue(digest, None)
+    assert summary == newsletter._preheader(issue)
+    assert summary.startswith(issue.papers[0].title_zh or issue.papers[0].title)
 
 
 def sample_digests() -> list[Digest]:
