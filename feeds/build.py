@@ -877,7 +877,7 @@ def assemble(
     only in those are rebuilt from them, and those digests replace theirs in the context.
     """
     from feeds.model import BuildContext, Paper
-    from feeds.parse import normalize_title
+    from feeds.textutil import normalize_title
 
     chrono = sorted(digests, key=lambda d: (d.date, d.id))
     count = len(chrono)
@@ -931,6 +931,9 @@ def assemble(
     full = hydrate(ctx)
     papers = list(ctx.papers)
     for n, sighting in enumerate(sightings):
+        # Most papers are sighted once, in a digest not loaded in full: skip them cheaply.
+        if sighting.later is None and sighting.first.digest_id not in full:
+            continue
         if sighting.hydrate(full):
             papers[n] = sighting.paper(Paper)
     hydrated = BuildContext(

@@ -161,9 +161,22 @@ def select(ctx: BuildContext, feed: FeedInfo, limit: int) -> list[Paper]:
     chosen: list[Paper] = []
     if limit <= 0:
         return chosen
+    if feed.kind == "all":
+        return list(ctx.papers[:limit])
+    # A category feed may be rare and scan the whole archive: each code is matched once.
+    matches: dict[str | None, bool] = {}
     for paper in ctx.papers:
-        if belongs(paper, feed):
-            chosen.append(paper)
-            if len(chosen) == limit:
-                break
+        item = paper.item
+        if feed.kind == "starred":
+            if not item.starred:
+                continue
+        else:
+            found = matches.get(item.category)
+            if found is None:
+                found = matches[item.category] = belongs(paper, feed)
+            if not found:
+                continue
+        chosen.append(paper)
+        if len(chosen) == limit:
+            break
     return chosen

@@ -257,9 +257,12 @@ def render_feeds(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
     chosen = [(feed, select(ctx, feed, limit)) for feed in feed_list(ctx, settings)]
     needed = {paper.key for _, papers in chosen for paper in papers}
     times = entry_times(ctx.papers, settings.site.tz, needed)
+    # A paper is in "all", its category and maybe "starred", each in two formats: its content
+    # HTML is made once.
+    contents: dict[str, str] = {}
     files: dict[str, bytes] = {}
     for feed, papers in chosen:
-        files.update(render_feed(feed, papers, settings, times))
+        files.update(render_feed(feed, papers, settings, times, contents))
     return files
 
 
@@ -268,12 +271,16 @@ def render_feed(
     papers: Sequence[Paper],
     settings: Settings,
     times: Mapping[str, datetime] | None = None,
+    contents: dict[str, str] | None = None,
 ) -> dict[str, bytes]:
     """One feed's three files, entries in the order given; `times` from `entry_times` over all
-    papers (default: over these papers alone)."""
+    papers (default: over these papers alone); `contents` keeps entry HTML by paper key across
+    calls."""
     if times is None:
         times = entry_times(papers, settings.site.tz)
-    generator = _feedgen(feed, papers, settings, times)
+    if contents is None:
+        contents = {}
+    generator = _feedgen(feed, papers, settings, times, contents)
     site = settings.site
     # One generator serves both XML formats: only the self link differs, and the HTML page
     # goes last because feedgen makes the last link the RSS channel <link>.
@@ -286,12 +293,16 @@ def render_feed(
     return {
         feed.rss: rss,
         feed.atom: atom,
-        feed.json: json_feed(feed, papers, settings, times),
+        feed.json: json_feed(feed, papers, settings, times, contents),
     }
 
 
 def _feedgen(
-    feed: FeedInfo, papers: Sequence[Paper], settings: Settings, times: Mapping[str, datetime]
+    feed: FeedInfo,
+    papers: Sequence[Paper],
+    settings: Settings,
+    times: Mapping[str, datetime],
+    contents: dict[str, str],
 ) -> FeedGenerator:
     from feedgen.feed import FeedGenerator
 
@@ -313,11 +324,11 @@ def _feedgen(
         generator.managingEditor(f"{author['email']} ({author['name']})")
     generator.author(author)
     for paper in papers:
-        _add_entry(generator, paper, times[paper.key])
+        _add_entry(generator, paper, times[paper.key], _content(paper, contents))
     return generator
 
 
-def _add_entry(generator: FeedGenerator, paper: Paper, moment: datetime) -> None:
+def _add_entry(generator: FeedGenerator, paper: Paper, moment: datetime, content: str) -> None:
     item = paper.item
     entry = generator.add_entry(order="append")
     guid = one_line(item.guid) or item.key
@@ -338,14 +349,26 @@ def _add_entry(generator: FeedGenerator, paper: Paper, moment: datetime) -> None
     if summary:
         # Atom type="html" and RSS <description> are both read as HTML: escape the text.
         entry.summary(escape(summary), type="html")
-    entry.content(entry_html(paper), type="html")
+    entry.content(content, type="html")
+
+
+def _content(paper: Paper, contents: dict[str, str]) -> str:
+    html = contents.get(paper.key)
+    if html is None:
+        html = contents[paper.key] = entry_html(paper)
+    return html
 
 
 def json_feed(
-    feed: FeedInfo, papers: Sequence[Paper], settings: Settings, times: Mapping[str, datetime]
+    feed: FeedInfo,
+    papers: Sequence[Paper],
+    settings: Settings,
+    times: Mapping[str, datetime],
+    contents: dict[str, str] | None = None,
 ) -> bytes:
     """JSON Feed 1.1, keys in the specification's order, UTF-8, ending with a newline."""
     site = settings.site
+    known = {} if contents is None else contents
     document: dict[str, Any] = {
         "version": JSON_FEED_VERSION,
         "title": one_line(feed.title),
@@ -354,20 +377,22 @@ def json_feed(
         "description": one_line(feed.description),
         "language": site.language,
         "authors": [{"name": one_line(site.author) or GENERATOR}],
-        "items": [_json_item(paper, times[paper.key]) for paper in papers],
+        "items": [
+            _json_item(paper, times[paper.key], _content(paper, known)) for paper in papers
+        ],
     }
     text = json.dumps(document, ensure_ascii=False, indent=2)
     return (text + "\n").encode("utf-8")
 
 
-def _json_item(paper: Paper, moment: datetime) -> dict[str, Any]:
+def _json_item(paper: Paper, moment: datetime, content: str) -> dict[str, Any]:
     item = paper.item
     entry: dict[str, Any] = {"id": one_line(item.guid) or item.key}
     link = primary_link(item)
     if link:
         entry["url"] = link
     entry["title"] = entry_title(item)
-    entry["content_html"] = entry_html(paper)
+    entry["content_html"] = content
     summary = entry_summary(item)
     if summary:
         entry["summary"] = summary
