@@ -315,24 +315,20 @@ def _full_build(
     inputs = _read_digests(conn, settings, now, report, world.listing)
     report.timings["parse"] = time.perf_counter() - tick
 
-    keys, titles = state.guid_maps(conn)
-    ctx, identities = _context(conn, inputs, keys, titles, settings)
-    report.digests = len(ctx.digests)
-    report.papers = len(ctx.papers)
-
     owned_before = state.outputs(conn)
     owned: dict[str, str] = {}
     rendered_before = state.renders(conn)
     rendered: dict[str, str] = {}
 
-    # Newsletters first: the archive and the index link to them, so link targets exist first.
+    # Which newsletters to render is known from the resolved digests alone (newest first, as
+    # in the context), so a few can render on another core while the context is assembled.
     tick = time.perf_counter()
     files_by_owner: dict[str, list[str]] = {}
     for rel, owner in owned_before.items():
         files_by_owner.setdefault(owner, []).append(rel)
     existing = _existing_files(paths.output, owned_before)
     stale: list[Digest] = []
-    for digest in ctx.digests:
+    for digest in sorted(inputs.light, key=lambda d: (d.date, d.id), reverse=True):
         fp = _digest_of([render_fp, digest.content_hash, digest.id, _iso(digest.date)])
         rendered[digest.id] = fp
         previous = files_by_owner.get(digest.id, [])
@@ -344,9 +340,30 @@ def _full_build(
             owned.update(dict.fromkeys(previous, digest.id))
         else:
             stale.append(digest)
+    early = _Forked.start(inputs, conn, stale, settings)
+    newsletter_seconds = time.perf_counter() - tick
+
+    keys, titles = state.guid_maps(conn)
+    ctx, identities = _context(conn, inputs, keys, titles, settings)
+    report.digests = len(ctx.digests)
+    report.papers = len(ctx.papers)
+
+    # Newsletters first: the archive and the index link to them, so link targets exist first.
+    tick = time.perf_counter()
     write_seconds = 0.0
     batch: dict[str, bytes] = {}
-    for n, chunk in enumerate(_chunks(stale, _RENDER_CHUNK)):
+    if early is not None:
+        rendered_early = early.result()
+        if rendered_early is None:  # the worker failed: render here, to report why
+            early = None
+        else:
+            for digest, issue_files in rendered_early:
+                owned.update(dict.fromkeys(issue_files, digest.id))
+                batch.update(issue_files)
+            w = time.perf_counter()
+            report.written += output.write_files(paths.output, batch)
+            write_seconds += time.perf_counter() - w
+    for n, chunk in enumerate(_chunks(stale if early is None else [], _RENDER_CHUNK)):
         # The context holds light digests; a newsletter needs the whole text.
         full = inputs.full(conn, [d.content_hash for d in chunk])
         for digest, issue_files in _render_issues([full[d.content_hash] for d in chunk], settings):
@@ -357,7 +374,9 @@ def _full_build(
             report.written += output.write_files(paths.output, batch)
             write_seconds += time.perf_counter() - w
             batch = {}
-    report.timings["newsletter"] = time.perf_counter() - tick - write_seconds
+    report.timings["newsletter"] = (
+        newsletter_seconds + time.perf_counter() - tick - write_seconds
+    )
 
     from feeds import newsletter, site, syndicate
 
@@ -519,6 +538,62 @@ def _watch_parent(parent: int) -> None:
                 pass
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+class _Forked:
+    """A few newsletters rendered in a forked child while the build assembles its context.
+
+    The common cron case (one new digest) renders on the second core instead of after the
+    context. The child gets the full digests before it forks (it never touches the database),
+    sends the files back through a pipe and exits without running any cleanup of the build's.
+    """
+
+    def __init__(self, pid: int, fd: int, digests: list[Digest]) -> None:
+        self.pid = pid
+        self.fd = fd
+        self.digests = digests
+
+    @classmethod
+    def start(
+        cls, inputs: _Inputs, conn: sqlite3.Connection, stale: list[Digest], settings: Settings
+    ) -> _Forked | None:
+        # Many newsletters go to the worker pool; a process with pool threads is never forked.
+        if not stale or len(stale) >= _PARALLEL_FROM or _POOL or not hasattr(os, "fork"):
+            return None
+        if (os.cpu_count() or 1) < 2:
+            return None
+        full = inputs.full(conn, [d.content_hash for d in stale])
+        digests = [full[d.content_hash] for d in stale]
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child's coverage is not collected
+            status = 1
+            try:
+                os.close(read_end)
+                import pickle
+
+                from feeds import newsletter
+
+                files = [newsletter.render_issue_files(d, settings) for d in digests]
+                with os.fdopen(write_end, "wb") as out:
+                    out.write(pickle.dumps(files, protocol=pickle.HIGHEST_PROTOCOL))
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        return cls(pid, read_end, digests)
+
+    def result(self) -> list[tuple[Digest, dict[str, bytes]]] | None:
+        """(digest, its files) per digest, in order; None if the child failed."""
+        import pickle
+
+        with os.fdopen(self.fd, "rb") as pipe:
+            data = pipe.read()
+        _, status = os.waitpid(self.pid, 0)
+        if status != 0 or not data:
+            return None
+        files: list[dict[str, bytes]] = pickle.loads(data)
+        return list(zip(self.digests, files, strict=True))
 
 
 def _render_issue(digest: Digest, settings: Settings) -> dict[str, bytes]:

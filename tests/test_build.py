@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -137,6 +138,44 @@ def test_newsletters_rendered_on_every_core_are_the_same_bytes(
     parallel = settings_for(tmp_path, inputs, "parallel")
     build(parallel, now=NOW, log=quiet)
     assert contents(parallel.paths.output) == contents(serial.paths.output)
+
+
+def test_newsletters_rendered_in_a_forked_child_are_the_same_bytes(
+    tmp_path: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    forked = settings_for(tmp_path, inputs, "forked")
+    build(forked, now=NOW, log=quiet)
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    here = settings_for(tmp_path, inputs, "here")
+    build(here, now=NOW, log=quiet)
+    assert contents(forked.paths.output) == contents(here.paths.output)
+
+
+def test_a_failing_newsletter_child_leaves_the_rendering_to_the_build(
+    tmp_path: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from feeds import newsletter
+
+    reference = settings_for(tmp_path, inputs, "reference")
+    build(reference, now=NOW, log=quiet)
+    parent = os.getpid()
+    original = newsletter.render_issue_files
+    calls: list[int] = []
+
+    def only_here(digest: Digest, settings: Settings) -> dict[str, bytes]:
+        if os.getpid() != parent:
+            raise RuntimeError("the child fails")
+        calls.append(parent)
+        return original(digest, settings)
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr(newsletter, "render_issue_files", only_here)
+    settings = settings_for(tmp_path, inputs, "fallback")
+    report = build(settings, now=NOW, log=quiet)
+    assert not report.failed
+    assert len(calls) == 5
+    assert contents(settings.paths.output) == contents(reference.paths.output)
 
 
 def test_renaming_an_input_file_changes_nothing(tmp_path: Path, inputs: Path) -> None:
