@@ -328,7 +328,8 @@ def _full_build(
         files_by_owner.setdefault(owner, []).append(rel)
     existing = _existing_files(paths.output, owned_before)
     stale: list[Digest] = []
-    for digest in sorted(inputs.light, key=lambda d: (d.date, d.id), reverse=True):
+    newest_first = sorted(inputs.light, key=lambda d: (d.date, d.id), reverse=True)
+    for digest in newest_first:
         fp = _digest_of([render_fp, digest.content_hash, digest.id, _iso(digest.date)])
         rendered[digest.id] = fp
         previous = files_by_owner.get(digest.id, [])
@@ -340,7 +341,7 @@ def _full_build(
             owned.update(dict.fromkeys(previous, digest.id))
         else:
             stale.append(digest)
-    early = _Forked.start(inputs, conn, stale, settings)
+    early = _Forked.start(inputs, conn, stale, newest_first, settings)
     newsletter_seconds = time.perf_counter() - tick
 
     keys, titles = state.guid_maps(conn)
@@ -352,12 +353,14 @@ def _full_build(
     tick = time.perf_counter()
     write_seconds = 0.0
     batch: dict[str, bytes] = {}
+    archive: dict[str, bytes] | None = None
     if early is not None:
         rendered_early = early.result()
         if rendered_early is None:  # the worker failed: render here, to report why
             early = None
         else:
-            for digest, issue_files in rendered_early:
+            issues, archive = rendered_early
+            for digest, issue_files in issues:
                 owned.update(dict.fromkeys(issue_files, digest.id))
                 batch.update(issue_files)
             w = time.perf_counter()
@@ -382,7 +385,7 @@ def _full_build(
 
     tick = time.perf_counter()
     # The archive lists every issue: most digests reach it light (it needs their titles only).
-    site_files = newsletter.render_archive(ctx, settings)
+    site_files = newsletter.render_archive(ctx, settings) if archive is None else archive
     report.timings["archive"] = time.perf_counter() - tick
     tick = time.perf_counter()
     site_files.update(syndicate.render_feeds(ctx, settings))
@@ -541,11 +544,14 @@ def _watch_parent(parent: int) -> None:
 
 
 class _Forked:
-    """A few newsletters rendered in a forked child while the build assembles its context.
+    """A few newsletters and the archive rendered in a forked child while the build assembles
+    its context.
 
-    The common cron case (one new digest) renders on the second core instead of after the
-    context. The child gets the full digests before it forks (it never touches the database),
-    sends the files back through a pipe and exits without running any cleanup of the build's.
+    The common cron case (one new digest) renders them on the second core instead of after
+    the context. The archive needs only the light digests (titles, keys, stars), which are
+    known before the context is. The child gets the full digests before it forks (it never
+    touches the database), sends the files back through a pipe and exits without running any
+    cleanup of the build's.
     """
 
     def __init__(self, pid: int, fd: int, digests: list[Digest]) -> None:
@@ -555,7 +561,12 @@ class _Forked:
 
     @classmethod
     def start(
-        cls, inputs: _Inputs, conn: sqlite3.Connection, stale: list[Digest], settings: Settings
+        cls,
+        inputs: _Inputs,
+        conn: sqlite3.Connection,
+        stale: list[Digest],
+        newest_first: list[Digest],
+        settings: Settings,
     ) -> _Forked | None:
         # Many newsletters go to the worker pool; a process with pool threads is never forked.
         if not stale or len(stale) >= _PARALLEL_FROM or _POOL or not hasattr(os, "fork"):
@@ -573,18 +584,23 @@ class _Forked:
                 import pickle
 
                 from feeds import newsletter
+                from feeds.model import BuildContext
 
                 files = [newsletter.render_issue_files(d, settings) for d in digests]
+                archive = newsletter.render_archive(BuildContext(tuple(newest_first), ()), settings)
                 with os.fdopen(write_end, "wb") as out:
-                    out.write(pickle.dumps(files, protocol=pickle.HIGHEST_PROTOCOL))
+                    out.write(pickle.dumps((files, archive), protocol=pickle.HIGHEST_PROTOCOL))
                 status = 0
             finally:
                 os._exit(status)
         os.close(write_end)
         return cls(pid, read_end, digests)
 
-    def result(self) -> list[tuple[Digest, dict[str, bytes]]] | None:
-        """(digest, its files) per digest, in order; None if the child failed."""
+    def result(
+        self,
+    ) -> tuple[list[tuple[Digest, dict[str, bytes]]], dict[str, bytes]] | None:
+        """(digest, its files) per digest, in order, and the archive; None if the child
+        failed."""
         import pickle
 
         with os.fdopen(self.fd, "rb") as pipe:
@@ -592,8 +608,10 @@ class _Forked:
         _, status = os.waitpid(self.pid, 0)
         if status != 0 or not data:
             return None
-        files: list[dict[str, bytes]] = pickle.loads(data)
-        return list(zip(self.digests, files, strict=True))
+        files: list[dict[str, bytes]]
+        archive: dict[str, bytes]
+        files, archive = pickle.loads(data)
+        return list(zip(self.digests, files, strict=True)), archive
 
 
 def _render_issue(digest: Digest, settings: Settings) -> dict[str, bytes]:
