@@ -565,5 +565,5 @@ def _save_mapping(
     )
     conn.executemany(
         f"INSERT OR REPLACE INTO {table} ({key}, {value}) VALUES (?, ?)",
-        [(k, v) for k, v in sorted(now.items()) if before.get(k) != v],
+        sorted((k, v) for k, v in now.items() if before.get(k) != v),
     )
