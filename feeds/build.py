@@ -344,8 +344,13 @@ def _full_build(
     early = _Forked.start(inputs, conn, stale, newest_first, settings)
     newsletter_seconds = time.perf_counter() - tick
 
-    keys, titles = state.guid_maps(conn)
-    ctx, identities = _context(conn, inputs, keys, titles, settings)
+    try:
+        keys, titles = state.guid_maps(conn)
+        ctx, identities = _context(conn, inputs, keys, titles, settings)
+    except BaseException:
+        if early is not None:
+            early.discard()
+        raise
     report.digests = len(ctx.digests)
     report.papers = len(ctx.papers)
 
@@ -612,6 +617,11 @@ class _Forked:
         archive: dict[str, bytes]
         files, archive = pickle.loads(data)
         return list(zip(self.digests, files, strict=True)), archive
+
+    def discard(self) -> None:
+        """The build failed before it needed the files: let the child go and reap it."""
+        os.close(self.fd)  # its write fails, and it exits
+        os.waitpid(self.pid, 0)
 
 
 def _render_issue(digest: Digest, settings: Settings) -> dict[str, bytes]:

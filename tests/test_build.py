@@ -178,6 +178,34 @@ def test_a_failing_newsletter_child_leaves_the_rendering_to_the_build(
     assert contents(settings.paths.output) == contents(reference.paths.output)
 
 
+def test_a_build_that_fails_while_its_newsletter_child_works_reaps_the_child(
+    tmp_path: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fork = os.fork
+    children: list[int] = []
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            children.append(pid)
+        return pid
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("assembly failed")
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("os.fork", fork)
+    monkeypatch.setattr("feeds.build._context", broken)
+    settings = settings_for(tmp_path, inputs)
+    with pytest.raises(RuntimeError, match="assembly failed"):
+        build(settings, now=NOW, log=quiet)
+    assert len(children) == 1
+    with pytest.raises(ChildProcessError):
+        os.waitpid(children[0], os.WNOHANG)
+    monkeypatch.undo()
+    assert not build(settings, now=NOW, log=quiet).failed
+
+
 def test_renaming_an_input_file_changes_nothing(tmp_path: Path, inputs: Path) -> None:
     settings = settings_for(tmp_path, inputs)
     build(settings, now=NOW, log=quiet)
