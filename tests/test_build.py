@@ -206,6 +206,26 @@ def test_a_build_that_fails_while_its_newsletter_child_works_reaps_the_child(
     assert not build(settings, now=NOW, log=quiet).failed
 
 
+def test_a_build_leaves_the_garbage_collector_as_it_found_it(
+    tmp_path: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    assert gc.isenabled()
+    build(settings_for(tmp_path, inputs, "on"), now=NOW, log=quiet)
+    assert gc.isenabled()
+    monkeypatch.setattr("feeds.build._context", lambda *args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        build(settings_for(tmp_path, inputs, "failed"), now=NOW, log=quiet)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        build(settings_for(tmp_path, inputs, "off"), now=NOW, log=quiet)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_renaming_an_input_file_changes_nothing(tmp_path: Path, inputs: Path) -> None:
     settings = settings_for(tmp_path, inputs)
     build(settings, now=NOW, log=quiet)
