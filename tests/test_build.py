@@ -218,6 +218,7 @@ def test_a_build_leaves_the_garbage_collector_as_it_found_it(
     with pytest.raises(ZeroDivisionError):
         build(settings_for(tmp_path, inputs, "failed"), now=NOW, log=quiet)
     assert gc.isenabled()
+    monkeypatch.undo()
     gc.disable()
     try:
         build(settings_for(tmp_path, inputs, "off"), now=NOW, log=quiet)
