@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,3 +32,44 @@ def artifacts_dir(request: pytest.FixtureRequest) -> Path:
     path = ROOT / "tests" / ".artifacts" / request.node.name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+# What headless Chromium needs on a closed network, as root, with no GPU.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One headless Chromium (Debian's) per test module, with a fresh profile.
+
+    Skips with the reason where the browser is missing, except in CI, where the browser tests
+    must run: there a missing browser fails.
+    """
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - the test extra installs it
+        sync_playwright = None
+    if sync_playwright is None or shutil.which(str(CHROMIUM)) is None:
+        reason = f"headless Chromium needs playwright and {CHROMIUM}"
+        if IN_CI:
+            pytest.fail(f"{reason}; CI must run the browser tests")
+        pytest.skip(reason)
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as playwright:
+        # A persistent context is how playwright takes a fresh --user-data-dir.
+        context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+        )
+        try:
+            yield context
+        finally:
+            context.close()

@@ -7,30 +7,18 @@ win over the inlined styles. Screenshots go to tests/.artifacts/<test>/ for peop
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import IN_CI, ROOT, SAMPLE_DIGESTS
+from conftest import ROOT, SAMPLE_DIGESTS
 
 from feeds.config import NewsletterSettings, PathSettings, Settings
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WIDTHS = (375, 800)
 NEWSLETTER_TITLES = ".paper-title, .more-title"
 
@@ -43,30 +31,6 @@ _BOXES = """(selector) => [...document.querySelectorAll(selector)].map((el) => {
     shown: el.checkVisibility({checkOpacity: true, checkVisibilityCSS: true}),
   };
 })"""
-
-
-@pytest.fixture(scope="module")
-def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One headless Chromium for the module, with a fresh profile."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - the test extra installs it
-        sync_playwright = None
-    if sync_playwright is None or not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
-        reason = f"headless Chromium needs playwright and {CHROMIUM}"
-        if IN_CI:
-            pytest.fail(f"{reason}; CI must run the browser tests")
-        pytest.skip(reason)
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_playwright() as playwright:
-        # A persistent context is how playwright takes a fresh --user-data-dir.
-        context = playwright.chromium.launch_persistent_context(
-            str(profile), executable_path=str(CHROMIUM), args=FLAGS, headless=True
-        )
-        try:
-            yield context
-        finally:
-            context.close()
 
 
 @pytest.fixture(scope="module")

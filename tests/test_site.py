@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import IN_CI, REGENERATE, ROOT, SAMPLE_DIGESTS
+from conftest import REGENERATE, ROOT, SAMPLE_DIGESTS
 from lxml import etree
 from lxml import html as lxml_html
 
@@ -185,35 +183,12 @@ def test_an_empty_site_still_renders() -> None:
 
 # -- in a real browser -----------------------------------------------------------------------
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-
-
 @pytest.fixture(scope="module")
-def browser_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A page of a headless Chromium with a fresh profile, 375 px wide like a small phone."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - the test extra installs it
-        sync_playwright = None
-    if sync_playwright is None or shutil.which(str(CHROMIUM)) is None:
-        reason = f"the phone-width check needs playwright and {CHROMIUM}"
-        if IN_CI:
-            pytest.fail(f"{reason}; CI must run the browser tests")
-        pytest.skip(reason)
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True,
-            viewport={"width": 375, "height": 800}, java_script_enabled=True,
-        )
-        try:
-            yield context.new_page()
-        finally:
-            context.close()
+def browser_page(chromium: Any) -> Any:
+    """A page 375 px wide, like a small phone."""
+    page = chromium.new_page()
+    page.set_viewport_size({"width": 375, "height": 800})
+    return page
 
 
 @pytest.mark.browser
