@@ -1,13 +1,16 @@
-"""Text helpers for the parser: decoding digest files, telling Chinese from English, widths.
+"""Text rules: decoding digest files, telling Chinese from English, unsafe characters, widths.
 
-Kept apart from `feeds.parse` so the line grammar there reads as a grammar. Everything here is
-pure and cheap: the parser calls it for every line of a ten-year corpus.
+The parser reads with these, and every generator cleans and lays out text with them, so a rule
+about text is written once. Kept apart from `feeds.parse` so the line grammar there reads as a
+grammar. Everything here is pure and cheap: the parser calls it for every line of a ten-year
+corpus.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 
 from feeds.errors import ParseError
 
@@ -189,9 +192,65 @@ def collapse_spaces(text: str) -> str:
     return " ".join(text.split())
 
 
+# ---------------------------------------------------------------------------------------------
+# Characters no output may carry
+
+# C0 controls except tab, LF and CR, then DEL and the C1 controls.
+_C0 = "\x00-\x08\x0b\x0c\x0e-\x1f"
+_C1 = "\x7f-\x9f"
+# Lone surrogates (UTF-8 cannot encode them) and the noncharacters U+FFFE and U+FFFF.
+_UNENCODABLE = "\ud800-\udfff\ufffe\uffff"
+# Bidi embeddings, overrides and isolates: invisible, and they can reorder what a reader sees.
+_BIDI = "\u202a-\u202e\u2066-\u2069"
+
+# What XML 1.0 forbids (lxml raises on it) and HTML calls a parse error; never useful in text.
+XML_ILLEGAL = re.compile(f"[{_C0}{_C1}{_UNENCODABLE}]")
+# The above plus what draws nothing but could hide or reorder text: for an email, which a
+# reader may act on (zero-width space, direction marks and overrides, a stray BOM).
+INVISIBLE = re.compile(f"[{_C0}{_C1}{_UNENCODABLE}{_BIDI}\u200b\u200e\u200f\ufeff]")
+# What a mail header must not carry: any line break (header injection), tabs included, and the
+# invisible characters above.
+HEADER_UNSAFE = re.compile(f"[\x00-\x1f{_C1}{_UNENCODABLE}{_BIDI}\u2028\u2029]+")
+
+
+def strip_illegal(text: str) -> str:
+    """`text` without the characters XML forbids."""
+    return XML_ILLEGAL.sub("", text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Columns: display width, fitting and wrapping
+
+
+class _Widths(dict[int, str]):
+    """A str.translate table whose output is as long as the input is wide in a terminal.
+
+    East Asian wide and full-width characters give two characters, combining marks and other
+    zero-width characters none, anything else one. Filled as characters are first met, so it
+    costs nothing up front and a dict lookup after.
+    """
+
+    def __missing__(self, code: int) -> str:
+        self[code] = out = "n" * _char_width(chr(code))
+        return out
+
+
+def _char_width(ch: str) -> int:
+    if unicodedata.east_asian_width(ch) in "WF":
+        return 2
+    # Marks draw on the character before them; format characters (ZWSP, ZWJ, direction marks)
+    # draw nothing. The soft hyphen is the exception: terminals show it.
+    if unicodedata.category(ch) in ("Mn", "Me", "Cf") and ch != "\xad":
+        return 0
+    return 1
+
+
+_WIDTHS = _Widths()
+
+
 def display_width(text: str) -> int:
-    """Terminal columns: East Asian wide and full-width characters take two."""
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+    """Columns `text` takes in a terminal: wide and full-width characters two, marks none."""
+    return len(text.translate(_WIDTHS))
 
 
 def fit(text: str, width: int) -> str:
@@ -199,10 +258,75 @@ def fit(text: str, width: int) -> str:
     if display_width(text) > width:
         out, used = [], 0
         for ch in text:
-            w = 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+            w = len(_WIDTHS[ord(ch)])
             if used + w > width - 1:
                 break
             out.append(ch)
             used += w
         text = "".join(out) + "…"
     return text + " " * (width - display_width(text))
+
+
+def wrap(text: str, width: int, indent: str = "") -> list[str]:
+    """Wrap mixed Chinese/English text to `width` display columns, each line after `indent`.
+
+    English breaks between words, Chinese between characters (each two columns wide), never
+    before closing or after opening punctuation; a word longer than the line (a URL) stays
+    whole. Runs of spaces become one.
+    """
+    lines: list[str] = []
+    room = max(10, width - display_width(indent))
+    current = ""
+    used = 0
+    for unit, spaced, w in _units(text):
+        gap = 1 if spaced and current else 0
+        if current and used + gap + w > room:
+            lines.append(indent + current)
+            current, used, gap = "", 0, 0
+        current += " " * gap + unit
+        used += gap + w
+    if current:
+        lines.append(indent + current)
+    return lines
+
+
+# No line starts with these...
+_NO_START = set("，。、；：？！）」』】》〉”’,.;:!?)]}%…·")
+# ...and none ends with these.
+_NO_END = set("（「『【《〈“‘([{")
+
+
+class _BreakClasses(dict[int, str]):
+    """A str.translate table: space -> " ", wide -> "W", zero-width -> "z", other -> "n"."""
+
+    def __missing__(self, code: int) -> str:
+        ch = chr(code)
+        self[code] = kind = " " if ch.isspace() else _WIDTH_CLASS[_char_width(ch)]
+        return kind
+
+
+_WIDTH_CLASS = {2: "W", 1: "n", 0: "z"}
+_BREAK_CLASSES = _BreakClasses()
+# Over the text's classes: spaces, one wide character with its marks, a run of narrow ones.
+_PIECES = re.compile(r"( +)|(Wz*)|([nz]+)")
+
+
+def _units(text: str) -> Sequence[tuple[str, bool, int]]:
+    """Unbreakable pieces of `text`: each with whether a space precedes it, and its width."""
+    units: list[tuple[str, bool, int]] = []
+    spaced = False
+    classes = text.translate(_BREAK_CLASSES)
+    for match in _PIECES.finditer(classes):
+        if match.lastindex == 1:
+            spaced = True
+            continue
+        piece = text[match.start() : match.end()]
+        width = 2 if match.lastindex == 2 else match.group().count("n")
+        if units and not spaced and (piece[0] in _NO_START or units[-1][0][-1] in _NO_END):
+            # Closing punctuation sticks to what precedes it, opening to what follows.
+            last = units[-1]
+            units[-1] = (last[0] + piece, last[1], last[2] + width)
+        else:
+            units.append((piece, spaced, width))
+        spaced = False
+    return units

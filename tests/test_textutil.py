@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from feeds.errors import ParseError
-from feeds.textutil import decode, display_width, fit, split_lines, split_zh_en
+from feeds.textutil import (
+    HEADER_UNSAFE,
+    INVISIBLE,
+    XML_ILLEGAL,
+    decode,
+    display_width,
+    fit,
+    split_lines,
+    split_zh_en,
+    wrap,
+)
 
 ZH = "用多视角看自监督学习。从理论和经验两方面研究了自监督学习。"
 EN = "As a subset of unsupervised representation learning, it adopts self-defined signals."
@@ -56,3 +66,80 @@ def test_wide_characters_take_two_columns() -> None:
     assert fit("中文标题很长", 7) == "中文标…"
     assert display_width(fit("中文标题很长", 7)) == 7
     assert fit("ab", 4) == "ab  "
+
+
+@pytest.mark.parametrize(
+    ("text", "width"),
+    [
+        ("", 0),
+        ("abc", 3),
+        ("中文", 4),
+        ("ab中文", 6),
+        ("，：（）", 8),  # full-width punctuation
+        ("\u3000", 2),  # the ideographic space is wide too
+        ("e\u0301", 1),  # a combining accent draws on the e
+        ("中\u0301", 2),
+        ("a\u200bb", 2),  # zero-width space
+        ("Transformer图像分类", 19),
+        ("ｆｕｌｌ", 8),  # full-width Latin
+    ],
+)
+def test_display_width_counts_terminal_columns(text: str, width: int) -> None:
+    assert display_width(text) == width
+
+
+def test_fit_never_cuts_between_a_character_and_its_accent() -> None:
+    assert fit("cafe\u0301s", 5) == "cafe\u0301s"
+    assert display_width(fit("ab中\u0301文字", 5)) == 5
+
+
+ABSTRACT = (
+    "Deep Convolutional Neural Networks (CNNs) have long been the architecture of choice for "
+    "computer vision tasks. Recently, Transformer-based architectures like Vision Transformer "
+    "(ViT) have matched or even surpassed ResNets for image classification."
+)
+
+
+def test_wrap_breaks_english_between_words() -> None:
+    lines = wrap(ABSTRACT, 40)
+    assert all(len(line) <= 40 for line in lines)
+    assert " ".join(lines) == ABSTRACT
+
+
+def test_wrap_breaks_chinese_by_display_width_and_keeps_punctuation_attached() -> None:
+    text = "对视觉模型各种不同的鲁棒性度量进行了广泛研究，并将研究结果与基线进行了比较。" * 3
+    lines = wrap(text, 20)
+    assert all(display_width(line) <= 20 for line in lines)
+    assert "".join(lines) == text
+    assert not any(line[0] in "，。" for line in lines)
+
+
+def test_wrap_never_splits_a_url() -> None:
+    url = "https://arxiv.org/abs/2208.05688?some=very-long-query-string-that-does-not-fit"
+    lines = wrap(f"论文链接 {url} 见此", 30)
+    assert url in lines
+
+
+def test_wrap_keeps_accents_on_their_letters_and_counts_them_as_nothing() -> None:
+    text = "re\u0301sume\u0301 " * 6 + "漢\u0301字" * 8
+    lines = wrap(text.strip(), 20)
+    assert all(display_width(line) <= 20 for line in lines)
+    assert not any(line[0] == "\u0301" for line in lines)
+    assert "".join(lines).replace(" ", "") == text.replace(" ", "")
+
+
+def test_wrap_indents_every_line() -> None:
+    lines = wrap(ABSTRACT, 30, "    ")
+    assert all(line.startswith("    ") and display_width(line) <= 30 for line in lines)
+
+
+def test_xml_illegal_characters_are_a_subset_of_what_an_email_drops() -> None:
+    every = "".join(chr(c) for c in range(0x3000)) + "\ud800\udfff\ufeff\ufffe\uffff"
+    illegal = set(XML_ILLEGAL.findall(every))
+    assert illegal <= set(INVISIBLE.findall(every))
+    assert {"\x00", "\x0b", "\x0c", "\x7f", "\x85", "\ud800", "\ufffe"} <= illegal
+    assert not illegal & {"\t", "\n", "\r"}
+    assert {"\u200b", "\u202e", "\u2066", "\ufeff"} <= set(INVISIBLE.findall(every))
+    # A header also loses every line break and tab (header injection).
+    header = "".join(HEADER_UNSAFE.findall(every))
+    assert set("\t\n\r\u2028\u2029\u202e") <= set(header)
