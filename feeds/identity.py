@@ -39,8 +39,12 @@ _WEIBO = re.compile(
 )
 _WEIBO_MOBILE = re.compile(r"^https?://m\.weibo\.cn/(?:status|detail)/(?P<id>[0-9A-Za-z]+)/?$")
 
-# A paper's key kinds, strongest first (the identity rule of docs/input-formats.md).
-_KEY_ORDER: tuple[LinkKind, ...] = ("arxiv", "openreview", "doi", "weibo")
+# Link kinds, the one that names a paper best first (the identity rule of
+# docs/input-formats.md). A paper's key comes from the first kind that carries an id, and its
+# primary link (`feeds.links.primary_url`) follows the same order, so the link a reader follows
+# is the paper the guid names.
+LINK_ORDER: tuple[LinkKind, ...] = ("arxiv", "openreview", "doi", "weibo", "other")
+LINK_RANK: dict[str, int] = {kind: rank for rank, kind in enumerate(LINK_ORDER)}
 _TAG_PREFIX = "tag:digest-feeds,2020:"
 
 _FILENAME_DATE = re.compile(r"(?<!\d)(\d{4})(-?)(\d{2})\2(\d{2})(?!\d)")
@@ -94,12 +98,17 @@ def best_link(refs: Sequence[Ref]) -> Ref | None:
     best: Ref | None = None
     for ref in refs:
         if ref.ident is not None and (
-            best is None or _KEY_ORDER.index(ref.link.kind) < _KEY_ORDER.index(best.link.kind)
+            best is None or LINK_RANK[ref.link.kind] < LINK_RANK[best.link.kind]
         ):
             best = ref
     if best is None and refs:
         return refs[0]
     return best
+
+
+def key_rank(key: str) -> int:
+    """How well a key names its paper: 0 for an arXiv key, up to title hashes last."""
+    return LINK_RANK.get(key.split(":", 1)[0], len(LINK_ORDER))
 
 
 def identify(refs: Sequence[Ref], title: str) -> tuple[str, str]:

@@ -8,20 +8,18 @@ other with relative URLs (the site works from any folder, even file://); what le
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from feeds.catalog import FeedInfo, feed_list, select
 from feeds.config import Settings
+from feeds.links import link_label, primary_link, safe_url
 from feeds.model import BuildContext, Digest, Item, Paper
+from feeds.textutil import strip_illegal
 
 if TYPE_CHECKING:
     import jinja2
 
-# Characters XML 1.0 forbids and HTML calls parse errors; never useful in a title.
-_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
-_LINK_NAMES = {"arxiv": "arXiv", "openreview": "OpenReview", "doi": "DOI", "weibo": "Weibo"}
 # (format, MIME type of the autodiscovery link, FeedInfo attribute holding its path)
 FORMATS = (
     ("RSS", "application/rss+xml", "rss"),
@@ -77,7 +75,7 @@ def _environment(settings: Settings) -> jinja2.Environment:
         # Every text that reaches a page or the OPML loses XML-illegal characters; markup
         # (a macro's output) is already clean and must stay markup, not be escaped again.
         if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
-            return _ILLEGAL.sub("", value)
+            return strip_illegal(value)
         return value
 
     return jinja2.Environment(
@@ -159,8 +157,7 @@ def _paper_view(item: Item, settings: Settings, paper: Paper | None) -> dict[str
     return {
         "title": item.title or item.title_zh or item.key,
         "title_zh": item.title_zh if item.title and item.title_zh else None,
-        "url": _web(item.url) or next((link.href for link in item.links if _web(link.href)),
-                                      None),
+        "url": primary_link(item),
         "category": item.category,
         "category_name": item.category_name,
         "starred": item.starred,
@@ -170,24 +167,13 @@ def _paper_view(item: Item, settings: Settings, paper: Paper | None) -> dict[str
         "abstract": item.abstract,
         "notes": item.notes,
         "date": _day(when, settings),
+        # Only safe URLs become links: a `javascript:` URL in a digest is no link at all.
         "links": [
-            {"name": _LINK_NAMES.get(link.kind, _host(link.href)), "href": link.href}
+            {"name": link_label(link, name_hosts=True), "href": href}
             for link in item.links
-            if _web(link.href)
+            if (href := safe_url(link.href)) is not None
         ],
     }
-
-
-def _web(url: str | None) -> str | None:
-    """Only http(s) URLs become links: a `javascript:` URL in a digest stays inert text."""
-    if url and url.strip().lower().startswith(("https://", "http://")):
-        return url.strip()
-    return None
-
-
-def _host(url: str) -> str:
-    rest = url.split("://", 1)[-1]
-    return rest.split("/", 1)[0] or "link"
 
 
 def _day(moment: datetime | None, settings: Settings) -> str:

@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from feeds.catalog import STARRED_LABEL, FeedInfo, feed_list, select
 from feeds.config import Settings
+from feeds.links import link_label, primary_link, safe_url
 from feeds.model import BuildContext, Item, Link, Paper
+from feeds.textutil import strip_illegal
 
 if TYPE_CHECKING:
     from feedgen.feed import FeedGenerator
@@ -43,46 +45,19 @@ EMPTY_FEED_TIME = datetime(2020, 1, 1, tzinfo=UTC)
 STARRED_TERM = "starred"
 SUMMARY_LENGTH = 280
 
-# Characters XML 1.0 forbids (lxml raises on them), lone surrogates (UTF-8 cannot hold them),
-# the noncharacters U+FFFE/U+FFFF, and the C1 controls XML 1.0 discourages.
-_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 _SPACES = re.compile(r"\s+")
-_LINK_ORDER = {"arxiv": 0, "openreview": 1, "doi": 2, "weibo": 3, "other": 4}
-_LINK_NAMES = {
-    "arxiv": "arXiv",
-    "openreview": "OpenReview",
-    "doi": "DOI",
-    "weibo": "Weibo",
-    "other": "Link",
-}
 
 
 def clean(text: str | None) -> str:
     """Text safe for XML: illegal characters removed, line ends normalized, edges trimmed."""
     if not text:
         return ""
-    return _ILLEGAL.sub("", text.replace("\r\n", "\n").replace("\r", "\n")).strip()
+    return strip_illegal(text.replace("\r\n", "\n").replace("\r", "\n")).strip()
 
 
 def one_line(text: str | None) -> str:
     """Clean text on one line (titles, names): every run of whitespace becomes one space."""
     return _SPACES.sub(" ", clean(text)).strip()
-
-
-def is_web_url(url: str | None) -> bool:
-    return bool(url) and one_line(url).lower().startswith(("https://", "http://"))
-
-
-def primary_link(item: Item) -> str | None:
-    """The entry's link: the item's own URL, else its best web link (arXiv, OpenReview, DOI,
-    Weibo, other, in that order); None when it has no web link at all."""
-    if item.url and is_web_url(item.url):
-        return one_line(item.url)
-    web = [link for link in item.links if is_web_url(link.href)]
-    if not web:
-        return None
-    best = min(enumerate(web), key=lambda pair: (_LINK_ORDER.get(pair[1].kind, 9), pair[0]))
-    return one_line(best[1].href)
 
 
 def entry_title(item: Item) -> str:
@@ -106,7 +81,7 @@ def entry_categories(item: Item) -> list[tuple[str, str]]:
 
 def permalink(guid: str) -> bool:
     """RSS isPermaLink: true only when the guid is itself a web page."""
-    return is_web_url(guid)
+    return safe_url(guid) is not None
 
 
 def entry_summary(item: Item) -> str:
@@ -142,11 +117,11 @@ def _paragraphs(text: str | None, lang: str | None = None) -> list[str]:
 
 
 def _link_html(link: Link) -> str:
-    name = _LINK_NAMES.get(link.kind, "Link")
-    href = one_line(link.href)
-    if not is_web_url(href):
+    name = link_label(link)
+    href = safe_url(link.href)
+    if href is None:
         # Not a web address (javascript:, data:, a typo): shown, never made clickable.
-        return f"<li>{escape(name)}: {escape(href)}</li>"
+        return f"<li>{escape(name)}: {escape(one_line(link.href))}</li>"
     return f'<li>{escape(name)}: <a href="{escape(href)}">{escape(href)}</a></li>'
 
 

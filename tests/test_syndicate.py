@@ -22,6 +22,7 @@ from conftest import REGENERATE, SAMPLE_DIGESTS
 
 from feeds.catalog import feed_list, select
 from feeds.config import Settings, SiteSettings
+from feeds.links import primary_link
 from feeds.model import BuildContext, Digest, Item, Link, Paper
 from feeds.parse import parse_file
 from feeds.syndicate import (
@@ -33,7 +34,6 @@ from feeds.syndicate import (
     entry_times,
     entry_title,
     permalink,
-    primary_link,
     render_feed,
     render_feeds,
 )
@@ -376,38 +376,6 @@ def test_category_and_star_are_entry_categories_with_term_and_label() -> None:
     assert item["tags"] == ["计算机视觉", "重点关注"]
     assert item["_digest_feeds"]["category"] == "CV"
     assert item["_digest_feeds"]["starred"] is True
-
-
-@pytest.mark.parametrize(
-    ("url", "links", "expected"),
-    [
-        ("https://arxiv.org/abs/1", (), "https://arxiv.org/abs/1"),
-        (
-            None,
-            (
-                Link("weibo", "https://weibo.com/1/K"),
-                Link("openreview", "https://openreview.net/forum?id=x"),
-                Link("arxiv", "https://arxiv.org/abs/2"),
-            ),
-            "https://arxiv.org/abs/2",
-        ),
-        (
-            None,
-            (
-                Link("weibo", "https://weibo.com/1/K"),
-                Link("openreview", "https://openreview.net/f"),
-            ),
-            "https://openreview.net/f",
-        ),
-        ("javascript:alert(1)", (Link("weibo", "https://weibo.com/1/K"),), "https://weibo.com/1/K"),
-        (None, (Link("arxiv", "ftp://arxiv.org/x"),), None),
-        (None, (), None),
-    ],
-)
-def test_primary_link_prefers_the_url_then_arxiv_openreview_weibo(
-    url: str | None, links: tuple[Link, ...], expected: str | None
-) -> None:
-    assert primary_link(make_item(1, url=url, links=links)) == expected
 
 
 def test_guid_is_a_permalink_only_when_it_is_a_web_url() -> None:

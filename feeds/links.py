@@ -1,0 +1,82 @@
+"""Link rules every generator follows: which URLs become links, an item's primary link, labels.
+
+The feeds, the site, the newsletter and the message headers all ask these functions, so a URL
+that is a link in one output is a link in all of them, and a paper links to the same page
+everywhere. Pure and import-light: the build calls `primary_url` too.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
+
+from feeds.identity import LINK_RANK
+from feeds.model import Item, Link, LinkKind
+
+# What a link of each kind is called where the link text is all a reader sees.
+LINK_LABELS: Mapping[LinkKind, str] = {
+    "arxiv": "arXiv",
+    "openreview": "OpenReview",
+    "doi": "DOI",
+    "weibo": "Weibo",
+    "other": "Link",
+}
+
+
+_ASCII_SPACE = " \t\n\r\x0b\x0c"
+
+
+def safe_url(url: str | None) -> str | None:
+    """`url` without surrounding spaces if it is a plain http(s) link to a host, else None.
+
+    Anything else is no link: `javascript:` and `data:` (they run or smuggle content), no
+    host, a space or control character inside (a browser would repair it into another URL
+    than the one shown), or a URL the standard library cannot split (an unclosed IPv6 bracket).
+    """
+    if not url:
+        return None
+    # Only the ASCII spaces browsers strip from an href's ends: U+0085 or U+3000 there is junk.
+    url = url.strip(_ASCII_SPACE)
+    if any(ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in url):
+        return None
+    try:
+        parts = urlsplit(url)
+        # Reading the port validates it: `https://host:abc/` is no URL.
+        _ = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return url
+
+
+def primary_url(links: Iterable[Link]) -> str | None:
+    """The safe link that names the paper best: arXiv, OpenReview, DOI, Weibo, other, the
+    earlier of two of a kind; None when no link is safe."""
+    best: tuple[int, str] | None = None
+    for link in links:
+        href = safe_url(link.href)
+        if href is not None and (best is None or LINK_RANK[link.kind] < best[0]):
+            best = (LINK_RANK[link.kind], href)
+    return best[1] if best else None
+
+
+def primary_link(item: Item) -> str | None:
+    """Where an item's title links: its own URL if safe, else `primary_url` of its links."""
+    return safe_url(item.url) or primary_url(item.links)
+
+
+def link_label(link: Link, *, name_hosts: bool = False) -> str:
+    """A link's name for a reader: its kind (arXiv, Weibo, ...), "Link" for any other link.
+
+    With `name_hosts`, another link is named by the host it leads to instead, for pages where
+    the name is all a reader sees of the link. The host, not the whole authority:
+    `https://arxiv.org@evil.example/` is named `evil.example`, where it really goes.
+    """
+    if link.kind == "other" and name_hosts:
+        href = safe_url(link.href)
+        host = urlsplit(href).hostname if href else None
+        if host:
+            return host
+    return LINK_LABELS[link.kind]
