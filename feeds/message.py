@@ -1,5 +1,9 @@
 """A newsletter as an email message: multipart/alternative, UTF-8, list headers.
 
+`Newsletter` (what the renderer produces) is defined here, where it is consumed: the renderer
+composes messages to measure them against the size budget, so it imports this module, and this
+module imports nothing of the renderer.
+
 Messages use `email.policy.SMTP` throughout (CRLF line ends), so `as_bytes` is exactly what goes
 over the wire and what the size budget measures. The archive copy of a message is a pure function
 of its content: Date is the digest's date, Message-ID comes from the digest id and the list id,
@@ -15,18 +19,33 @@ from __future__ import annotations
 import email.policy
 import hashlib
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
-from typing import TYPE_CHECKING
 
 from feeds.config import Settings
 from feeds.errors import ConfigError
+from feeds.links import safe_url
+from feeds.textutil import HEADER_UNSAFE
 
-if TYPE_CHECKING:
-    from feeds.newsletter import Newsletter
 
+@dataclass(frozen=True)
+class Newsletter:
+    """One email as rendered for one set of categories (None: all of them)."""
+
+    digest_id: str
+    subject: str
+    html: str
+    text: str
+    # Distinct papers in this email (after the category filter, before any size degradation).
+    count: int
+    categories: frozenset[str] | None
+    date: datetime
+    title: str
+    # Index into `feeds.issue.LEVELS`: 0 when nothing was left out.
+    degradation: int = 0
 
 
 class _ListPolicy(email.policy.EmailPolicy):
@@ -56,8 +75,6 @@ class _ListPolicy(email.policy.EmailPolicy):
 
 
 POLICY = _ListPolicy(linesep="\r\n")
-# Anything a header must not carry: line breaks (header injection) and other control characters.
-_HEADER_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+")
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9.\-]+")
 _ID_LOCAL_UNSAFE = re.compile(r"[^A-Za-z0-9.\-_+=$]+")
 _URL_UNSAFE = re.compile(r"[^!#-;=?-~]+")  # printable ASCII except space, quotes and <>
@@ -93,8 +110,8 @@ def compose(
         else archive_message_id(newsletter, settings)
     )
     msg["List-Id"] = f"{_phrase(settings.site.title)} <{domain}>"
-    mailto = _URL_UNSAFE.sub("", ns.unsubscribe_mailto)
-    targets = [f"<mailto:{mailto}?subject=unsubscribe>"] if mailto else []
+    mailto = unsubscribe_mailto(settings)
+    targets = [f"<{mailto}>"] if mailto else []
     https = _https(unsubscribe_url)
     if https:
         targets.append(f"<{https}>")
@@ -117,6 +134,16 @@ def compose(
 def as_bytes(msg: EmailMessage) -> bytes:
     """The message exactly as sent over SMTP (CRLF line ends)."""
     return msg.as_bytes(policy=POLICY)
+
+
+def unsubscribe_mailto(settings: Settings) -> str | None:
+    """The mailto: link that unsubscribes by email, None without `unsubscribe_mailto`.
+
+    Only printable ASCII without quotes or angle brackets survives: the link goes into the
+    List-Unsubscribe header between angle brackets, and into the email's footer.
+    """
+    mailto = _URL_UNSAFE.sub("", settings.newsletter.unsubscribe_mailto)
+    return f"mailto:{mailto}?subject=unsubscribe" if mailto else None
 
 
 def archive_message_id(newsletter: Newsletter, settings: Settings) -> str:
@@ -143,7 +170,7 @@ def address(value: str) -> Address:
 
 def header_text(value: str) -> str:
     """A header value that cannot break out of its header: one line, no control characters."""
-    return " ".join(_HEADER_UNSAFE.sub(" ", value).split())
+    return " ".join(HEADER_UNSAFE.sub(" ", value).split())
 
 
 def _list_domain(settings: Settings) -> str:
@@ -170,9 +197,11 @@ def _phrase(text: str) -> str:
 
 
 def _https(url: str | None) -> str | None:
-    if not url:
+    """A link List-Unsubscribe may carry: safe, https (RFC 8058), printable ASCII between its
+    angle brackets, and no comma (RFC 2369 separates the header's URLs with commas)."""
+    url = safe_url(url)
+    if url is None or not url.lower().startswith("https://"):
         return None
-    url = header_text(url)
-    if not url.lower().startswith("https://") or _URL_UNSAFE.search(url) or "," in url:
+    if _URL_UNSAFE.search(url) or "," in url:
         return None
     return url

@@ -5,29 +5,40 @@ premailer, which inlines every CSS rule into `style` attributes for clients that
 (Gmail's non-Gmail accounts, Outlook) and keeps the `@media` rules (phone layout, dark mode) in a
 `<style>` block with their `!important`. The archive is a web page, not an email: it keeps the
 same stylesheet in a `<style>` block, uninlined. The text part is written for reading, not
-stripped from the HTML: wrapped at 72 columns, Chinese by display width.
+stripped from the HTML: wrapped at 72 columns, Chinese by display width (`textutil.wrap`).
+What each email shows (papers, cleaned text, safe links) comes from `feeds.issue`.
 
 Every message is kept under `settings.newsletter.size_budget` bytes as sent (Gmail clips longer
-ones): when a digest is too big, the email leaves things out in the planned order of `LEVELS`
-and says so, linking to the full web version. See docs/newsletter.md.
+ones): when a digest is too big, the email leaves things out in the planned order of
+`feeds.issue.LEVELS` and says so, linking to the full web version. See docs/newsletter.md.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-import unicodedata
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit
 
 from feeds import message
 from feeds.config import Settings
 from feeds.errors import ConfigError
-from feeds.model import BuildContext, Digest, Item
+from feeds.issue import (
+    LEVELS,
+    Issue,
+    clean_line,
+    degrade,
+    distinct,
+    issue_for,
+    masthead,
+    short_title,
+    shorten,
+)
+from feeds.links import safe_url
+from feeds.message import Newsletter as Newsletter
+from feeds.model import BuildContext, Digest
+from feeds.textutil import wrap
 
 if TYPE_CHECKING:
     import jinja2
@@ -36,87 +47,7 @@ TEXT_WIDTH = 72
 # Room left in the budget for what differs per recipient (To, Message-ID, a personal
 # unsubscribe link): the budget is checked once per category set, not once per recipient.
 RECIPIENT_HEADROOM = 1024
-# A list of a hundred authors says nothing more in an email than the first dozen.
-MAX_AUTHORS = 12
-SHORT_ABSTRACT = 300
-PREHEADER_CHARS = 140
 TEMPLATE_FILES = ("email.html", "email.txt", "archive.html", "newsletter.css")
-
-# What the email leaves out, step by step, when it would exceed the size budget. Each level
-# includes the ones before it; the sentence is shown in the email (and the text part).
-LEVELS: tuple[str, ...] = (
-    "",
-    "the summaries and abstracts of the further papers",
-    f"the English abstracts beyond their first {SHORT_ABSTRACT} characters",
-    "the Chinese summaries (the Chinese titles stay)",
-    "authors, affiliations and abstracts: titles only",
-    "the last papers of the list",
-)
-
-_LINK_LABELS = {
-    "arxiv": "arXiv",
-    "openreview": "OpenReview",
-    "doi": "DOI",
-    "weibo": "Weibo",
-    "other": "Link",
-}
-# Control characters and the invisible bidi overrides that could reorder what a reader sees.
-_INVISIBLE = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]"
-)
-_SPACES = re.compile(r"\s+")
-
-
-@dataclass(frozen=True)
-class Newsletter:
-    """One email as rendered for one set of categories (None: all of them)."""
-
-    digest_id: str
-    subject: str
-    html: str
-    text: str
-    # Distinct papers in this email (after the category filter, before any size degradation).
-    count: int
-    categories: frozenset[str] | None
-    date: datetime
-    title: str
-    # Index into LEVELS: 0 when nothing was left out.
-    degradation: int = 0
-
-
-@dataclass(frozen=True)
-class PaperView:
-    """One paper as the templates show it: cleaned text, safe links only."""
-
-    rank: int
-    section: str
-    category: str | None
-    category_name: str | None
-    starred: bool
-    title: str
-    title_zh: str | None
-    url: str | None
-    authors: str
-    affiliations: str
-    summary_zh: str | None
-    abstract: str | None
-    notes: tuple[str, ...]
-    links: tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True)
-class _Issue:
-    digest: Digest
-    date: str
-    heading: str
-    summary: str | None
-    papers: tuple[PaperView, ...]
-    categories: frozenset[str] | None
-
-    @property
-    def filtered(self) -> bool:
-        """Whether the category filter applied (weekly picks are never filtered)."""
-        return self.categories is not None and self.digest.format != "weekly"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,7 +65,7 @@ def render_newsletter(
 
     None when the category filter leaves no paper: such subscribers get no email that day.
     """
-    issue = _issue(digest, categories)
+    issue = issue_for(digest, categories)
     if not issue.papers:
         return None
     return _within_budget(issue, settings, unsubscribe_url)[0]
@@ -142,7 +73,7 @@ def render_newsletter(
 
 def render_issue_files(digest: Digest, settings: Settings) -> dict[str, bytes]:
     """newsletter/<id>.html and .txt (the full web version) and .eml (the message as sent)."""
-    issue = _issue(digest, None)
+    issue = issue_for(digest, None)
     if not issue.papers:
         return {}
     sent, eml = _within_budget(issue, settings, None)
@@ -166,17 +97,17 @@ def render_archive(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
     """
     rows = []
     for digest in ctx.digests:
-        items = _distinct(digest.items)
+        items = distinct(digest.items)
         if not items or not digest.id:
             continue
-        date, heading, summary = _masthead(digest)
+        date, heading, summary = masthead(digest)
         rows.append(
             {
                 "id": digest.id,
                 "date": date,
                 "heading": heading,
                 # The summary line, or the first Chinese titles for digests without one.
-                "summary": _shorten(summary or "、".join(_short_title(i) for i in items[:6])),
+                "summary": shorten(summary or "、".join(short_title(i) for i in items[:6])),
                 "count": len(items),
                 "starred": sum(i.starred for i in items),
                 "weekly": digest.format == "weekly",
@@ -184,7 +115,7 @@ def render_archive(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
         )
     env = _environment(settings.paths.templates)
     html = env.get_template("archive.html").render(
-        site_title=_clean_line(settings.site.title),
+        site_title=clean_line(settings.site.title),
         site_url=settings.site.url(""),
         feed_url=settings.site.url("feeds/all.rss"),
         css=_css(env),
@@ -194,173 +125,19 @@ def render_archive(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
     return {"newsletter/index.html": html.encode("utf-8")}
 
 
-def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "") -> list[str]:
-    """Wrap mixed Chinese/English text to `width` display columns.
-
-    English breaks between words, Chinese between characters (each two columns wide), never
-    before closing or after opening punctuation; a word longer than the line (a URL) stays whole.
-    """
-    lines: list[str] = []
-    room = max(10, width - display_width(indent))
-    current = ""
-    used = 0
-    for unit, spaced, w in _units(text):
-        gap = 1 if spaced and current else 0
-        if current and used + gap + w > room:
-            lines.append(indent + current)
-            current, used, gap = "", 0, 0
-        current += " " * gap + unit
-        used += gap + w
-    if current:
-        lines.append(indent + current)
-    return lines
-
-
-def safe_href(url: str | None) -> str | None:
-    """`url` if it is a plain http(s) link; anything else (javascript:, data:, junk) is no link."""
-    if not url:
-        return None
-    url = url.strip()
-    if any(c.isspace() or unicodedata.category(c)[0] == "C" for c in url):
-        return None
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        return None
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        return None
-    return url
-
-
-# ---------------------------------------------------------------------------------------------
-# From a digest to what the templates show
-
-
-def _issue(digest: Digest, categories: frozenset[str] | None) -> _Issue:
-    items = _distinct(digest.items)
-    if categories is not None and digest.format != "weekly":
-        # Weekly picks have no categories and go to every subscriber; in a daily digest a
-        # paper without a category only reaches those who take all categories.
-        items = [i for i in items if i.category in categories]
-    date, heading, summary = _masthead(digest)
-    return _Issue(
-        digest=digest,
-        date=date,
-        heading=heading,
-        summary=summary,
-        papers=tuple(_paper_view(i) for i in items),
-        categories=categories,
-    )
-
-
-def _masthead(digest: Digest) -> tuple[str, str, str | None]:
-    """The issue's date, heading and summary line (None without one)."""
-    date = digest.id[:10] if digest.id else (digest.date.date().isoformat() if digest.date else "")
-    heading = "Weekly picks" if digest.format == "weekly" else "Daily digest"
-    summary = re.sub(r"^摘要\s*[:：]\s*", "", _clean_line(digest.summary))
-    if not summary and digest.format == "weekly":
-        # A weekly list has no summary line; its title ("2020.7.11周论文精选与精读") says more.
-        summary = _clean_line(digest.title)
-    return date, heading, summary or None
-
-
-def _short_title(item: Item) -> str:
-    """The title a list of titles shows: Chinese if there is one, as `_paper_view` cleans it."""
-    return _clean_line(item.title_zh) or _clean_line(item.title) or "(untitled)"
-
-
-def _distinct(items: Iterable[Item]) -> list[Item]:
-    """One entry per paper: a weekly list may name the same paper twice."""
-    seen: set[str] = set()
-    kept = []
-    for item in items:
-        if item.key in seen:
-            continue
-        seen.add(item.key)
-        kept.append(item)
-    return kept
-
-
-def _paper_view(item: Item) -> PaperView:
-    title_zh = _clean_line(item.title_zh) if item.title_zh else None
-    summary = _clean_block(item.summary_zh) if item.summary_zh else None
-    if summary and title_zh and summary.startswith(title_zh):
-        # The digest's Chinese summary opens with its Chinese title; don't print it twice.
-        summary = summary[len(title_zh) :].lstrip("。. \n") or None
-    authors = [_clean_line(a) for a in item.authors if _clean_line(a)]
-    shown = ", ".join(authors[:MAX_AUTHORS])
-    if len(authors) > MAX_AUTHORS or item.authors_truncated:
-        shown += " et al."
-    url = safe_href(item.url)
-    links: list[tuple[str, str]] = []
-    for link in item.links:
-        href = safe_href(link.href)
-        if href and all(href != h for _, h in links):
-            links.append((_LINK_LABELS.get(link.kind, "Link"), href))
-    if url is None and links:
-        url = links[0][1]
-    notes = _clean_block(item.notes) if item.notes else ""
-    return PaperView(
-        rank=item.rank,
-        section=item.section,
-        category=_clean_line(item.category) if item.category else None,
-        category_name=_clean_line(item.category_name) if item.category_name else None,
-        starred=item.starred,
-        title=_clean_line(item.title) or title_zh or "(untitled)",
-        title_zh=title_zh if title_zh != _clean_line(item.title) else None,
-        url=url,
-        authors=shown,
-        affiliations=" & ".join(a for a in (_clean_line(x) for x in item.affiliations) if a),
-        summary_zh=summary,
-        abstract=_clean_block(item.abstract) if item.abstract else None,
-        notes=tuple(p for p in (s.strip() for s in notes.split("\n\n")) if p),
-        links=tuple(links),
-    )
-
-
-def _clean_line(text: str | None) -> str:
-    """One line of visible text: no control characters, no line breaks, no runs of spaces."""
-    if not text:
-        return ""
-    return _SPACES.sub(" ", _INVISIBLE.sub("", text)).strip()
-
-
-def _clean_block(text: str | None) -> str:
-    """Paragraphs of visible text, separated by one blank line."""
-    if not text:
-        return ""
-    text = _INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-    paragraphs = re.split(r"\n\s*\n", text)
-    cleaned = (" ".join(_clean_line(line) for line in p.split("\n")).strip() for p in paragraphs)
-    return "\n\n".join(p for p in cleaned if p)
-
-
-def _degrade(paper: PaperView, level: int) -> PaperView:
-    if level >= 1 and paper.section == "more":
-        paper = replace(paper, summary_zh=None, abstract=None, notes=())
-    if level >= 2 and paper.abstract and len(paper.abstract) > SHORT_ABSTRACT:
-        cut = paper.abstract[:SHORT_ABSTRACT].rsplit(" ", 1)[0]
-        paper = replace(paper, abstract=cut.rstrip(",;:") + " …")
-    if level >= 3:
-        paper = replace(paper, summary_zh=None, notes=())
-    if level >= 4:
-        paper = replace(paper, authors="", affiliations="", abstract=None, links=())
-    return paper
-
-
 # ---------------------------------------------------------------------------------------------
 # Rendering
 
 
 def _render(
-    issue: _Issue,
+    issue: Issue,
     settings: Settings,
     *,
     level: int,
     limit: int,
     unsubscribe_url: str | None,
 ) -> Newsletter:
-    papers = [_degrade(p, level) for p in issue.papers[:limit]]
+    papers = [degrade(p, level) for p in issue.papers[:limit]]
     count = len(issue.papers)
     digest = issue.digest
     subject = _subject(settings, issue, count)
@@ -369,13 +146,10 @@ def _render(
     if limit < count and LEVELS[-1] not in omitted:
         omitted.append(LEVELS[-1])
     web_url = settings.site.url(f"newsletter/{digest.id}.html")
-    mailto = re.sub(r"[^!#-;=?-~]+", "", settings.newsletter.unsubscribe_mailto)
-    unsubscribe = safe_href(unsubscribe_url) or (
-        f"mailto:{mailto}?subject=unsubscribe" if mailto else None
-    )
+    unsubscribe = safe_url(unsubscribe_url) or message.unsubscribe_mailto(settings)
     context: dict[str, Any] = {
         "subject": subject,
-        "site_title": _clean_line(settings.site.title),
+        "site_title": clean_line(settings.site.title),
         "language": settings.site.language,
         "heading": issue.heading,
         "date": issue.date,
@@ -405,13 +179,13 @@ def _render(
         count=count,
         categories=issue.categories,
         date=_digest_datetime(digest, settings),
-        title=f"{_clean_line(settings.site.title)} · {issue.heading} {issue.date}",
+        title=f"{clean_line(settings.site.title)} · {issue.heading} {issue.date}",
         degradation=level if limit == count else len(LEVELS) - 1,
     )
 
 
 def _within_budget(
-    issue: _Issue, settings: Settings, unsubscribe_url: str | None
+    issue: Issue, settings: Settings, unsubscribe_url: str | None
 ) -> tuple[Newsletter, bytes]:
     """The fullest rendering whose archive-copy message fits the budget, and that message."""
     budget = settings.newsletter.size_budget - RECIPIENT_HEADROOM
@@ -431,9 +205,9 @@ def _within_budget(
             return letter, raw
 
 
-def _subject(settings: Settings, issue: _Issue, count: int) -> str:
+def _subject(settings: Settings, issue: Issue, count: int) -> str:
     noun = "paper" if count == 1 else "papers"
-    parts = [_clean_line(settings.site.title)]
+    parts = [clean_line(settings.site.title)]
     parts.append(f"weekly picks {issue.date}" if issue.digest.format == "weekly" else issue.date)
     head = " ".join(p for p in parts if p)
     if issue.filtered:
@@ -441,17 +215,13 @@ def _subject(settings: Settings, issue: _Issue, count: int) -> str:
     return f"{head} · {count} {noun}"
 
 
-def _preheader(issue: _Issue) -> str:
+def _preheader(issue: Issue) -> str:
     if issue.summary and not issue.filtered:
         text = issue.summary
     else:
         # A subset (or a digest without summary) gets a summary of what it really holds.
         text = "、".join(p.title_zh or p.title for p in issue.papers[:6])
-    return _shorten(text)
-
-
-def _shorten(text: str) -> str:
-    return text if len(text) <= PREHEADER_CHARS else text[: PREHEADER_CHARS - 1] + "…"
+    return shorten(text)
 
 
 def _digest_datetime(digest: Digest, settings: Settings) -> datetime:
@@ -561,56 +331,3 @@ def _premailer() -> Any:
         cssutils_logging_level=logging.CRITICAL,
         cache_css_parsing=True,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Wrapping text by display width
-
-# No line starts with these...
-_NO_START = set("，。、；：？！）」』】》〉”’,.;:!?)]}%…·")
-# ...and none ends with these.
-_NO_END = set("（「『【《〈“‘([{")
-
-
-class _CharClasses(dict[int, str]):
-    """A str.translate table: space -> " ", wide (2-column) -> "W", anything else -> "n".
-
-    Filled as characters are first met, so it costs nothing up front and a dict lookup after.
-    """
-
-    def __missing__(self, code: int) -> str:
-        c = chr(code)
-        kind = " " if c.isspace() else "W" if unicodedata.east_asian_width(c) in "WF" else "n"
-        self[code] = kind
-        return kind
-
-
-_CHAR_CLASSES = _CharClasses()
-# Over the text's character classes: spaces, one wide character, a run of narrow ones.
-_PIECES = re.compile(r"( +)|(W)|(n+)")
-
-
-def display_width(text: str) -> int:
-    """Columns `text` takes in a terminal: East Asian wide and full-width characters take two."""
-    return len(text) + text.translate(_CHAR_CLASSES).count("W")
-
-
-def _units(text: str) -> Sequence[tuple[str, bool, int]]:
-    """Unbreakable pieces of `text`: each with whether a space precedes it, and its width."""
-    units: list[tuple[str, bool, int]] = []
-    spaced = False
-    classes = text.translate(_CHAR_CLASSES)
-    for match in _PIECES.finditer(classes):
-        if match.lastindex == 1:
-            spaced = True
-            continue
-        piece = text[match.start() : match.end()]
-        width = 2 if match.lastindex == 2 else len(piece)
-        if units and not spaced and (piece[0] in _NO_START or units[-1][0][-1] in _NO_END):
-            # Closing punctuation sticks to what precedes it, opening to what follows.
-            last = units[-1]
-            units[-1] = (last[0] + piece, last[1], last[2] + width)
-        else:
-            units.append((piece, spaced, width))
-        spaced = False
-    return units

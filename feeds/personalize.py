@@ -19,7 +19,7 @@ from feeds.subscribers import Subscriber, resolve_categories
 from feeds.unsubscribe import PLACEHOLDER, make_token, personal_url
 
 if TYPE_CHECKING:
-    from feeds.newsletter import Newsletter
+    from feeds.message import Newsletter
 
 
 @dataclass(frozen=True, slots=True)

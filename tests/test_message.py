@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import email
 import email.policy
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -16,7 +18,7 @@ from hypothesis import strategies as st
 from feeds import message
 from feeds.config import NewsletterSettings, Settings
 from feeds.errors import ConfigError
-from feeds.newsletter import Newsletter
+from feeds.message import Newsletter
 
 SHANGHAI = timezone(timedelta(hours=8))
 SETTINGS = Settings()
@@ -109,6 +111,37 @@ def test_a_long_personal_unsubscribe_link_is_written_raw_on_a_line_of_its_own() 
 def test_a_plain_http_unsubscribe_link_is_not_offered_for_one_click() -> None:
     msg = message.compose(make_letter(), SETTINGS, unsubscribe_url="http://insecure.example/u")
     assert round_trip(msg)["List-Unsubscribe-Post"] is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://a b/unsubscribe",
+        "javascript:alert(1)",
+        "https:///unsubscribe",
+        "https://example.org/u?a=1,2",
+        "https://example.org/u\r\nBcc: victim@example.org",
+        "https://例子.测试/unsubscribe",
+    ],
+)
+def test_an_unsafe_unsubscribe_link_is_left_out_of_the_list_headers(url: str) -> None:
+    parsed = round_trip(message.compose(make_letter(), SETTINGS, unsubscribe_url=url))
+    assert parsed["List-Unsubscribe"] == "<mailto:unsubscribe@example.org?subject=unsubscribe>"
+    assert parsed["List-Unsubscribe-Post"] is None
+    assert parsed["Bcc"] is None
+
+
+def test_the_message_module_imports_nothing_of_the_renderer() -> None:
+    # The renderer composes messages to measure them: imports go renderer -> message only.
+    tree = ast.parse(Path(message.__file__).read_text(encoding="utf-8"))
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+            imported.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    assert not imported & {"feeds.newsletter", "feeds.issue", "feeds.personalize"}
 
 
 def test_delivery_sets_recipient_message_id_and_date() -> None:

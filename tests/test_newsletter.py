@@ -18,11 +18,11 @@ from conftest import REGENERATE, ROOT, SAMPLE_DIGESTS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feeds import message, newsletter
+from feeds import issue, message, newsletter
 from feeds.config import NewsletterSettings, Settings
 from feeds.errors import ConfigError
 from feeds.model import BuildContext, Digest, Item, Link
-from feeds.state import lighten
+from feeds.textutil import display_width
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "newsletter"
 CSS = ROOT / "templates" / "newsletter" / "newsletter.css"
@@ -288,12 +288,6 @@ def test_weekly_picks_reach_every_category_subscriber_whole() -> None:
     assert doc(letter.html).cssselect(".issue-meta")[0].text_content() == "3 papers"
 
 
-def test_malformed_urls_are_no_links() -> None:
-    for url in ("http://[::1", "https://", "//example.org/x", "ftp://example.org/", " "):
-        assert newsletter.safe_href(url) is None, url
-    assert newsletter.safe_href(" https://example.org/a ") == "https://example.org/a"
-
-
 def test_a_subset_gets_a_preheader_about_its_own_papers() -> None:
     digest = make_digest([make_item(1, category="LG", title_zh="只属于机器学习"), make_item(2)])
     pre = doc(render(digest, categories=frozenset({"LG"})).html).cssselect(".preheader")[0]
@@ -487,29 +481,9 @@ def test_text_lines_fit_72_columns_and_urls_stay_whole() -> None:
     digest = make_digest([make_item(1, url=long_url, links=()), make_item(2)])
     text = render(digest).text
     for line in text.splitlines():
-        if newsletter.display_width(line) > 72:
+        if display_width(line) > 72:
             assert "https://" in line, line
     assert long_url in text
-
-
-def test_wrap_breaks_english_between_words() -> None:
-    lines = newsletter.wrap(ABSTRACT, 40)
-    assert all(len(line) <= 40 for line in lines)
-    assert " ".join(lines) == ABSTRACT
-
-
-def test_wrap_breaks_chinese_by_display_width_and_keeps_punctuation_attached() -> None:
-    text = "对视觉模型各种不同的鲁棒性度量进行了广泛研究，并将研究结果与基线进行了比较。" * 3
-    lines = newsletter.wrap(text, 20)
-    assert all(newsletter.display_width(line) <= 20 for line in lines)
-    assert "".join(lines) == text
-    assert not any(line[0] in "，。" for line in lines)
-
-
-def test_wrap_never_splits_a_url() -> None:
-    url = "https://arxiv.org/abs/2208.05688?some=very-long-query-string-that-does-not-fit"
-    lines = newsletter.wrap(f"论文链接 {url} 见此", 30)
-    assert url in lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -635,6 +609,18 @@ def test_the_archive_is_a_web_page_with_the_newsletter_stylesheet_in_a_style_blo
     assert not tree.cssselect("[style]")
 
 
+def lighten(digest: Digest) -> Digest:
+    """The digest as the build keeps a paper no page shows: identity, titles, category."""
+    items = tuple(
+        replace(
+            item, summary_zh=None, abstract=None, notes=None, authors=(), affiliations=(),
+            authors_truncated=False, links=(), url=None,
+        )
+        for item in digest.items
+    )
+    return replace(digest, items=items, warnings=())
+
+
 def test_an_archive_row_needs_only_what_a_light_digest_keeps() -> None:
     full = daily_digest()
     light = lighten(full)
@@ -650,9 +636,9 @@ def test_an_archive_row_without_a_summary_line_lists_the_first_chinese_titles() 
         "newsletter/index.html"
     ].decode()
     summary = doc(html).cssselect(".archive-row .summary-zh")[0].text_content()
-    issue = newsletter._issue(digest, None)
-    assert summary == newsletter._preheader(issue)
-    assert summary.startswith(issue.papers[0].title_zh or issue.papers[0].title)
+    view = issue.issue_for(digest, None)
+    assert summary == newsletter._preheader(view)
+    assert summary.startswith(view.papers[0].title_zh or view.papers[0].title)
 
 
 def sample_digests() -> list[Digest]:

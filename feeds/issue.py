@@ -1,0 +1,185 @@
+"""An issue of the newsletter as its templates see it: one digest's papers, cleaned and chosen.
+
+Between the digest and the templates: the category filter, one entry per paper, text cleaned
+of what an email must not show, only safe links, and what each size level leaves out
+(`LEVELS`). `feeds.newsletter` renders these views and keeps the message within its budget.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from feeds.links import link_label, primary_link, safe_url
+from feeds.model import Digest, Item
+from feeds.textutil import INVISIBLE
+
+# A list of a hundred authors says nothing more in an email than the first dozen.
+MAX_AUTHORS = 12
+SHORT_ABSTRACT = 300
+PREHEADER_CHARS = 140
+
+# What the email leaves out, step by step, when it would exceed the size budget. Each level
+# includes the ones before it; the sentence is shown in the email (and the text part).
+LEVELS: tuple[str, ...] = (
+    "",
+    "the summaries and abstracts of the further papers",
+    f"the English abstracts beyond their first {SHORT_ABSTRACT} characters",
+    "the Chinese summaries (the Chinese titles stay)",
+    "authors, affiliations and abstracts: titles only",
+    "the last papers of the list",
+)
+
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class PaperView:
+    """One paper as the templates show it: cleaned text, safe links only."""
+
+    rank: int
+    section: str
+    category: str | None
+    category_name: str | None
+    starred: bool
+    title: str
+    title_zh: str | None
+    url: str | None
+    authors: str
+    affiliations: str
+    summary_zh: str | None
+    abstract: str | None
+    notes: tuple[str, ...]
+    links: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Issue:
+    digest: Digest
+    date: str
+    heading: str
+    summary: str | None
+    papers: tuple[PaperView, ...]
+    categories: frozenset[str] | None
+
+    @property
+    def filtered(self) -> bool:
+        """Whether the category filter applied (weekly picks are never filtered)."""
+        return self.categories is not None and self.digest.format != "weekly"
+
+
+def issue_for(digest: Digest, categories: frozenset[str] | None) -> Issue:
+    """What the email for `digest` shows to subscribers of `categories` (None: all)."""
+    items = distinct(digest.items)
+    if categories is not None and digest.format != "weekly":
+        # Weekly picks have no categories and go to every subscriber; in a daily digest a
+        # paper without a category only reaches those who take all categories.
+        items = [i for i in items if i.category in categories]
+    date, heading, summary = masthead(digest)
+    return Issue(
+        digest=digest,
+        date=date,
+        heading=heading,
+        summary=summary,
+        papers=tuple(_paper_view(i) for i in items),
+        categories=categories,
+    )
+
+
+def masthead(digest: Digest) -> tuple[str, str, str | None]:
+    """The issue's date, heading and summary line (None without one)."""
+    date = digest.id[:10] if digest.id else (digest.date.date().isoformat() if digest.date else "")
+    heading = "Weekly picks" if digest.format == "weekly" else "Daily digest"
+    summary = re.sub(r"^摘要\s*[:：]\s*", "", clean_line(digest.summary))
+    if not summary and digest.format == "weekly":
+        # A weekly list has no summary line; its title ("2020.7.11周论文精选与精读") says more.
+        summary = clean_line(digest.title)
+    return date, heading, summary or None
+
+
+def short_title(item: Item) -> str:
+    """The title a list of titles shows: Chinese if there is one, as `_paper_view` cleans it."""
+    return clean_line(item.title_zh) or clean_line(item.title) or "(untitled)"
+
+
+def shorten(text: str) -> str:
+    """`text` cut to the length of a preheader (what an inbox shows after the subject)."""
+    return text if len(text) <= PREHEADER_CHARS else text[: PREHEADER_CHARS - 1] + "…"
+
+
+def distinct(items: Iterable[Item]) -> list[Item]:
+    """One entry per paper: a weekly list may name the same paper twice."""
+    seen: set[str] = set()
+    kept = []
+    for item in items:
+        if item.key in seen:
+            continue
+        seen.add(item.key)
+        kept.append(item)
+    return kept
+
+
+def _paper_view(item: Item) -> PaperView:
+    title_zh = clean_line(item.title_zh) if item.title_zh else None
+    summary = clean_block(item.summary_zh) if item.summary_zh else None
+    if summary and title_zh and summary.startswith(title_zh):
+        # The digest's Chinese summary opens with its Chinese title; don't print it twice.
+        summary = summary[len(title_zh) :].lstrip("。. \n") or None
+    authors = [clean_line(a) for a in item.authors if clean_line(a)]
+    shown = ", ".join(authors[:MAX_AUTHORS])
+    if len(authors) > MAX_AUTHORS or item.authors_truncated:
+        shown += " et al."
+    links: list[tuple[str, str]] = []
+    for link in item.links:
+        href = safe_url(link.href)
+        if href and all(href != h for _, h in links):
+            links.append((link_label(link), href))
+    notes = clean_block(item.notes) if item.notes else ""
+    return PaperView(
+        rank=item.rank,
+        section=item.section,
+        category=clean_line(item.category) if item.category else None,
+        category_name=clean_line(item.category_name) if item.category_name else None,
+        starred=item.starred,
+        title=clean_line(item.title) or title_zh or "(untitled)",
+        title_zh=title_zh if title_zh != clean_line(item.title) else None,
+        url=primary_link(item),
+        authors=shown,
+        affiliations=" & ".join(a for a in (clean_line(x) for x in item.affiliations) if a),
+        summary_zh=summary,
+        abstract=clean_block(item.abstract) if item.abstract else None,
+        notes=tuple(p for p in (s.strip() for s in notes.split("\n\n")) if p),
+        links=tuple(links),
+    )
+
+
+def clean_line(text: str | None) -> str:
+    """One line of visible text: no invisible characters, no line breaks, no runs of spaces."""
+    if not text:
+        return ""
+    return _SPACES.sub(" ", INVISIBLE.sub("", text)).strip()
+
+
+def clean_block(text: str | None) -> str:
+    """Paragraphs of visible text, separated by one blank line."""
+    if not text:
+        return ""
+    text = INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    paragraphs = re.split(r"\n\s*\n", text)
+    cleaned = (" ".join(clean_line(line) for line in p.split("\n")).strip() for p in paragraphs)
+    return "\n\n".join(p for p in cleaned if p)
+
+
+def degrade(paper: PaperView, level: int) -> PaperView:
+    """`paper` as shown at size level `level` (an index into `LEVELS`)."""
+    if level >= 1 and paper.section == "more":
+        paper = replace(paper, summary_zh=None, abstract=None, notes=())
+    if level >= 2 and paper.abstract and len(paper.abstract) > SHORT_ABSTRACT:
+        cut = paper.abstract[:SHORT_ABSTRACT].rsplit(" ", 1)[0]
+        paper = replace(paper, abstract=cut.rstrip(",;:") + " …")
+    if level >= 3:
+        paper = replace(paper, summary_zh=None, notes=())
+    if level >= 4:
+        paper = replace(paper, authors="", affiliations="", abstract=None, links=())
+    return paper
