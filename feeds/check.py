@@ -26,7 +26,8 @@ class Finding:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.severity}: {self.message}"
+        # The one format of every error line the tool prints: `error: FILE[:LINE]: message`.
+        return f"{self.severity}: {self.where}: {self.message}"
 
 
 @dataclass
@@ -72,7 +73,7 @@ def _where(settings: Settings) -> str:
 
 
 def _check_sending(settings: Settings, report: CheckReport) -> None:
-    from feeds.deliver import check_sending
+    from feeds.send import check_sending
 
     try:
         check_sending(settings)

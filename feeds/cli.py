@@ -1,54 +1,45 @@
-"""The `feeds` command: its entry point, and what `build` and `run` do.
+"""The `feeds` command line: options, help, and one error format for every command.
 
-cron starts `feeds run` every few minutes and nearly always finds nothing to do, so start-up is
-most of what such a run costs, and click alone takes longer to import than the no-op build
-takes to decide. `main()` therefore recognizes the few exact argument shapes cron uses (the
-global `--config`/`-c` and `-v` options, then `build` or `run` with no options of their own)
-and calls the same functions the click commands call, without importing click. Any other
-command line goes to the click layer in `feeds.commands`, unchanged.
-
-Only this layer reads the clock, the environment and the config file. Heavy libraries are
-imported inside the functions, where a no-op run does not reach them.
+Each command parses its options, calls one library function and prints what it returns. A
+`FeedsError` becomes one line, `error: FILE[:LINE]: message (hint)`, and exit status 1, so cron
+mails the failure and never a traceback. Only this layer reads the clock, the environment and
+the config file. Heavy libraries are imported inside the commands that need them.
 """
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, Any
+
+import click
 
 from feeds.config import Settings, load_settings
 from feeds.errors import FeedsError
 
-if TYPE_CHECKING:
-    from feeds.commands import cli as cli
 
-# The shared functions below report errors the way click reports a `ClickException`.
-_ERROR_PREFIX = "Error: "
+class Failed(click.ClickException):
+    """A user error, shown as `error: ...` like every other error line of the tool."""
 
-
-def echo(message: str = "", *, err: bool = False) -> None:
-    """One line to stdout (or stderr), flushed: cron's mail keeps the order of both streams."""
-    stream = sys.stderr if err else sys.stdout
-    stream.write(f"{message}\n")
-    stream.flush()
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
 
 
-def fail(exc: FeedsError) -> int:
-    """Report a user error in one line, as click does, and give the exit status."""
-    echo(f"{_ERROR_PREFIX}{exc}", err=True)
-    return 1
+@contextmanager
+def user_errors() -> Iterator[None]:
+    try:
+        yield
+    except FeedsError as exc:
+        raise Failed(str(exc)) from exc
 
 
 def now() -> datetime:
     return datetime.now().astimezone()
-
-
-def default_config() -> Path | None:
-    candidate = Path("feeds.toml")
-    return candidate if candidate.is_file() else None
 
 
 class Session:
@@ -61,102 +52,267 @@ class Session:
 
     @property
     def settings(self) -> Settings:
-        """Raises `FeedsError` if the config file is unreadable or wrong."""
         if self._settings is None:
-            self._settings = load_settings(self.config)
+            with user_errors():
+                self._settings = load_settings(self.config)
         return self._settings
 
     def log(self, message: str) -> None:
         if self.verbose:
-            echo(message, err=True)
+            click.echo(message, err=True)
 
 
-def build_command(
-    session: Session,
-    *,
-    input_dir: Path | None = None,
-    output_dir: Path | None = None,
-    wait: float = 0.0,
-    force: bool = False,
-) -> int:
-    """`feeds build`: returns the exit status."""
-    try:
-        from feeds.build import build
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "-c",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Settings file (default: ./feeds.toml if present, else built-in defaults).",
+)
+@click.option("-v", "--verbose", count=True, help="Say what is done (repeat for more).")
+@click.version_option(package_name="digest-feeds")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, verbose: int) -> None:
+    """Turn daily ML paper digests into feeds, a static site and a newsletter.
 
-        settings = with_paths(session.settings, input_dir, output_dir)
-        report = build(settings, now=now(), log=session.log, force=force, wait=wait)
-    except FeedsError as exc:
-        return fail(exc)
-    for line in report.summary_lines(verbose=session.verbose > 0):
-        echo(line)
-    return 1 if report.failed else 0
+    \b
+    Example:
+        feeds --config feeds.toml run
+    """
+    if config is None and Path("feeds.toml").is_file():
+        config = Path("feeds.toml")
+    ctx.obj = Session(config, verbose)
 
 
-def with_paths(settings: Settings, input_dir: Path | None, output_dir: Path | None) -> Settings:
-    from dataclasses import replace
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the normalized items as JSON.")
+@click.pass_obj
+def parse(obj: Session, paths: tuple[Path, ...], as_json: bool) -> None:
+    """Parse digest files and print their items (a table, or JSON with --json).
 
+    Warnings (warning: file:line: message) go to stderr. A file that cannot be read as a digest
+    is reported and skipped; the exit status is then 1.
+
+    \b
+    Example:
+        feeds parse digests/2021-03-30.txt --json
+    """
+    from feeds.parse import format_table, parse_file
+
+    tz = obj.settings.site.tz
+    digests = []
+    failed = False
+    for path in _expand(paths):
+        try:
+            digest = parse_file(path, tz=tz)
+        except FeedsError as exc:
+            click.echo(f"error: {exc}", err=True)
+            failed = True
+            continue
+        for warning in digest.warnings:
+            click.echo(f"warning: {digest.source}:{warning.line}: {warning.message}", err=True)
+        digests.append(digest)
+    if as_json:
+        payload = {"digests": [d.as_dict() for d in digests]}
+        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+    else:
+        for digest in digests:
+            click.echo(format_table(digest))
+    if failed:
+        sys.exit(1)
+
+
+def _expand(paths: tuple[Path, ...]) -> list[Path]:
+    """Folders stand for the digest files in them, in name order."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix == ".txt"))
+        else:
+            out.append(path)
+    return out
+
+
+@cli.command()
+@click.option(
+    "--input", "input_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Folder of digest files (default: [paths] input, digests/).",
+)
+@click.option(
+    "--output", "output_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Folder to publish into (default: [paths] output, output/).",
+)
+@click.option(
+    "--wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
+    help="Seconds to wait for another build holding the lock, then give up.",
+)
+@click.option("--force", is_flag=True, help="Re-render everything, even if nothing changed.")
+@click.option("-v", "--verbose", count=True, help="Say what is written (same as feeds -v).")
+@click.pass_obj
+def build(
+    obj: Session,
+    input_dir: Path | None,
+    output_dir: Path | None,
+    wait: float,
+    force: bool,
+    verbose: int,
+) -> None:
+    """Build feeds, site and newsletters into the output folder, incrementally.
+
+    Files whose content did not change are not rewritten; every file is written atomically.
+    A digest that fails to parse is reported and the rest is still published; the exit
+    status is then 1. With -v, says what was written.
+
+    \b
+    Example:
+        feeds build --input digests --output output
+    """
+    from feeds.build import build as run_build
+
+    obj.verbose += verbose
+    settings = obj.settings
     paths = settings.paths
     if input_dir is not None:
         paths = replace(paths, input=input_dir.resolve())
     if output_dir is not None:
         paths = replace(paths, output=output_dir.resolve())
-    return replace(settings, paths=paths)
-
-
-def run_command(session: Session, *, wait: float = 0.0) -> int:
-    """`feeds run`: build, then send what is due; returns the exit status."""
-    from feeds.build import build
-    from feeds.errors import LockedError
-
-    try:
-        settings = session.settings
-    except FeedsError as exc:
-        return fail(exc)
-    moment = now()
-    problems: list[str] = []
-    try:
-        report = build(settings, now=moment, log=session.log, wait=wait)
-    except LockedError as exc:
-        session.log(f"skipped: {exc}")
-        return 0
-    except FeedsError as exc:
-        echo(f"feeds run: build failed: {exc}", err=True)
-        return 1
-    if session.verbose:
-        for line in report.summary_lines(verbose=True):
-            echo(line, err=True)
+    with user_errors():
+        report = run_build(
+            replace(settings, paths=paths), now=now(), log=obj.log, force=force, wait=wait
+        )
+    for line in report.summary_lines(verbose=obj.verbose > 0):
+        click.echo(line, err=line.startswith(("error:", "warning:")))
     if report.failed:
-        more = f" and {len(report.errors) - 1} more (-v)" if len(report.errors) > 1 else ""
-        problems.append(f"build: {report.errors[0]}{more}")
-    summary = "nothing to send"
-    # The delivery stack (smtplib, email, ssl) is imported only when there is a list to send to.
-    if settings.paths.subscribers.exists():
-        from feeds.build import load_context
-        from feeds.deliver import send_due
+        sys.exit(1)
 
-        try:
-            with Progress(enabled=session.verbose > 0) as progress:
-                tally = send_due(
-                    settings, lambda: load_context(settings, now=moment), now=moment,
-                    progress=progress, log=session.log,
-                )
-        except LockedError as exc:
-            session.log(f"send skipped: {exc}")
-        except FeedsError as exc:
-            problems.append(f"send: {exc}")
-        else:
-            summary = tally.summary()
-            for note in tally.notes:
-                session.log(f"warning: {note}")
-            if not tally.ok:
-                problems.append(f"send: {summary}")
-    else:
-        session.log(f"no subscriber list at {settings.paths.subscribers}: nothing sent")
-    if problems:
-        echo("feeds run failed: " + "; ".join(problems), err=True)
-        return 1
-    session.log(f"send: {summary}")
-    return 0
+
+@cli.command()
+@click.argument("digest_id", required=False)
+@click.option(
+    "--dry-run", is_flag=True,
+    help="Write the messages that would go out as .eml files (see --outbox); connect to "
+    "nothing and record nothing.",
+)
+@click.option(
+    "--outbox", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Folder for --dry-run (default: outbox/ beside the state database, outside output/).",
+)
+@click.option(
+    "--to", "to_address", metavar="ADDRESS", default=None,
+    help="Send one test copy of DIGEST_ID (default: the newest) to ADDRESS only, outside "
+    "the ledger.",
+)
+@click.pass_obj
+def send(
+    obj: Session, digest_id: str | None, dry_run: bool, outbox: Path | None, to_address: str | None
+) -> None:
+    """Email the newsletters: each digest to each subscriber exactly once.
+
+    Without DIGEST_ID, sends what is due: a new subscriber gets the newest digest, and every
+    digest built after that goes to every subscriber. With DIGEST_ID, sends that digest to
+    every subscriber who has not had it. A progress bar shows on a terminal, a log line every
+    ten seconds otherwise. Exits 1 if any message failed or was deferred to a later run.
+
+    \b
+    Example:
+        feeds send --dry-run
+        feeds send --to me@example.org
+        feeds send 2022-08-13
+    """
+    from feeds.send import Issues, send_due, send_test
+
+    settings = obj.settings
+    moment = now()
+    box = (outbox or settings.paths.state.parent / "outbox").resolve() if dry_run else None
+    with user_errors():
+        if to_address is not None:
+            issues = Issues.published(settings.paths.state)
+            result = send_test(
+                settings, issues, to_address, now=moment, digest_id=digest_id, outbox=box
+            )
+            click.echo(f"{'wrote' if box else 'sent'} {to_address}: {result}")
+            return
+        with Progress(enabled=True) as progress:
+            tally = send_due(
+                settings, now=moment, digest_id=digest_id, outbox=box, progress=progress,
+                log=obj.log,
+            )
+    for note in tally.notes:
+        click.echo(f"warning: {note}", err=True)
+    for failure in tally.failed:
+        click.echo(f"failed: {failure.digest_id} {failure.recipient}: {failure.reply}", err=True)
+    for failure in tally.deferred:
+        click.echo(f"deferred: {failure.digest_id} {failure.recipient}: {failure.reply}", err=True)
+    where = f" into {box}" if box else ""
+    click.echo(f"{tally.summary()}{where}")
+    if not tally.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option(
+    "--wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
+    help="Seconds to wait for another build holding the lock, then give up.",
+)
+@click.pass_obj
+def run(obj: Session, wait: float) -> None:
+    """Build, then send what is due: the command for cron.
+
+    Quiet when all went well (-v says what was done); on any failure, one `error:` line per
+    problem and exit status 1, so cron mails it. Safe to start every few minutes: a run
+    finding another one at work leaves it alone, and a run with nothing new to do ends at
+    once. Without a subscriber list it only builds.
+
+    \b
+    Example:
+        */10 * * * * cd /srv/digest && .venv/bin/feeds run
+    """
+    from feeds.run import run as run_cron
+
+    settings = obj.settings
+    with Progress(enabled=obj.verbose > 0) as progress:
+        report = run_cron(settings, now=now(), log=obj.log, wait=wait, progress=progress)
+    if obj.verbose and report.build is not None:
+        for line in report.build.summary_lines(verbose=True):
+            if not line.startswith("error:"):
+                click.echo(line, err=True)
+    for problem in report.problems:
+        click.echo(f"error: {problem}", err=True)
+    if report.problems:
+        sys.exit(1)
+    obj.log(f"send: {report.summary}")
+
+
+@cli.command()
+@click.option("--smtp", is_flag=True, help="Also connect (and log in) to the SMTP server.")
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
+@click.pass_obj
+def check(obj: Session, smtp: bool, strict: bool) -> None:
+    """Check the configuration, the subscriber list and the input digests.
+
+    Prints each problem as error|warning: file:line: message and a summary, and exits 1 if
+    there is an error (or, with --strict, a warning). Changes nothing.
+
+    \b
+    Example:
+        feeds check --smtp
+    """
+    from feeds.check import check as run_check
+    from feeds.check import config_finding
+
+    try:
+        settings = load_settings(obj.config)
+    except FeedsError as exc:
+        click.echo(str(config_finding(exc, obj.config)))
+        sys.exit(1)
+    report = run_check(settings, smtp=smtp)
+    for finding in report.findings:
+        click.echo(str(finding))
+    click.echo(report.summary())
+    if report.failed(strict=strict):
+        sys.exit(1)
 
 
 class Progress:
@@ -182,14 +338,12 @@ class Progress:
             return
         if self._tty:
             if self._bar is None:
-                import click
-
                 self._bar = click.progressbar(length=total, label="sending", file=sys.stderr)
                 self._bar.__enter__()
             self._bar.update(done - self._done)
             self._done = done
         elif time.monotonic() >= self._next_line and done < total:
-            echo(f"sending: {done} of {total} done", err=True)
+            click.echo(f"sending: {done} of {total} done", err=True)
             self._next_line = time.monotonic() + 10.0
 
     def __exit__(self, *exc: object) -> None:
@@ -197,89 +351,8 @@ class Progress:
             self._bar.__exit__(None, None, None)
 
 
-def fast_args(argv: Sequence[str]) -> tuple[str, Path | None, int] | None:
-    """(command, config, verbosity) if `argv` is one of cron's plain shapes, else None.
-
-    Accepted: any order of `--config PATH`, `--config=PATH`, `-c PATH` (once) and `-v`, `-vv`,
-    `--verbose`; then `build` (optionally followed by its own `-v` flags, which mean the same)
-    or `run`, and nothing more. Whatever else, or anything click would judge differently (a
-    config path that is a folder, an empty one), is None: click parses it.
-    """
-    words = list(argv)
-    config: str | None = None
-    verbose = 0
-    while words and words[0] not in ("build", "run"):
-        word = words.pop(0)
-        flags = _verbosity(word)
-        if flags:
-            verbose += flags
-            continue
-        if word.startswith("--config="):
-            value: str | None = word.removeprefix("--config=")
-        elif word in ("--config", "-c") and words:
-            value = words.pop(0)
-        else:
-            return None
-        if config is not None or not value or value.startswith("-"):
-            return None
-        config = value
-    if not words:
-        return None
-    command, rest = words[0], words[1:]
-    for word in rest:
-        flags = _verbosity(word) if command == "build" else 0
-        if not flags:
-            return None
-        verbose += flags
-    path = Path(config) if config is not None else None
-    if path is not None and path.is_dir():
-        return None
-    return command, path, verbose
-
-
-def _verbosity(word: str) -> int:
-    """How many times `word` says -v: `--verbose`, `-v`, `-vv`, ...; 0 if it is something else."""
-    if word == "--verbose":
-        return 1
-    if word.startswith("-") and set(word[1:]) == {"v"}:
-        return len(word) - 1
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else list(argv)
-    shape = fast_args(args)
-    if shape is None:
-        from feeds.commands import cli
-
-        cli(args, prog_name="feeds")
-        return
-    command, config, verbose = shape
-    session = Session(config if config is not None else default_config(), verbose)
-    try:
-        code = build_command(session) if command == "build" else run_command(session)
-    except KeyboardInterrupt:
-        # As click does: close the terminal's ^C echo, say so, exit 1.
-        echo(err=True)
-        echo("Aborted!", err=True)
-        code = 1
-    except BrokenPipeError:
-        # As click does (`feeds -v build | head`): exit 1 quietly. Python would flush stdout
-        # again at exit and print a second error, so stdout now goes nowhere.
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 1
-    sys.exit(code)
-
-
-def __getattr__(name: str) -> Any:
-    # `feeds.cli.cli`, the click group, is built only when asked for.
-    if name == "cli":
-        from feeds.commands import cli
-
-        return cli
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def main() -> None:
+    cli(prog_name="feeds")
 
 
 if __name__ == "__main__":  # pragma: no cover

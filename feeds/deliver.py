@@ -1,5 +1,4 @@
-"""Sending the newsletters: who gets what (the ledger), one message per recipient built from one
-rendering per category set, and an SMTP engine that survives faults.
+"""The SMTP engine: messages out over several connections, every outcome in the ledger.
 
 The engine runs `[smtp] connections` threads, each with its own SMTP connection reused for many
 messages, pulling from one schedule. A reply decides a message's fate: 250 after DATA is `sent`,
@@ -12,40 +11,24 @@ systems that deduplicate by Message-ID then drop the copy).
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import heapq
-import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime
-from email.utils import make_msgid, parseaddr
 from pathlib import Path
 
-from feeds.config import Settings, SmtpSettings
-from feeds.errors import ConfigError, DeliveryError, LockedError
-from feeds.ledger import DigestRef, Entry, Ledger
-from feeds.model import BuildContext, Digest
-from feeds.personalize import Job, Messages
-from feeds.subscribers import (
-    Subscriber,
-    SubscriberList,
-    clean_name,
-    load_subscribers,
-    normalize_email,
-)
+from feeds.config import SmtpSettings
+from feeds.errors import DeliveryError
+from feeds.ledger import Ledger
+from feeds.personalize import Job
 from feeds.transport import Transport, backoff
-from feeds.unsubscribe import check_template
 
 ProgressFn = Callable[[int, int], None]
 LogFn = Callable[[str], None]
 
 
-def _silent(_: str) -> None:
+def silent(_: str) -> None:
     return None
 
 
@@ -280,7 +263,7 @@ def deliver(
     total: int | None = None,
     retry_delay: float = 1.0,
     progress: ProgressFn | None = None,
-    log: LogFn = _silent,
+    log: LogFn = silent,
     tally: Tally | None = None,
 ) -> Tally:
     """Send every job over `[smtp] connections` connections and record each outcome.
@@ -329,270 +312,3 @@ def deliver(
             )
         raise engine.fatal
     return tally
-
-
-# -- what to send, and to whom --------------------------------------------------------------------
-
-
-def send(
-    settings: Settings,
-    ctx: BuildContext,
-    subscribers: SubscriberList,
-    ledger: Ledger,
-    *,
-    now: datetime,
-    digest_id: str | None = None,
-    outbox: Path | None = None,
-    retry_delay: float = 1.0,
-    progress: ProgressFn | None = None,
-    log: LogFn = _silent,
-) -> Tally:
-    """Queue and send what is due: every digest not yet sent to each subscriber by the rules in
-    feeds.ledger, or only `digest_id`. With `outbox`, write the messages there as .eml files
-    instead, connect to nothing and change nothing in the ledger."""
-    check_sending(settings)
-    digests = {d.id: d for d in ctx.digests}
-    if digest_id is not None and digest_id not in digests:
-        raise DeliveryError(
-            f"no digest {digest_id!r}",
-            hint="known: " + (", ".join(d.id for d in ctx.digests[:5]) or "none"),
-        )
-    listed = {s.key: s for s in subscribers.subscribers}
-    refs = [DigestRef(d.id, d.date) for d in ctx.digests]
-    tally = Tally(dry_run=outbox is not None)
-    messages = Messages(settings, digests, now=now)
-    if outbox is not None:
-        # Listed, then rolled back before any file is written: the preview's transaction must
-        # not keep a real send or a build waiting for the database.
-        with ledger.preview():
-            _plan(ledger, refs, listed, digest_id, tally, log)
-            jobs = list(_jobs(ledger, digests, listed, settings, digest_id, record=False))
-        write_outbox(jobs, messages.build, outbox, tally)
-        return tally
-    _plan(ledger, refs, listed, digest_id, tally, log)
-    return deliver(
-        _jobs(ledger, digests, listed, settings, digest_id, record=True),
-        messages.build,
-        ledger,
-        settings.smtp,
-        sender=envelope_sender(settings),
-        total=tally.queued,
-        retry_delay=retry_delay,
-        progress=progress,
-        log=log,
-        tally=tally,
-    )
-
-
-def _plan(
-    ledger: Ledger,
-    refs: list[DigestRef],
-    listed: dict[str, Subscriber],
-    digest_id: str | None,
-    tally: Tally,
-    log: LogFn,
-) -> None:
-    ledger.queue(refs, listed, only=digest_id)
-    ledger.settle(listed)
-    tally.queued, tally.resent_in_doubt = ledger.count_due(digest_id)
-    if tally.resent_in_doubt:
-        log(
-            f"{tally.resent_in_doubt} message(s) were in flight when a previous run stopped;"
-            " sending them again with their original Message-ID"
-        )
-
-
-def _jobs(
-    ledger: Ledger,
-    digests: dict[str, Digest],
-    listed: dict[str, Subscriber],
-    settings: Settings,
-    digest_id: str | None,
-    *,
-    record: bool,
-) -> Iterator[Job]:
-    for entry in ledger.iter_due(digest_id):
-        subscriber = listed.get(entry.recipient)
-        if entry.digest_id not in digests:
-            if record:
-                ledger.finish(entry.digest_id, entry.recipient, "cancelled", "digest removed")
-            continue
-        if subscriber is not None:
-            yield Job(entry.digest_id, subscriber, message_id(entry, settings))
-
-
-def send_due(
-    settings: Settings,
-    load: Callable[[], BuildContext],
-    *,
-    now: datetime,
-    digest_id: str | None = None,
-    outbox: Path | None = None,
-    retry_delay: float = 1.0,
-    progress: ProgressFn | None = None,
-    log: LogFn = _silent,
-) -> Tally:
-    """`feeds send`: take the send lock (not for a dry run), read the subscriber list, load
-    what the last build published (`load`), and send what is due. Bad subscriber rows are
-    skipped and listed in `Tally.notes`.
-
-    When nothing was left due by the last run and neither the build nor the subscriber list
-    changed since, it returns at once without loading anything: cron's every-ten-minutes
-    `feeds run` costs next to nothing."""
-    check_sending(settings)
-    with nullcontext() if outbox is not None else send_lock(settings.paths.state):
-        ledger = Ledger.open(settings.paths.state)
-        try:
-            mark = _fingerprint(settings) if outbox is None and digest_id is None else None
-            if (
-                mark is not None
-                and ledger.get_meta("sent_for") == mark
-                and ledger.count_due() == (0, 0)
-            ):
-                log("nothing new to send")
-                return Tally()
-            people = load_subscribers(settings.paths.subscribers)
-            tally = send(
-                settings, load(), people, ledger, now=now, digest_id=digest_id, outbox=outbox,
-                retry_delay=retry_delay, progress=progress, log=log,
-            )
-            if mark is not None and tally.ok and ledger.count_due() == (0, 0):
-                ledger.set_meta("sent_for", mark)
-        finally:
-            ledger.close()
-    tally.notes[:0] = [
-        f"{people.source}:{p.line}: {p.severity}: {p.message}" for p in people.problems
-    ]
-    return tally
-
-
-def _fingerprint(settings: Settings) -> str | None:
-    """What decides what is due besides the ledger: the last complete build (its stamp) and
-    the subscriber list (its size and time). None when there is no complete build."""
-    from feeds.state import read_stamp
-
-    stamp = read_stamp(settings.paths.state).get("stamp")
-    if not stamp:
-        return None
-    try:
-        info = settings.paths.subscribers.stat()
-    except OSError:
-        return None
-    return f"{stamp} {info.st_size} {info.st_mtime_ns} {info.st_ino}"
-
-
-def send_test(
-    settings: Settings,
-    ctx: BuildContext,
-    address: str,
-    *,
-    now: datetime,
-    digest_id: str | None = None,
-    outbox: Path | None = None,
-) -> str:
-    """Send one digest (default: the newest) to `address`, outside the ledger, and return the
-    server's reply (or the file written, with `outbox`)."""
-    check_sending(settings)
-    email = normalize_email(address.strip())
-    if not isinstance(email, str):
-        raise ConfigError(f"invalid address {address!r}: {email.reason}")
-    if not ctx.digests:
-        raise DeliveryError("there is no digest to send", hint="run `feeds build` first")
-    digests = {d.id: d for d in ctx.digests}
-    chosen = digest_id or ctx.digests[0].id
-    if chosen not in digests:
-        raise DeliveryError(f"no digest {chosen!r}")
-    subscriber = Subscriber(email=email, name=clean_name(""), categories=frozenset(), line=0)
-    domain = parseaddr(settings.newsletter.sender)[1].rpartition("@")[2] or None
-    job = Job(chosen, subscriber, make_msgid(domain=domain))
-    data = Messages(settings, digests, now=now).build(job)
-    if data is None:
-        raise DeliveryError(f"digest {chosen} has no papers to send")
-    if outbox is not None:
-        tally = Tally(dry_run=True)
-        write_outbox([job], lambda _: data, outbox, tally)
-        return str(tally.written[0])
-    transport = Transport(settings.smtp)
-    try:
-        while True:
-            result = transport.send(envelope_sender(settings), email, data, _nothing)
-            if result.outcome != "unreachable":
-                break
-    finally:
-        transport.close()
-    if result.outcome != "sent":
-        raise DeliveryError(f"{email}: {result.reply}")
-    return result.reply
-
-
-def _nothing() -> None:
-    return None
-
-
-def check_sending(settings: Settings) -> None:
-    """What must hold before anything is sent (also run by `feeds check`)."""
-    where = str(settings.source) if settings.source else None
-    check_template(settings.newsletter.unsubscribe_url, settings.unsubscribe_secret, where=where)
-    if not envelope_sender(settings):
-        raise ConfigError(
-            f"[newsletter] from has no address: {settings.newsletter.sender!r}", path=where
-        )
-    reply_to = settings.newsletter.reply_to
-    if reply_to and not isinstance(normalize_email(parseaddr(reply_to)[1]), str):
-        raise ConfigError(f"[newsletter] reply_to is not an address: {reply_to!r}", path=where)
-
-
-def envelope_sender(settings: Settings) -> str:
-    """The `MAIL FROM` address: the `From` address, if it is a plain one."""
-    address = parseaddr(settings.newsletter.sender)[1]
-    return address if isinstance(normalize_email(address), str) else ""
-
-
-def message_id(entry: Entry, settings: Settings) -> str:
-    """The same for every attempt at one (digest, recipient), so a copy sent again after a crash
-    can be recognised as the same message; it does not reveal the address."""
-    if entry.message_id:
-        return entry.message_id
-    seed = f"{settings.newsletter.list_id}\0{entry.digest_id}\0{entry.recipient}"
-    digest = hashlib.sha256(seed.encode("utf-8")).hexdigest()[:24]
-    domain = envelope_sender(settings).rpartition("@")[2] or "localhost"
-    return f"<{entry.digest_id}.{digest}@{domain}>"
-
-
-def write_outbox(
-    jobs: Iterable[Job], build: Callable[[Job], bytes | None], outbox: Path, tally: Tally
-) -> None:
-    """The dry run: each message as `<outbox>/<digest id>/<address>.eml`."""
-    for job in jobs:
-        data = build(job)
-        if data is None:
-            tally.skipped += 1
-            continue
-        folder = outbox / job.digest_id
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / (re.sub(r"[^A-Za-z0-9@._+-]", "_", job.recipient) + ".eml")
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-        tally.written.append(path)
-
-
-@contextmanager
-def send_lock(state: Path) -> Iterator[None]:
-    """Only one sender at a time: `<state>.send.lock`, held for the whole run (flock is released
-    by the kernel if the process dies, so a killed run never blocks the next)."""
-    path = state.with_name(state.name + ".send.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockedError(
-                "another `feeds send` or `feeds run` is sending",
-                path=str(path),
-                hint="it will send what is due; try again when it has finished",
-            ) from None
-        yield
-    finally:
-        os.close(fd)

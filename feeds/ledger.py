@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
+from feeds import state
 from feeds.errors import StateError
 
 Status = Literal[
@@ -94,22 +95,29 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection the sending threads can share (writes are serialized by `Ledger`)."""
+def due_mark(state_path: Path, subscribers: Path) -> str | None:
+    """What decides what is due besides the ledger: the last complete build (its stamp) and
+    the subscriber list (its size and time). None when there is no complete build."""
+    stamp = state.read_stamp(state_path).get("stamp")
+    if not stamp:
+        return None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=30000")
-        # WAL with synchronous=NORMAL: a commit survives the process being killed at any
-        # moment (what the exactly-once guarantee is about) without an fsync per message;
-        # only a power cut can lose the last few commits (docs/delivery.md).
-        conn.execute("PRAGMA synchronous=NORMAL")
-    except (OSError, sqlite3.Error) as exc:
-        raise StateError(f"cannot open the state database: {exc}", path=str(path)) from exc
-    return conn
+        info = subscribers.stat()
+    except OSError:
+        return None
+    return f"{stamp} {info.st_size} {info.st_mtime_ns} {info.st_ino}"
+
+
+def nothing_due(state_path: Path, mark: str | None) -> bool:
+    """Whether the last send left nothing due and nothing changed since (`due_mark`): cron's
+    every-ten-minutes `feeds run` then ends here, before the sending stack is imported."""
+    if mark is None or not state_path.exists():
+        return False
+    ledger = Ledger.open(state_path)
+    try:
+        return ledger.get_meta("sent_for") == mark and ledger.count_due() == (0, 0)
+    finally:
+        ledger.close()
 
 
 class Ledger:
@@ -126,7 +134,9 @@ class Ledger:
 
     @classmethod
     def open(cls, path: Path, *, clock: Callable[[], datetime] = utc_now) -> Ledger:
-        return cls(connect(path), clock=clock)
+        """The ledger in the state database at `path` (one connection the sending threads
+        share; `Ledger` serializes its writes)."""
+        return cls(state.connect(path), clock=clock)
 
     def close(self) -> None:
         self._conn.close()
@@ -279,6 +289,16 @@ class Ledger:
             if len(rows) < page:
                 return
             after = (rows[-1][0], rows[-1][1])
+
+    def due_digests(self, digest_id: str | None = None) -> list[str]:
+        """The digests with rows still to deliver."""
+        sql = "SELECT DISTINCT digest_id FROM ledger WHERE status IN (?, ?, ?)"
+        params: tuple[str, ...] = DUE
+        if digest_id is not None:
+            sql += " AND digest_id = ?"
+            params = (*DUE, digest_id)
+        with self._lock:
+            return [row[0] for row in self._conn.execute(sql, params)]
 
     def due(self, recipients: Iterable[str], *, digest_id: str | None = None) -> list[Entry]:
         """`settle`, then every row still to deliver."""

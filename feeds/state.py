@@ -1,52 +1,72 @@
 """The state database: what the build has seen and published, in one SQLite file outside output/.
 
 It holds the facts that must survive between runs for the output to stay stable: when each
-digest (by content hash) was first seen, the id it was given, the guid each paper was published
-under, which newsletter files were rendered from what, and which files the build owns under
-output/. Parsed digests are cached here too (as JSON keyed by content hash), so a rebuild of ten
-years of digests parses only what is new.
+digest (by content hash) was first seen, the id and date it was published under, the guid each
+paper was published under, which newsletter files were rendered from what, and which files the
+build owns under output/. Parsed digests are kept here too, one row per digest and one per
+item, so a rebuild of ten years of digests parses only what is new, and a build that needs only
+titles and categories reads only those columns.
 
-Other stages may keep their own tables in the same file: open it with `connect()`, create
-tables with `CREATE TABLE IF NOT EXISTS`, and leave `PRAGMA user_version` (this module's schema
-version) alone.
+Other stages keep their own tables in the same file (the ledger, the subscribers): they open it
+with `connect()`, create their tables with `CREATE TABLE IF NOT EXISTS`, and leave
+`PRAGMA user_version` (this module's schema version) alone.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-import time
-from collections.abc import Iterable, Iterator
+import sqlite3
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
-from feeds.errors import LockedError, StateError
+from feeds.errors import StateError
+from feeds.model import Digest, Item, Link, ParseWarning
 
-if TYPE_CHECKING:
-    import sqlite3
+SCHEMA_VERSION = 2
 
-    from feeds.model import Digest, Item
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
--- One row per distinct digest content; the parsed digest is a cache, the rest are facts.
+-- One row per distinct digest content; `header` and the items are a cache, the rest are facts.
 CREATE TABLE IF NOT EXISTS digests (
     content_hash TEXT PRIMARY KEY,
     first_seen TEXT NOT NULL,      -- ISO time the build first saw these bytes
     assigned_id TEXT,              -- the digest id published (with a suffix on collisions)
-    parser TEXT,                   -- fingerprint of the parser that produced `parsed`
-    parsed TEXT,                   -- Digest as JSON
-    light TEXT                     -- the same without the long texts (see `lighten`)
+    date TEXT,                     -- the digest date published (resolved for undated digests)
+    parser TEXT,                   -- fingerprint of the parser that produced the cached parse
+    header TEXT                    -- the Digest's own fields as JSON, without its items
 );
+-- The items of each cached digest, in file order. The short columns come first: the build
+-- reads only those for the papers no page shows.
+CREATE TABLE IF NOT EXISTS items (
+    content_hash TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    guid TEXT NOT NULL,
+    section TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    category TEXT,
+    category_name TEXT,
+    starred INTEGER NOT NULL,
+    title TEXT NOT NULL,
+    title_zh TEXT,
+    line INTEGER NOT NULL,
+    authors TEXT NOT NULL,         -- JSON list
+    authors_truncated INTEGER NOT NULL,
+    affiliations TEXT NOT NULL,    -- JSON list
+    summary_zh TEXT,
+    abstract TEXT,
+    notes TEXT,
+    url TEXT,
+    links TEXT NOT NULL,           -- JSON list of [kind, href]
+    PRIMARY KEY (content_hash, position)
+) WITHOUT ROWID;
 -- Input file stat cache: a file whose name, size and mtime did not change is not re-read.
 CREATE TABLE IF NOT EXISTS files (
     name TEXT PRIMARY KEY,
@@ -81,20 +101,36 @@ CREATE TABLE IF NOT EXISTS outputs (
 );
 """
 
+# Schema 1 kept each parsed digest as one JSON document plus a second, "light" JSON copy. Both
+# were caches: they go, every digest is parsed again once, and the facts stay.
+_FROM_1 = """
+ALTER TABLE digests DROP COLUMN parsed;
+ALTER TABLE digests DROP COLUMN light;
+ALTER TABLE digests ADD COLUMN date TEXT;
+ALTER TABLE digests ADD COLUMN header TEXT;
+UPDATE digests SET parser = NULL;
+"""
+
+_SHORT = "key, guid, section, rank, category, category_name, starred, title, title_zh, line"
+_LONG = "authors, authors_truncated, affiliations, summary_zh, abstract, notes, url, links"
+
 
 def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed) the state database, in WAL mode, with the schema up to date."""
-    # Imported here: a no-op build decides from the stamp file alone.
-    import sqlite3
+    """Open (creating if needed) the state database, in WAL mode, with the schema up to date.
 
+    A new database (and its folder) is private to its owner: it holds subscriber addresses.
+    """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     except (OSError, sqlite3.Error) as exc:
         raise StateError(f"cannot open the state database: {exc}", path=str(path)) from exc
     try:
-        # WAL: `feeds send` can read while a build writes, and a killed writer loses nothing
-        # that was committed.
+        # WAL: a send reads while a build writes, and a killed writer loses nothing committed.
+        # synchronous=NORMAL: a commit survives the process being killed at any moment without
+        # an fsync per commit; only a power cut can lose the last few.
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         _migrate(conn, path)
@@ -103,7 +139,7 @@ def connect(path: Path) -> sqlite3.Connection:
         raise StateError(
             f"the state database is unusable: {exc}",
             path=str(path),
-            hint="move it aside; the next build recreates it (guids are recomputed from keys)",
+            hint="restore it from a backup, or move it aside to start afresh",
         ) from exc
     return conn
 
@@ -118,9 +154,10 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             hint="upgrade digest-feeds",
         )
     if version < SCHEMA_VERSION:
-        # One script, one transaction: a half-created schema is never committed.
+        steps = _FROM_1 if version == 1 else ""
+        # One script, one transaction: a half-migrated schema is never committed.
         conn.executescript(
-            f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
+            f"BEGIN IMMEDIATE;{steps}{_TABLES}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
         )
 
 
@@ -136,13 +173,7 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
-# -- the lock -------------------------------------------------------------------------------
-
-_held: dict[str, tuple[int, int]] = {}
-
-
-def lock_path(state_path: Path) -> Path:
-    return state_path.with_name(state_path.name + ".lock")
+# -- the stamp of the last complete build ----------------------------------------------------
 
 
 def stamp_path(state_path: Path) -> Path:
@@ -170,74 +201,6 @@ def write_stamp(state_path: Path, data: dict[str, Any]) -> None:
 
 def clear_stamp(state_path: Path) -> None:
     stamp_path(state_path).unlink(missing_ok=True)
-
-
-@contextmanager
-def locked(state_path: Path, *, wait: float = 0.0) -> Iterator[None]:
-    """Hold the build lock (a `flock` on a file beside the state database).
-
-    Waits up to `wait` seconds for another run to finish, then raises `LockedError`. The lock
-    is re-entrant within one process, so `feeds run` can hold it around build and send. The
-    kernel releases it when the process dies, however it dies.
-    """
-    path = lock_path(state_path)
-    key = os.path.abspath(path)
-    if key in _held:
-        fd, depth = _held[key]
-        _held[key] = (fd, depth + 1)
-        try:
-            yield
-        finally:
-            fd, depth = _held[key]
-            _held[key] = (fd, depth - 1)
-        return
-    fd = _acquire(path, wait)
-    _held[key] = (fd, 1)
-    try:
-        yield
-    finally:
-        del _held[key]
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-def _acquire(path: Path, wait: float) -> int:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise StateError(f"cannot open the lock file: {exc.strerror}", path=str(path)) from exc
-    deadline = time.monotonic() + max(wait, 0.0)
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                os.close(fd)
-                raise StateError(f"cannot lock: {exc.strerror}", path=str(path)) from exc
-            if time.monotonic() >= deadline:
-                holder = _read_holder(fd)
-                os.close(fd)
-                waited = f" after waiting {wait:g} s" if wait > 0 else ""
-                raise LockedError(
-                    f"another feeds build is running{holder}; gave up{waited}",
-                    path=str(path),
-                    hint="try again later, or pass --wait SECONDS to wait for it",
-                ) from None
-            time.sleep(0.05)
-    # Record who holds it, for the message another run prints.
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def _read_holder(fd: int) -> str:
-    try:
-        pid = os.pread(fd, 32, 0).decode("ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return ""
-    return f" (process {pid})" if pid.isdigit() else ""
 
 
 # -- key/value ------------------------------------------------------------------------------
@@ -274,69 +237,112 @@ def digest_rows(conn: sqlite3.Connection) -> dict[str, DigestRow]:
     }
 
 
-def load_digests(
-    conn: sqlite3.Connection, hashes: Iterable[str], *, light: bool = False
-) -> dict[str, Digest]:
-    """The cached parsed digests for these content hashes (those that have one).
-
-    `light`: as `lighten` makes them, without what only the pages that show a paper need;
-    ten years of digests fit in memory this way.
-    """
-    column = "light" if light else "parsed"
-    wanted = sorted(set(hashes))
-    out: dict[str, Digest] = {}
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        rows = conn.execute(
-            f"SELECT content_hash, {column} FROM digests "
-            f"WHERE {column} IS NOT NULL AND content_hash IN ({marks})",
-            chunk,
-        )
-        for content_hash, text in rows:
-            out[content_hash] = light_from_json(text) if light else digest_from_json(text)
-    return out
-
-
 def save_digest(
     conn: sqlite3.Connection, digest: Digest, *, first_seen: datetime, parser: str
 ) -> None:
+    """Cache a parsed digest (replacing an older parse of the same bytes); `first_seen` is
+    recorded only the first time."""
+    header = digest.as_dict()
+    del header["items"]
+    header["content_hash"] = digest.content_hash
     conn.execute(
-        "INSERT INTO digests (content_hash, first_seen, parser, parsed, light) "
-        "VALUES (?, ?, ?, ?, ?) "
+        "INSERT INTO digests (content_hash, first_seen, parser, header) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (content_hash) DO UPDATE SET parser = excluded.parser, "
-        "parsed = excluded.parsed, light = excluded.light",
-        (
-            digest.content_hash,
-            first_seen.isoformat(),
-            parser,
-            digest_to_json(digest),
-            light_to_json(digest),
-        ),
+        "header = excluded.header",
+        (digest.content_hash, first_seen.isoformat(), parser, _dumps(header)),
+    )
+    conn.execute("DELETE FROM items WHERE content_hash = ?", (digest.content_hash,))
+    conn.executemany(
+        f"INSERT INTO items (content_hash, position, {_SHORT}, {_LONG}) "
+        f"VALUES ({', '.join('?' * 20)})",
+        [
+            (
+                digest.content_hash, position, i.key, i.guid, i.section, i.rank, i.category,
+                i.category_name, i.starred, i.title, i.title_zh, i.line, _dumps(i.authors),
+                i.authors_truncated, _dumps(i.affiliations), i.summary_zh, i.abstract, i.notes,
+                i.url, _dumps([(link.kind, link.href) for link in i.links]),
+            )
+            for position, i in enumerate(digest.items)
+        ],
     )
 
 
-# Bump when `lighten` changes: cached light digests are then rebuilt.
-LIGHT_VERSION = 4
+def load_headers(conn: sqlite3.Connection, hashes: Collection[str]) -> dict[str, Digest]:
+    """The cached digests for these content hashes, without their items."""
+    rows = conn.execute("SELECT content_hash, header FROM digests WHERE header IS NOT NULL")
+    return {h: _header(text) for h, text in rows if h in hashes}
 
 
-def lighten(digest: Digest) -> Digest:
-    """The digest as the build keeps every paper no page shows: identity, titles, category.
+def load_digests(
+    conn: sqlite3.Connection,
+    headers: Mapping[str, Digest],
+    *,
+    texts: bool = True,
+) -> dict[str, Digest]:
+    """These digests (by content hash) with their items; each item carries its digest's id and
+    date, so pass headers whose id and date are resolved.
 
-    Without the long texts (Chinese summary, abstract, notes), authors, affiliations and links:
-    what tells papers apart and sorts them into feeds stays; the pages that show a paper get
-    it in full.
+    Without `texts`, items have no authors, affiliations, summaries, abstracts, notes or links:
+    what tells papers apart and sorts them into feeds and the archive, read from the short
+    columns only. Ten years of digests fit in memory this way.
     """
+    columns = f"{_SHORT}, {_LONG}" if texts else _SHORT
+    items: dict[str, list[Item]] = {h: [] for h in headers}
+    wanted = sorted(headers)
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = conn.execute(
+            f"SELECT content_hash, {columns} FROM items WHERE content_hash IN "
+            f"({','.join('?' * len(chunk))}) ORDER BY content_hash, position",
+            chunk,
+        )
+        for row in rows:
+            digest = headers[row[0]]
+            items[row[0]].append(_item(row, digest, texts))
+    return {h: _with_items(headers[h], tuple(found)) for h, found in items.items()}
+
+
+def _item(row: tuple[Any, ...], digest: Digest, texts: bool) -> Item:
+    long: tuple[Any, ...] = row[11:] if texts else ((), False, (), None, None, None, None, ())
+    authors, truncated, affiliations, summary_zh, abstract, notes, url, links = long
+    if texts:
+        authors, affiliations = tuple(json.loads(authors)), tuple(json.loads(affiliations))
+        links = tuple(Link(kind, href) for kind, href in json.loads(links))
+    return Item(
+        key=row[1], guid=row[2], section=row[3], rank=row[4], category=row[5],
+        category_name=row[6], starred=bool(row[7]), title=row[8], title_zh=row[9],
+        authors=authors, authors_truncated=bool(truncated), affiliations=affiliations,
+        summary_zh=summary_zh, abstract=abstract, notes=notes, url=url, links=links,
+        published=digest.date, line=row[10], digest_id=digest.id,
+    )
+
+
+def _with_items(digest: Digest, items: tuple[Item, ...]) -> Digest:
     from dataclasses import replace
 
-    items = tuple(
-        replace(
-            item, summary_zh=None, abstract=None, notes=None, authors=(), affiliations=(),
-            authors_truncated=False, links=(), url=None,
-        )
-        for item in digest.items
+    return replace(digest, items=items)
+
+
+def _header(text: str) -> Digest:
+    data: dict[str, Any] = json.loads(text)
+    return Digest(
+        id=data["id"],
+        date=datetime.fromisoformat(data["date"]) if data["date"] else None,
+        date_source=data["date_source"],
+        source=data["source"],
+        format=data["format"],
+        title=data["title"],
+        summary=data["summary"],
+        items=(),
+        warnings=tuple(ParseWarning(w["line"], w["message"]) for w in data["warnings"]),
+        content_hash=data["content_hash"],
+        credit=data["credit"],
+        links=tuple(Link(link["kind"], link["href"]) for link in data["links"]),
     )
-    return replace(digest, items=items, warnings=())
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def record_first_seen(conn: sqlite3.Connection, content_hash: str, first_seen: datetime) -> None:
@@ -346,131 +352,39 @@ def record_first_seen(conn: sqlite3.Connection, content_hash: str, first_seen: d
     )
 
 
-def assign_ids(conn: sqlite3.Connection, ids: dict[str, str]) -> None:
+def assign(conn: sqlite3.Connection, published: Mapping[str, tuple[str, datetime]]) -> None:
+    """Record the id and date each digest (by content hash) is published under."""
     conn.executemany(
-        "UPDATE digests SET assigned_id = ? WHERE content_hash = ?",
-        [(digest_id, h) for h, digest_id in ids.items()],
-    )
-
-
-def digest_to_json(digest: Digest) -> str:
-    data = digest.as_dict()
-    data["content_hash"] = digest.content_hash
-    for item, out in zip(digest.items, data["items"], strict=True):
-        out["digest_id"] = item.digest_id
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-
-
-# What a light item keeps, in the order the light JSON stores it (a list per item, not an
-# object: ten years of light digests decode in half the time).
-_LIGHT_FIELDS = (
-    "key", "guid", "section", "rank", "category", "category_name", "starred", "title",
-    "title_zh", "published", "line", "digest_id",
-)
-_LIGHT_BLANKS: dict[str, Any] = {
-    "authors": (), "authors_truncated": False, "affiliations": (), "summary_zh": None,
-    "abstract": None, "notes": None, "url": None, "links": (),
-}
-
-
-def light_to_json(digest: Digest) -> str:
-    """`lighten(digest)` as compact JSON: the digest's fields, then one list per item."""
-    data = digest.as_dict()
-    data.update(content_hash=digest.content_hash, warnings=[])
-    data["items"] = [
+        "UPDATE digests SET assigned_id = ?, date = ? WHERE content_hash = ? "
+        "AND (assigned_id IS NOT ? OR date IS NOT ?)",
         [
-            item.key, item.guid, item.section, item.rank, item.category, item.category_name,
-            item.starred, item.title, item.title_zh,
-            item.published.isoformat() if item.published else None, item.line, item.digest_id,
-        ]
-        for item in digest.items
-    ]
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-
-
-def light_from_json(text: str) -> Digest:
-    from feeds.model import Digest, Item
-
-    data: dict[str, Any] = json.loads(text)
-    new = object.__new__
-    fromiso = datetime.fromisoformat
-    names = _LIGHT_FIELDS
-    items = []
-    # Another version of the model (a field added): the dataclass fills in its defaults.
-    fast = frozenset(names) | frozenset(_LIGHT_BLANKS) == _item_fields()
-    for values in data["items"]:
-        fields = dict(zip(names, values, strict=True))
-        if fields["published"]:
-            fields["published"] = fromiso(fields["published"])
-        fields.update(_LIGHT_BLANKS)
-        if not fast:
-            items.append(Item(**fields))
-            continue
-        # See digest_from_json: a cache this module wrote, filled without the slow __init__.
-        item: Item = new(Item)
-        item.__dict__.update(fields)
-        items.append(item)
-    return _digest(data, tuple(items), Digest)
-
-
-def digest_from_json(text: str) -> Digest:
-    from feeds.model import Digest, Item, Link
-
-    new = object.__new__
-    names = _item_fields()
-
-    def item(d: dict[str, Any]) -> Item:
-        published = d["published"]
-        d["authors"] = tuple(d["authors"])
-        d["affiliations"] = tuple(d["affiliations"])
-        d["links"] = tuple(Link(link["kind"], link["href"]) for link in d["links"])
-        d["published"] = datetime.fromisoformat(published) if published else None
-        d.setdefault("digest_id", "")
-        if d.keys() != names:
-            # Written by another version of the model: let the dataclass sort it out.
-            return Item(**{k: v for k, v in d.items() if k in names})
-        # The cache holds items this module wrote from valid ones: filling the instance
-        # directly skips the frozen dataclass __init__, eight times slower for ten years of
-        # items. The round-trip test compares the result with the original, field by field.
-        obj: Item = new(Item)
-        obj.__dict__.update(d)
-        return obj
-
-    data: dict[str, Any] = json.loads(text)
-    return _digest(data, tuple(item(i) for i in data["items"]), Digest)
-
-
-def _digest(data: dict[str, Any], items: tuple[Item, ...], cls: type[Digest]) -> Digest:
-    """A Digest from its JSON fields: every field the model has, whatever the version."""
-    from feeds.model import Link, ParseWarning
-
-    known = _field_names(cls)
-    values = {k: v for k, v in data.items() if k in known}
-    values["date"] = datetime.fromisoformat(data["date"]) if data["date"] else None
-    values["items"] = items
-    values["warnings"] = tuple(
-        ParseWarning(w["line"], w["message"]) for w in data.get("warnings", ())
+            (digest_id, date.isoformat(), h, digest_id, date.isoformat())
+            for h, (digest_id, date) in published.items()
+        ],
     )
-    if "links" in values:
-        values["links"] = tuple(Link(link["kind"], link["href"]) for link in values["links"])
-    return cls(**values)
 
 
-_FIELD_NAMES: dict[type, frozenset[str]] = {}
+def published(conn: sqlite3.Connection) -> list[tuple[str, str, datetime]]:
+    """(content hash, id, date) of every digest the last complete build published."""
+    hashes = set(json.loads(get_meta(conn, "published") or "[]"))
+    rows = conn.execute(
+        "SELECT content_hash, assigned_id, date FROM digests WHERE assigned_id IS NOT NULL "
+        "AND date IS NOT NULL"
+    )
+    return [(h, i, datetime.fromisoformat(d)) for h, i, d in rows if h in hashes]
 
 
-def _field_names(cls: type) -> frozenset[str]:
-    if cls not in _FIELD_NAMES:
-        from dataclasses import fields
+def load_published(conn: sqlite3.Connection, ids: Collection[str]) -> dict[str, Digest]:
+    """Digests the last complete build published, by id, in full, named and dated as published."""
+    from dataclasses import replace
 
-        _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))
-    return _FIELD_NAMES[cls]
-
-
-def _item_fields() -> frozenset[str]:
-    from feeds.model import Item
-
-    return _field_names(Item)
+    wanted = {h: (i, d) for h, i, d in published(conn) if i in ids}
+    headers = {}
+    for h, header in load_headers(conn, wanted).items():
+        digest_id, date = wanted[h]
+        source = header.date_source if header.date is not None else "state"
+        headers[h] = replace(header, id=digest_id, date=date, date_source=source)
+    return {d.id: d for d in load_digests(conn, headers).values()}
 
 
 # -- the input stat cache --------------------------------------------------------------------

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +76,22 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             yield context
         finally:
             context.close()
+
+
+@contextmanager
+def lock_holder(path: Path, seconds: float = 60.0) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the lock file at `path` (see feeds.lock) until it exits after
+    `seconds` or is killed when the block ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time; from pathlib import Path; from feeds import lock\n"
+         f"with lock.held(Path({str(path)!r}), busy='busy', hint='wait'):\n"
+         f"    print('locked', flush=True); time.sleep({seconds})"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.communicate()

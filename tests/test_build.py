@@ -16,15 +16,20 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import lock_holder
 from lxml import etree
 from lxml import html as lxml_html
 
 from feeds import state
-from feeds.build import PARSER_MODULES, assemble, build, load_context, parser_fingerprint
+from feeds.assemble import assemble
+from feeds.build import RENDER_MODULES, build
 from feeds.cli import cli
 from feeds.config import Settings, load_settings
+from feeds.inputs import PARSER_MODULES
+from feeds.lock import build_lock
 from feeds.model import Digest, Item, Link
 from feeds.output import TEMP_PREFIX
+from feeds.send import Issues
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "digests"
@@ -48,6 +53,13 @@ def copy_samples(dest: Path, names: list[str] | None = None) -> Path:
         if names is None or path.name in names:
             shutil.copyfile(path, dest / path.name)
     return dest
+
+
+def published(settings: Settings) -> list[Digest]:
+    """What the last complete build published, newest first, in full."""
+    issues = Issues.published(settings.paths.state)
+    found = issues.load([ref.id for ref in issues.refs])
+    return [found[ref.id] for ref in issues.refs]
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes, int, int]]:
@@ -133,98 +145,11 @@ def test_newsletters_rendered_on_every_core_are_the_same_bytes(
 ) -> None:
     serial = settings_for(tmp_path, inputs, "serial")
     build(serial, now=NOW, log=quiet)
-    monkeypatch.setattr("feeds.build._PARALLEL_FROM", 2)
+    monkeypatch.setattr("feeds.workers.PARALLEL_FROM", 2)
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     parallel = settings_for(tmp_path, inputs, "parallel")
     build(parallel, now=NOW, log=quiet)
     assert contents(parallel.paths.output) == contents(serial.paths.output)
-
-
-def test_newsletters_rendered_in_a_forked_child_are_the_same_bytes(
-    tmp_path: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-    forked = settings_for(tmp_path, inputs, "forked")
-    build(forked, now=NOW, log=quiet)
-    monkeypatch.setattr("os.cpu_count", lambda: 1)
-    here = settings_for(tmp_path, inputs, "here")
-    build(here, now=NOW, log=quiet)
-    assert contents(forked.paths.output) == contents(here.paths.output)
-
-
-def test_a_failing_newsletter_child_leaves_the_rendering_to_the_build(
-    tmp_path: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from feeds import newsletter
-
-    reference = settings_for(tmp_path, inputs, "reference")
-    build(reference, now=NOW, log=quiet)
-    parent = os.getpid()
-    original = newsletter.render_issue_files
-    calls: list[int] = []
-
-    def only_here(digest: Digest, settings: Settings) -> dict[str, bytes]:
-        if os.getpid() != parent:
-            raise RuntimeError("the child fails")
-        calls.append(parent)
-        return original(digest, settings)
-
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-    monkeypatch.setattr(newsletter, "render_issue_files", only_here)
-    settings = settings_for(tmp_path, inputs, "fallback")
-    report = build(settings, now=NOW, log=quiet)
-    assert not report.failed
-    assert len(calls) == 5
-    assert contents(settings.paths.output) == contents(reference.paths.output)
-
-
-def test_a_build_that_fails_while_its_newsletter_child_works_reaps_the_child(
-    tmp_path: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_fork = os.fork
-    children: list[int] = []
-
-    def fork() -> int:
-        pid = real_fork()
-        if pid:
-            children.append(pid)
-        return pid
-
-    def broken(*args: object) -> None:
-        raise RuntimeError("assembly failed")
-
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-    monkeypatch.setattr("os.fork", fork)
-    monkeypatch.setattr("feeds.build._context", broken)
-    settings = settings_for(tmp_path, inputs)
-    with pytest.raises(RuntimeError, match="assembly failed"):
-        build(settings, now=NOW, log=quiet)
-    assert len(children) == 1
-    with pytest.raises(ChildProcessError):
-        os.waitpid(children[0], os.WNOHANG)
-    monkeypatch.undo()
-    assert not build(settings, now=NOW, log=quiet).failed
-
-
-def test_a_build_leaves_the_garbage_collector_as_it_found_it(
-    tmp_path: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import gc
-
-    assert gc.isenabled()
-    build(settings_for(tmp_path, inputs, "on"), now=NOW, log=quiet)
-    assert gc.isenabled()
-    monkeypatch.setattr("feeds.build._context", lambda *args: 1 / 0)
-    with pytest.raises(ZeroDivisionError):
-        build(settings_for(tmp_path, inputs, "failed"), now=NOW, log=quiet)
-    assert gc.isenabled()
-    monkeypatch.undo()
-    gc.disable()
-    try:
-        build(settings_for(tmp_path, inputs, "off"), now=NOW, log=quiet)
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
 
 
 def test_renaming_an_input_file_changes_nothing(tmp_path: Path, inputs: Path) -> None:
@@ -317,7 +242,7 @@ def test_a_lost_state_database_makes_the_next_build_a_real_one(
     assert not report.noop and report.written == []
     assert len(report.parsed) == 5
     assert contents(settings.paths.output) == before
-    assert len(load_context(settings, now=NOW).digests) == 5
+    assert len(published(settings)) == 5
 
 
 def test_a_deleted_output_file_is_restored_by_the_next_build(
@@ -383,11 +308,11 @@ def test_an_undated_digest_is_dated_when_first_seen_and_keeps_that_date(
 
     report = build(settings, now=first_seen + timedelta(days=30), log=quiet, force=True)
     assert report.written == []
-    ctx = load_context(settings, now=first_seen + timedelta(days=60))
-    assert [d.id for d in ctx.digests] == ["2023-05-06"]
-    assert ctx.digests[0].date == first_seen
-    assert ctx.digests[0].date_source == "state"
-    assert all(item.published == first_seen for item in ctx.digests[0].items)
+    digests = published(settings)
+    assert [d.id for d in digests] == ["2023-05-06"]
+    assert digests[0].date == first_seen
+    assert digests[0].date_source == "state"
+    assert all(item.published == first_seen for item in digests[0].items)
 
 
 def test_two_digests_with_the_same_id_get_a_stable_suffix(tmp_path: Path) -> None:
@@ -400,27 +325,28 @@ def test_two_digests_with_the_same_id_get_a_stable_suffix(tmp_path: Path) -> Non
     (inputs / "b.txt").write_text(text + "\n另一个版本\n", encoding="utf-8")
     build(settings, now=NOW + timedelta(hours=1), log=quiet)
 
-    ids = [d.id for d in load_context(settings, now=NOW).digests]
+    ids = [d.id for d in published(settings)]
     assert sorted(ids) == ["2021-03-30", "2021-03-30-2"]
     # The first one leaves; the second keeps the id it was published under.
     (inputs / "a.txt").unlink()
     build(settings, now=NOW + timedelta(hours=2), log=quiet)
-    assert [d.id for d in load_context(settings, now=NOW).digests] == ["2021-03-30-2"]
+    assert [d.id for d in published(settings)] == ["2021-03-30-2"]
 
 
-def test_load_context_is_what_the_last_build_published(tmp_path: Path, inputs: Path) -> None:
+def test_a_send_sees_what_the_last_build_published(tmp_path: Path, inputs: Path) -> None:
     settings = settings_for(tmp_path, inputs)
-    assert load_context(settings, now=NOW).digests == ()
+    assert Issues.published(settings.paths.state).refs == ()
+    assert not settings.paths.state.exists()
     build(settings, now=NOW, log=quiet)
-    ctx = load_context(settings, now=NOW)
-    assert [d.id for d in ctx.digests] == [
+    digests = published(settings)
+    assert [d.id for d in digests] == [
         "2022-08-13", "2021-06-17", "2021-03-30", "2021-03-10", "2020-07-11-weekly"
     ]
-    guids = [p.guid for p in ctx.papers]
-    assert len(guids) == len(set(guids))
+    assert all(item.digest_id == d.id for d in digests for item in d.items)
+    assert any(item.abstract for item in digests[0].items)
     # A new file is not part of it until a build publishes it.
     (inputs / "2021-03-30.txt").rename(inputs / "renamed.txt")
-    assert [d.id for d in load_context(settings, now=NOW).digests][2] == "2021-03-30"
+    assert [d.id for d in published(settings)][2] == "2021-03-30"
 
 
 # -- identity across digests ---------------------------------------------------------------
@@ -503,15 +429,26 @@ def test_a_published_guid_never_changes() -> None:
     assert ctx.papers[0].guid == "tag:older"
 
 
-def test_the_archive_is_the_same_from_light_digests(tmp_path: Path, inputs: Path) -> None:
+def test_the_archive_is_the_same_from_digests_without_their_texts(
+    tmp_path: Path, inputs: Path
+) -> None:
     from feeds.model import BuildContext
     from feeds.newsletter import render_archive
 
     settings = settings_for(tmp_path, inputs)
     build(settings, now=NOW, log=quiet)
-    ctx = load_context(settings, now=NOW)
-    light = BuildContext(digests=tuple(state.lighten(d) for d in ctx.digests), papers=())
-    assert render_archive(light, settings) == render_archive(ctx, settings)
+    full = published(settings)
+    conn = state.connect(settings.paths.state)
+    try:
+        headers = {d.content_hash: replace(d, items=()) for d in full}
+        summary = state.load_digests(conn, headers, texts=False)
+    finally:
+        conn.close()
+    short = [summary[d.content_hash] for d in full]
+    assert all(not item.authors and item.abstract is None for d in short for item in d.items)
+    assert render_archive(BuildContext(tuple(short), ()), settings) == render_archive(
+        BuildContext(tuple(full), ()), settings
+    )
 
 
 # -- concurrency and interruption -----------------------------------------------------------
@@ -537,15 +474,7 @@ def test_a_second_build_refuses_the_lock_with_a_clear_message(
 ) -> None:
     config = write_config(tmp_path / "feeds.toml", inputs, tmp_path / "out")
     state_path = tmp_path / "feeds-state" / "feeds.sqlite3"
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from feeds import state\n"
-         f"with state.locked(Path({str(state_path)!r})):\n"
-         "    print('locked', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+    with lock_holder(build_lock(state_path)) as holder:
         started = time.monotonic()
         second = subprocess.run(
             feeds_command("--config", str(config), "build", "--wait", "0.5"),
@@ -557,20 +486,9 @@ def test_a_second_build_refuses_the_lock_with_a_clear_message(
         assert f"(process {holder.pid})" in second.stderr
         assert "--wait" in second.stderr
         assert not (tmp_path / "out").exists()
-    finally:
-        holder.kill()
-        holder.communicate()
     # The kernel dropped the lock with its holder.
     after = subprocess.run(feeds_command("--config", str(config), "build"), timeout=120)
     assert after.returncode == 0
-
-
-def test_the_lock_is_reentrant_within_one_process(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "feeds.sqlite3"
-    with state.locked(path), state.locked(path):
-        pass
-    with state.locked(path):
-        pass
 
 
 def check_complete(root: Path) -> None:
@@ -658,32 +576,73 @@ def test_the_state_records_published_guids(tmp_path: Path, inputs: Path) -> None
         keys, titles = state.guid_maps(conn)
     finally:
         conn.close()
-    ctx = load_context(settings, now=NOW)
-    for paper in ctx.papers:
-        assert keys[paper.key] == paper.guid
-    assert set(titles.values()) == {paper.guid for paper in ctx.papers}
+    entries = json.loads((settings.paths.output / "feeds" / "all.json").read_bytes())["items"]
+    assert len(entries) == 65
+    for entry in entries:
+        assert keys[entry["_digest_feeds"]["key"]] == entry["id"]
+    assert set(titles.values()) == {entry["id"] for entry in entries}
 
 
-def test_the_parse_cache_is_keyed_by_every_module_the_parser_parses_with(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+FINGERPRINTS = """
+import json, sys
+from dataclasses import replace
+from pathlib import Path
+from feeds.build import render_fingerprint
+from feeds.config import Settings
+from feeds.inputs import parser_fingerprint
+base = Settings()
+settings = replace(base, paths=replace(base.paths, templates=Path(sys.argv[1])))
+print(json.dumps([parser_fingerprint(settings), render_fingerprint(settings)]))
+"""
+
+
+def fingerprints(package: Path) -> tuple[str, str]:
+    """(parser, render) fingerprints as the code in `package` computes them."""
+    done = subprocess.run(
+        [sys.executable, "-c", FINGERPRINTS, str(ROOT / "templates")],
+        capture_output=True, text=True, check=True, cwd=package,
+        env={**os.environ, "PYTHONPATH": str(package), "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    parser, render = json.loads(done.stdout)
+    return parser, render
+
+
+def test_fingerprints_cover_the_code_that_parses_and_renders_and_nothing_else(
+    tmp_path: Path,
 ) -> None:
-    import feeds.parse
-
-    package = Path(feeds.parse.__file__).parent
-    imported = {
-        f"{line.split()[1].removeprefix('feeds.')}.py"
-        for line in (package / "parse.py").read_text(encoding="utf-8").splitlines()
-        if line.startswith("from feeds.") and line.split()[1] != "feeds.errors"
-    }
-    assert imported <= set(PARSER_MODULES)
     copy = tmp_path / "feeds"
-    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr("feeds.build.PACKAGE_DIR", copy)
-    settings = settings_for(tmp_path, tmp_path)
-    before = parser_fingerprint(settings)
-    for name in ("identity.py", "textutil.py"):
-        with (copy / name).open("a", encoding="utf-8") as f:
-            f.write("\n# changed\n")
-        after = parser_fingerprint(settings)
-        assert after != before, name
-        before = after
+    shutil.copytree(ROOT / "feeds", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    parser, render = fingerprints(tmp_path)
+    # A comment in the delivery code re-renders nothing and re-parses nothing.
+    with (copy / "ledger.py").open("a", encoding="utf-8") as f:
+        f.write("\n# a comment\n")
+    assert fingerprints(tmp_path) == (parser, render)
+    with (copy / "textutil.py").open("a", encoding="utf-8") as f:
+        f.write("\n# changed\n")
+    changed = fingerprints(tmp_path)
+    assert changed[0] != parser and changed[1] != render
+    with (copy / "newsletter.py").open("a", encoding="utf-8") as f:
+        f.write("\n# changed\n")
+    assert fingerprints(tmp_path)[0] == changed[0]
+    assert fingerprints(tmp_path)[1] != changed[1]
+
+
+@pytest.mark.parametrize(
+    ("modules", "covered"),
+    [
+        (["feeds.parse"], PARSER_MODULES),
+        (["feeds.newsletter", "feeds.syndicate", "feeds.site", "feeds.message"], RENDER_MODULES),
+    ],
+)
+def test_the_fingerprinted_modules_are_every_module_they_import(
+    modules: list[str], covered: tuple[str, ...]
+) -> None:
+    code = (
+        "import sys\n"
+        + "".join(f"import {name}\n" for name in modules)
+        + "print(' '.join(sorted(m for m in sys.modules if m.startswith('feeds.'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert set(done.stdout.split()) - {"feeds.errors"} <= set(covered)

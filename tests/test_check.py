@@ -44,7 +44,7 @@ def test_parser_warnings_are_reported_with_file_and_line(project: Path) -> None:
 
     weekly = project / "digests" / "2020-07-11-weekly.txt"
     assert [str(w) for w in report.warnings] == [
-        f"{weekly}:69: warning: No 29 repeats No 26 (same paper); both kept, one key"
+        f"warning: {weekly}:69: No 29 repeats No 26 (same paper); both kept, one key"
     ]
     assert not report.failed() and report.failed(strict=True)
 
@@ -126,7 +126,7 @@ def test_the_command_exits_1_on_errors_and_prints_file_and_line(project: Path) -
     result = CliRunner().invoke(cli, ["--config", str(project / "feeds.toml"), "check"])
 
     assert result.exit_code == 1
-    assert f"{project / 'subscribers.csv'}:4: error: invalid email address 'nope'" in result.output
+    assert f"error: {project / 'subscribers.csv'}:4: invalid email address 'nope'" in result.output
     assert result.output.rstrip().endswith("1 error, 1 warning")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import ROOT, SAMPLE_DIGESTS
+from conftest import ROOT, SAMPLE_DIGESTS, lock_holder
 from smtp_fixtures import (
     SECRET,
     Gate,
@@ -27,12 +27,14 @@ from smtp_fixtures import (
     smtp_server,
 )
 
-from feeds.deliver import Tally, send, send_lock, send_test
+from feeds.deliver import Tally
 from feeds.errors import ConfigError, DeliveryError, LockedError
 from feeds.ledger import Ledger
-from feeds.model import BuildContext, Digest
+from feeds.lock import send_lock
+from feeds.model import Digest
 from feeds.parse import parse_file
 from feeds.personalize import Job, Messages
+from feeds.send import Issues, send, send_due, send_test
 from feeds.subscribers import SubscriberList, parse_subscribers
 from feeds.unsubscribe import verify_token
 
@@ -65,7 +67,7 @@ def _people(n: int, *, categories: str = "") -> str:
 
 def _run(
     settings: object,
-    ctx: BuildContext,
+    ctx: Issues,
     people: SubscriberList,
     **kwargs: object,
 ) -> Tally:
@@ -97,7 +99,7 @@ def test_each_subscriber_gets_the_newest_issue_once_and_a_second_run_sends_nothi
     smtp_server: SmtpServer, tmp_path: Path, newest: Digest, older: Digest
 ) -> None:
     settings = delivery_settings(tmp_path, smtp_server)
-    ctx = BuildContext(digests=(newest, older), papers=())
+    ctx = Issues.of((newest, older))
     people = parse_subscribers(_people(5))
 
     first = _run(settings, ctx, people)
@@ -115,7 +117,7 @@ def test_one_connection_carries_many_messages(
 ) -> None:
     settings = delivery_settings(tmp_path, smtp_server)
 
-    _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(12)))
+    _run(settings, Issues.of((newest,)), parse_subscribers(_people(12)))
 
     assert len(smtp_server.handler.received) == 12
     assert smtp_server.handler.connections == 1
@@ -127,7 +129,7 @@ def test_several_connections_share_the_work_and_still_send_each_message_once(
     settings = delivery_settings(tmp_path, smtp_server, connections=3)
     smtp_server.handler.delay = 0.01
 
-    tally = _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(30)))
+    tally = _run(settings, Issues.of((newest,)), parse_subscribers(_people(30)))
 
     assert tally.sent == 30
     assert smtp_server.handler.copies() == {f"reader{i}@example.org": 1 for i in range(30)}
@@ -143,7 +145,7 @@ def test_a_451_at_rcpt_is_retried_within_the_run_until_accepted(
     settings = delivery_settings(tmp_path, smtp_server, max_attempts=5)
     smtp_server.handler.rcpt_temporary = {"reader1@example.org": 2}
 
-    tally = _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(3)))
+    tally = _run(settings, Issues.of((newest,)), parse_subscribers(_people(3)))
 
     assert tally.sent == 3 and tally.ok
     assert smtp_server.handler.copies()["reader1@example.org"] == 1
@@ -159,7 +161,7 @@ def test_temporary_failures_beyond_the_runs_attempts_are_left_for_the_next_run(
     settings = delivery_settings(tmp_path, smtp_server, max_attempts=2)
     smtp_server.handler.rcpt_temporary = {"reader0@example.org": 2}
     smtp_server.handler.data_temporary = {"reader2@example.org": 2}
-    ctx = BuildContext((newest,), ())
+    ctx = Issues.of((newest,))
     people = parse_subscribers(_people(3))
 
     first = _run(settings, ctx, people)
@@ -180,7 +182,7 @@ def test_a_550_is_recorded_as_permanent_and_never_tried_again(
 ) -> None:
     settings = delivery_settings(tmp_path, smtp_server)
     smtp_server.handler.rejected = {"reader1@example.org"}
-    ctx = BuildContext((newest,), ())
+    ctx = Issues.of((newest,))
     people = parse_subscribers(_people(3))
 
     first = _run(settings, ctx, people)
@@ -205,7 +207,7 @@ def test_421_and_a_closed_connection_after_k_messages_are_survived_by_reconnecti
     settings = delivery_settings(tmp_path, smtp_server)
     smtp_server.handler.close_after = 3
 
-    tally = _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(10)))
+    tally = _run(settings, Issues.of((newest,)), parse_subscribers(_people(10)))
 
     assert tally.sent == 10 and tally.ok
     assert smtp_server.handler.copies() == {f"reader{i}@example.org": 1 for i in range(10)}
@@ -221,7 +223,7 @@ def test_a_connection_dropped_during_data_is_retried_and_delivered_once(
     settings = delivery_settings(tmp_path, smtp_server)
     smtp_server.handler.cut_after = 2
 
-    tally = _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(7)))
+    tally = _run(settings, Issues.of((newest,)), parse_subscribers(_people(7)))
 
     assert tally.sent == 7
     assert smtp_server.handler.copies() == {f"reader{i}@example.org": 1 for i in range(7)}
@@ -240,11 +242,11 @@ def test_the_final_tally_with_every_fault_at_once(
     csv = _people(12) + "not an address,Broken,\n"
     people = parse_subscribers(csv)
     # Run 1 knows one issue; run 2 sees a new one, which goes to everyone already subscribed.
-    _run(settings, BuildContext((older,), ()), people)
+    _run(settings, Issues.of((older,)), people)
     handler.cut_after = 5
-    _run(settings, BuildContext((newest, older), ()), people)
+    _run(settings, Issues.of((newest, older)), people)
     handler.cut_after = None
-    _run(settings, BuildContext((newest, older), ()), people)
+    _run(settings, Issues.of((newest, older)), people)
 
     valid = {f"reader{i}@example.org" for i in range(12)} - {"reader5@example.org"}
     for issue in (older, newest):
@@ -266,7 +268,7 @@ def test_an_unreachable_server_stops_the_run_and_leaves_everything_queued(
     settings = delivery_settings(tmp_path, None, max_attempts=2)
 
     with pytest.raises(DeliveryError, match="cannot connect"):
-        _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(3)))
+        _run(settings, Issues.of((newest,)), parse_subscribers(_people(3)))
 
     assert set(_statuses(settings).values()) == {"pending"}
 
@@ -352,12 +354,17 @@ def test_a_sender_killed_mid_batch_and_restarted_delivers_the_rest_exactly_once(
     assert in_doubt == ([] if stage == "RCPT" else [twice[0]])
 
 
-def test_two_senders_never_run_at_once(tmp_path: Path) -> None:
-    state = tmp_path / "state" / "feeds.sqlite3"
-    with send_lock(state), pytest.raises(LockedError, match="another"), send_lock(state):
-        pass
-    with send_lock(state):
-        assert (tmp_path / "state" / "feeds.sqlite3.send.lock").exists()
+def test_a_second_sender_leaves_the_sending_to_the_first(
+    built: Path, tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    root = _project(built, tmp_path, smtp_server, people=2)
+    settings = delivery_settings(root, smtp_server)
+    with lock_holder(send_lock(settings.paths.state)), pytest.raises(
+        LockedError, match="another `feeds send` or `feeds run` is sending"
+    ):
+        send_due(settings, now=NOW)
+    assert smtp_server.handler.copies() == {}
+    assert send_due(settings, now=NOW).sent == 2
 
 
 # -- the message ---------------------------------------------------------------------------------
@@ -369,7 +376,7 @@ def test_a_message_parsed_back_from_the_server_has_both_parts_and_every_list_hea
     settings = delivery_settings(tmp_path, smtp_server)
     people = parse_subscribers("email,name,categories\nada@example.org,Ada Lovelace,\n")
 
-    _run(settings, BuildContext((newest,), ()), people)
+    _run(settings, Issues.of((newest,)), people)
 
     (received,) = smtp_server.handler.received
     msg = received.parsed()
@@ -402,7 +409,7 @@ def test_each_recipient_has_an_own_token_and_message_id(
 ) -> None:
     settings = delivery_settings(tmp_path, smtp_server)
 
-    _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(3)))
+    _run(settings, Issues.of((newest,)), parse_subscribers(_people(3)))
 
     msgs = [m.parsed() for m in smtp_server.handler.received]
     assert len({str(m["Message-ID"]) for m in msgs}) == 3
@@ -430,7 +437,7 @@ def test_header_injection_through_a_name_or_a_title_is_impossible(
         'other@example.org,"Mallory"" <x@evil.example.com>, y@evil.example.com",\n'
     )
 
-    tally = _run(settings, BuildContext((digest,), ()), people)
+    tally = _run(settings, Issues.of((digest,)), people)
 
     assert tally.sent == 2
     assert smtp_server.handler.copies() == {"victim@example.org": 1, "other@example.org": 1}
@@ -462,7 +469,7 @@ def test_one_rendering_per_category_set_and_each_subscriber_gets_only_their_cate
     for person in people.subscribers:
         messages.stencil(Job(digest.id, person, "<x@example.org>"))
 
-    tally = _run(settings, BuildContext((digest,), ()), people)
+    tally = _run(settings, Issues.of((digest,)), people)
 
     # All, CV (however spelt), CL+CV, and RO, which this digest does not have.
     assert len(messages._stencils) == 4
@@ -485,7 +492,7 @@ def test_a_dry_run_writes_eml_files_connects_to_nothing_and_changes_nothing(
     settings = delivery_settings(tmp_path, None)
     outbox = tmp_path / "outbox"
 
-    tally = _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(3)),
+    tally = _run(settings, Issues.of((newest,)), parse_subscribers(_people(3)),
                  outbox=outbox)
 
     files = sorted(p.name for p in (outbox / newest.id).iterdir())
@@ -503,7 +510,7 @@ def test_a_test_copy_goes_to_one_address_and_stays_out_of_the_ledger(
 ) -> None:
     settings = delivery_settings(tmp_path, smtp_server)
 
-    reply = send_test(settings, BuildContext((newest, older), ()), "me@example.com", now=NOW,
+    reply = send_test(settings, Issues.of((newest, older)), "me@example.com", now=NOW,
                       digest_id=older.id)
 
     assert reply.startswith("250")
@@ -518,7 +525,7 @@ def test_an_unknown_digest_id_is_an_error_naming_the_known_ones(
 ) -> None:
     settings = delivery_settings(tmp_path, None)
     with pytest.raises(DeliveryError, match="no digest '1999-01-01'") as caught:
-        _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(1)),
+        _run(settings, Issues.of((newest,)), parse_subscribers(_people(1)),
              digest_id="1999-01-01")
     assert newest.id in str(caught.value)
 
@@ -528,7 +535,7 @@ def test_an_unsubscribe_url_without_a_secret_stops_before_anything_is_sent(
 ) -> None:
     settings = delivery_settings(tmp_path, smtp_server, secret=None)
     with pytest.raises(ConfigError, match="FEEDS_UNSUBSCRIBE_SECRET"):
-        _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(1)))
+        _run(settings, Issues.of((newest,)), parse_subscribers(_people(1)))
     assert smtp_server.handler.received == []
 
 
@@ -541,7 +548,7 @@ def test_messages_per_second_spaces_the_messages_out(
     settings = delivery_settings(tmp_path, smtp_server, messages_per_second=40.0, connections=2)
     started = time.monotonic()
 
-    _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(9)))
+    _run(settings, Issues.of((newest,)), parse_subscribers(_people(9)))
 
     # Nine messages at 40 per second need at least eight intervals of 25 ms.
     assert time.monotonic() - started >= 0.2
@@ -560,7 +567,7 @@ def test_login_with_the_password_from_the_environment_sends(
     settings = delivery_settings(tmp_path, login_server, username="mailer")
     settings = replace(settings, smtp=replace(settings.smtp, password="s3cr3t-Pa55"))
 
-    tally = _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(2)))
+    tally = _run(settings, Issues.of((newest,)), parse_subscribers(_people(2)))
 
     assert tally.sent == 2
 
@@ -572,7 +579,7 @@ def test_a_refused_login_stops_the_run_and_never_shows_the_password(
     settings = replace(settings, smtp=replace(settings.smtp, password="wrong-Pa55word"))
 
     with pytest.raises(DeliveryError, match="refused the login") as caught:
-        _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(2)))
+        _run(settings, Issues.of((newest,)), parse_subscribers(_people(2)))
 
     text = str(caught.value) + repr(caught.value) + repr(settings)
     assert "wrong-Pa55word" not in text
@@ -584,7 +591,7 @@ def test_a_username_without_a_password_is_a_clear_error(
 ) -> None:
     settings = delivery_settings(tmp_path, login_server, username="mailer")
     with pytest.raises(DeliveryError, match="FEEDS_SMTP_PASSWORD"):
-        _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(1)))
+        _run(settings, Issues.of((newest,)), parse_subscribers(_people(1)))
 
 
 def test_a_newsletter_not_delivered_within_three_days_is_given_up(
@@ -592,7 +599,7 @@ def test_a_newsletter_not_delivered_within_three_days_is_given_up(
 ) -> None:
     settings = delivery_settings(tmp_path, smtp_server, max_attempts=1)
     smtp_server.handler.rcpt_temporary = {"reader0@example.org": 99}
-    ctx = BuildContext((newest,), ())
+    ctx = Issues.of((newest,))
     people = parse_subscribers(_people(1))
     _run(settings, ctx, people)
 
@@ -608,28 +615,30 @@ def test_a_newsletter_not_delivered_within_three_days_is_given_up(
     assert entry.last_reply is not None and entry.last_reply.startswith("gave up after 3 days")
 
 
-def test_a_send_with_nothing_new_returns_without_loading_anything(
-    built: Path, tmp_path: Path, smtp_server: SmtpServer
+def test_a_send_loads_only_the_digests_it_sends_and_nothing_when_nothing_is_new(
+    built: Path, tmp_path: Path, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from feeds.build import load_context
-    from feeds.deliver import send_due
+    from feeds import state
 
     root = _project(built, tmp_path, smtp_server, people=2)
     settings = delivery_settings(root, smtp_server)
-    loads: list[int] = []
+    loads: list[list[str]] = []
+    load_published = state.load_published
 
-    def load() -> BuildContext:
-        loads.append(1)
-        return load_context(settings, now=NOW)
+    def counting(conn: object, ids: list[str]) -> dict[str, Digest]:
+        loads.append(sorted(ids))
+        return load_published(conn, ids)  # type: ignore[arg-type]
 
-    first = send_due(settings, load, now=NOW)
-    again = send_due(settings, load, now=NOW)
+    monkeypatch.setattr(state, "load_published", counting)
+    first = send_due(settings, now=NOW)
+    again = send_due(settings, now=NOW)
     with (root / "subscribers.csv").open("a", encoding="utf-8") as f:
         f.write("newcomer@example.org,,\n")
-    third = send_due(settings, load, now=NOW)
+    third = send_due(settings, now=NOW)
 
     assert (first.sent, again.sent, third.sent) == (2, 0, 1)
-    assert len(loads) == 2
+    # Two digests were published; each send loaded the one it sent, the no-op none.
+    assert loads == [["2022-08-13"], ["2022-08-13"]]
     assert smtp_server.handler.copies()["newcomer@example.org"] == 1
 
 
@@ -643,7 +652,7 @@ def test_a_long_unsubscribe_link_stays_one_raw_url_in_list_unsubscribe(
     )
     settings = delivery_settings(tmp_path, smtp_server, unsubscribe_url=template)
 
-    _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(2)))
+    _run(settings, Issues.of((newest,)), parse_subscribers(_people(2)))
 
     for received in smtp_server.handler.received:
         head = received.data.split(b"\r\n\r\n", 1)[0].decode("ascii")
@@ -666,7 +675,7 @@ def test_a_server_that_stops_answering_times_out_and_the_message_is_retried(
     smtp_server.handler.gate = gate
     threading.Timer(1.0, gate.released.set).start()
 
-    tally = _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(2)))
+    tally = _run(settings, Issues.of((newest,)), parse_subscribers(_people(2)))
 
     assert tally.sent == 2 and tally.ok
     assert smtp_server.handler.copies() == {"reader0@example.org": 1, "reader1@example.org": 1}
@@ -709,7 +718,7 @@ def test_progress_is_reported_up_to_the_total(
     smtp_server.handler.delay = 0.05
     calls: list[tuple[int, int]] = []
 
-    _run(settings, BuildContext((newest,), ()), parse_subscribers(_people(8)),
+    _run(settings, Issues.of((newest,)), parse_subscribers(_people(8)),
          progress=lambda done, total: calls.append((done, total)))
 
     assert calls[-1] == (8, 8)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from feeds import state
-from feeds.errors import LockedError, StateError
+from feeds.errors import StateError
 from feeds.model import Digest, Item, Link, ParseWarning
 
 SEEN = datetime(2021, 3, 30, 4, 48, 5, tzinfo=UTC)
@@ -91,29 +90,54 @@ def test_a_parsed_digest_survives_the_cache_unchanged(tmp_path: Path) -> None:
     conn = state.connect(tmp_path / "feeds.sqlite3")
     try:
         state.save_digest(conn, digest, first_seen=SEEN, parser="p1")
-        loaded = state.load_digests(conn, [digest.content_hash, "missing"])
-        light = state.load_digests(conn, [digest.content_hash], light=True)
+        headers = state.load_headers(conn, {digest.content_hash, "missing"})
+        loaded = state.load_digests(conn, headers)
+        short = state.load_digests(conn, headers, texts=False)
         rows = state.digest_rows(conn)
     finally:
         conn.close()
+    assert headers == {digest.content_hash: replace(digest, items=())}
     assert loaded == {digest.content_hash: digest}
-    assert light == {digest.content_hash: state.lighten(digest)}
+    item = short[digest.content_hash].items[0]
+    assert (item.key, item.guid, item.title, item.title_zh, item.starred, item.category) == (
+        digest.items[0].key, digest.items[0].guid, digest.items[0].title,
+        digest.items[0].title_zh, True, "LG",
+    )
+    assert (item.authors, item.affiliations, item.links, item.summary_zh, item.abstract) == (
+        (), (), (), None, None
+    )
+    assert (item.digest_id, item.published) == ("2021-03-30", SEEN)
     assert rows[digest.content_hash].first_seen == SEEN
     assert rows[digest.content_hash].parser == "p1"
 
 
-def test_a_cached_digest_from_another_model_version_still_loads() -> None:
-    import json
+def test_a_first_version_database_keeps_its_facts_and_parses_again(tmp_path: Path) -> None:
+    path = tmp_path / "feeds.sqlite3"
+    raw = sqlite3.connect(path)
+    raw.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE digests (content_hash TEXT PRIMARY KEY, first_seen TEXT NOT NULL,"
+        " assigned_id TEXT, parser TEXT, parsed TEXT, light TEXT);"
+        f"INSERT INTO digests VALUES ('h1', '{SEEN.isoformat()}', '2021-03-30', 'p1', '{{}}',"
+        " '{}');"
+        "PRAGMA user_version = 1;"
+    )
+    raw.close()
+    conn = state.connect(path)
+    try:
+        rows = state.digest_rows(conn)
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(digests)")]
+    finally:
+        conn.close()
+    assert rows == {"h1": state.DigestRow("h1", SEEN, "2021-03-30", None)}
+    assert "parsed" not in columns and "light" not in columns
 
-    digest = sample_digest()
-    data = json.loads(state.digest_to_json(digest))
-    data["items"][0]["a_field_from_the_future"] = 1
-    assert state.digest_from_json(json.dumps(data)) == digest
-    light = state.lighten(digest)
-    assert state.digest_from_json(state.digest_to_json(light)) == light
-    assert state.light_from_json(state.light_to_json(digest)) == light
-    assert light.items[0].summary_zh is None and light.items[0].links == ()
-    assert light.items[0].key == digest.items[0].key and light.items[0].starred
+
+def test_a_new_database_and_its_folder_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "feeds.sqlite3"
+    state.connect(path).close()
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
 
 
 def test_first_seen_is_recorded_once_and_never_moves(tmp_path: Path) -> None:
@@ -167,50 +191,6 @@ def test_another_module_can_keep_its_own_table_in_the_same_file(tmp_path: Path) 
         assert again.execute("SELECT count(*) FROM ledger").fetchone()[0] == 1
     finally:
         again.close()
-
-
-def test_the_lock_is_refused_while_another_process_holds_it(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "feeds.sqlite3"
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import time; from pathlib import Path; from feeds import state\n"
-         f"with state.locked(Path({str(path)!r})):\n"
-         "    print('locked', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
-        with pytest.raises(LockedError) as info, state.locked(path, wait=0.2):
-            pass
-        assert f"process {holder.pid}" in str(info.value)
-        assert info.value.path == str(state.lock_path(path))
-    finally:
-        holder.kill()
-        holder.communicate()
-    with state.locked(path):
-        pass
-
-
-def test_a_waiting_run_gets_the_lock_once_the_holder_finishes(tmp_path: Path) -> None:
-    import time
-
-    path = tmp_path / "state" / "feeds.sqlite3"
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import time; from pathlib import Path; from feeds import state\n"
-         f"with state.locked(Path({str(path)!r})):\n"
-         "    print('locked', flush=True); time.sleep(0.8)"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
-        started = time.monotonic()
-        with state.locked(path, wait=30):
-            waited = time.monotonic() - started
-        assert 0.2 < waited < 30
-    finally:
-        holder.kill()
-        holder.communicate()
 
 
 def test_the_stamp_round_trips_and_a_damaged_one_reads_as_empty(tmp_path: Path) -> None:

@@ -1,0 +1,73 @@
+"""`feeds run`, the cron entry point: build what changed, then send what is due.
+
+Quiet when all went well, one `error:` line per problem otherwise, so cron mails exactly the
+problems. A run that finds nothing new costs a stat of the inputs and one look at the ledger:
+the sending stack (smtplib, the newsletter renderer) is imported only when something is due.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from feeds.build import BuildReport, build
+from feeds.config import Settings
+from feeds.errors import FeedsError, LockedError
+from feeds.ledger import due_mark, nothing_due
+
+Log = Callable[[str], None]
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class RunReport:
+    build: BuildReport | None = None
+    # One line each, without the `error: ` prefix: what cron must hear about.
+    problems: list[str] = field(default_factory=list)
+    summary: str = "nothing to send"
+
+
+def run(
+    settings: Settings,
+    *,
+    now: datetime,
+    log: Log,
+    wait: float = 0.0,
+    progress: ProgressFn | None = None,
+) -> RunReport:
+    """Build, then send what is due. A run that finds another build at work leaves it alone;
+    one that finds another send at work leaves the sending to it."""
+    report = RunReport()
+    try:
+        report.build = build(settings, now=now, log=log, wait=wait)
+    except LockedError as exc:
+        log(f"skipped: {exc}")
+        return report
+    except FeedsError as exc:
+        report.problems.append(f"build failed: {exc}")
+        return report
+    report.problems += report.build.errors
+    paths = settings.paths
+    if not paths.subscribers.exists():
+        log(f"no subscriber list at {paths.subscribers}: nothing sent")
+        return report
+    if nothing_due(paths.state, due_mark(paths.state, paths.subscribers)):
+        log("nothing new to send")
+        return report
+    from feeds.send import send_due
+
+    try:
+        tally = send_due(settings, now=now, progress=progress, log=log)
+    except LockedError as exc:
+        log(f"send skipped: {exc}")
+        return report
+    except FeedsError as exc:
+        report.problems.append(f"send: {exc}")
+        return report
+    report.summary = tally.summary()
+    for note in tally.notes:
+        log(f"warning: {note}")
+    if not tally.ok:
+        report.problems.append(f"send: {report.summary}")
+    return report

@@ -1,0 +1,305 @@
+"""`feeds send`: which newsletter goes to whom (the ledger's rules), then out through the engine.
+
+A send needs every published digest's id and date (to queue what is new) but the full text of
+only the digests it sends today: `Issues` carries the first and loads the second on demand, so
+a send after ten years of digests decodes one or two of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import make_msgid, parseaddr
+from pathlib import Path
+
+from feeds import lock
+from feeds.config import Settings
+from feeds.deliver import LogFn, ProgressFn, Tally, deliver, silent
+from feeds.errors import ConfigError, DeliveryError
+from feeds.ledger import DigestRef, Entry, Ledger, due_mark, nothing_due
+from feeds.model import Digest
+from feeds.personalize import Job, Messages
+from feeds.subscribers import (
+    Subscriber,
+    SubscriberList,
+    clean_name,
+    load_subscribers,
+    normalize_email,
+)
+from feeds.transport import Transport
+from feeds.unsubscribe import check_template
+
+
+@dataclass(frozen=True)
+class Issues:
+    """The digests a send may mail: each one's id and date, newest first, and a way to load
+    some of them in full by id."""
+
+    refs: tuple[DigestRef, ...]
+    load: Callable[[Collection[str]], Mapping[str, Digest]]
+
+    @classmethod
+    def of(cls, digests: Sequence[Digest]) -> Issues:
+        """Digests already in memory (newest first)."""
+        by_id = {d.id: d for d in digests}
+        return cls(
+            tuple(DigestRef(d.id, d.date) for d in digests),
+            lambda ids: {i: by_id[i] for i in ids if i in by_id},
+        )
+
+    @classmethod
+    def published(cls, state_path: Path) -> Issues:
+        """What the last complete build published, from the state database."""
+        from feeds import state
+
+        if not state_path.exists():
+            return cls((), lambda ids: {})
+        conn = state.connect(state_path)
+        try:
+            found = state.published(conn)
+        finally:
+            conn.close()
+        found.sort(key=lambda row: (row[2], row[1]), reverse=True)
+
+        def load(ids: Collection[str]) -> Mapping[str, Digest]:
+            conn = state.connect(state_path)
+            try:
+                return state.load_published(conn, ids)
+            finally:
+                conn.close()
+
+        return cls(tuple(DigestRef(digest_id, date) for _, digest_id, date in found), load)
+
+
+def send(
+    settings: Settings,
+    issues: Issues,
+    subscribers: SubscriberList,
+    ledger: Ledger,
+    *,
+    now: datetime,
+    digest_id: str | None = None,
+    outbox: Path | None = None,
+    retry_delay: float = 1.0,
+    progress: ProgressFn | None = None,
+    log: LogFn = silent,
+) -> Tally:
+    """Queue and send what is due: every digest not yet sent to each subscriber by the rules in
+    feeds.ledger, or only `digest_id`. With `outbox`, write the messages there as .eml files
+    instead, connect to nothing and change nothing in the ledger."""
+    check_sending(settings)
+    if digest_id is not None and digest_id not in {ref.id for ref in issues.refs}:
+        raise DeliveryError(
+            f"no digest {digest_id!r}",
+            hint="known: " + (", ".join(ref.id for ref in issues.refs[:5]) or "none"),
+        )
+    listed = {s.key: s for s in subscribers.subscribers}
+    tally = Tally(dry_run=outbox is not None)
+    if outbox is not None:
+        # Listed, then rolled back before any file is written: the preview's transaction must
+        # not keep a real send or a build waiting for the database.
+        with ledger.preview():
+            digests = _plan(ledger, issues, listed, digest_id, tally, log)
+            jobs = list(_jobs(ledger, digests, listed, settings, digest_id, record=False))
+        write_outbox(jobs, Messages(settings, digests, now=now).build, outbox, tally)
+        return tally
+    digests = _plan(ledger, issues, listed, digest_id, tally, log)
+    return deliver(
+        _jobs(ledger, digests, listed, settings, digest_id, record=True),
+        Messages(settings, digests, now=now).build,
+        ledger,
+        settings.smtp,
+        sender=envelope_sender(settings),
+        total=tally.queued,
+        retry_delay=retry_delay,
+        progress=progress,
+        log=log,
+        tally=tally,
+    )
+
+
+def _plan(
+    ledger: Ledger,
+    issues: Issues,
+    listed: dict[str, Subscriber],
+    digest_id: str | None,
+    tally: Tally,
+    log: LogFn,
+) -> dict[str, Digest]:
+    """Queue what the rules say and settle the rest; the digests due, loaded in full."""
+    ledger.queue(issues.refs, listed, only=digest_id)
+    ledger.settle(listed)
+    tally.queued, tally.resent_in_doubt = ledger.count_due(digest_id)
+    if tally.resent_in_doubt:
+        log(
+            f"{tally.resent_in_doubt} message(s) were in flight when a previous run stopped;"
+            " sending them again with their original Message-ID"
+        )
+    return dict(issues.load(ledger.due_digests(digest_id)))
+
+
+def _jobs(
+    ledger: Ledger,
+    digests: dict[str, Digest],
+    listed: dict[str, Subscriber],
+    settings: Settings,
+    digest_id: str | None,
+    *,
+    record: bool,
+) -> Iterator[Job]:
+    for entry in ledger.iter_due(digest_id):
+        subscriber = listed.get(entry.recipient)
+        if entry.digest_id not in digests:
+            if record:
+                ledger.finish(entry.digest_id, entry.recipient, "cancelled", "digest removed")
+            continue
+        if subscriber is not None:
+            yield Job(entry.digest_id, subscriber, message_id(entry, settings))
+
+
+def send_due(
+    settings: Settings,
+    *,
+    now: datetime,
+    digest_id: str | None = None,
+    outbox: Path | None = None,
+    retry_delay: float = 1.0,
+    progress: ProgressFn | None = None,
+    log: LogFn = silent,
+) -> Tally:
+    """`feeds send`: take the send lock (not for a dry run), read the subscriber list and what
+    the last build published, and send what is due. Bad subscriber rows are skipped and listed
+    in `Tally.notes`.
+
+    When nothing was left due by the last run and neither the build nor the subscriber list
+    changed since, it returns at once without loading anything (`ledger.nothing_due`)."""
+    check_sending(settings)
+    paths = settings.paths
+    sending = lock.held(
+        lock.send_lock(paths.state),
+        busy="another `feeds send` or `feeds run` is sending",
+        hint="it will send what is due; try again when it has finished",
+    )
+    with nullcontext() if outbox is not None else sending:
+        mark = due_mark(paths.state, paths.subscribers)
+        if outbox is None and digest_id is None and nothing_due(paths.state, mark):
+            log("nothing new to send")
+            return Tally()
+        people = load_subscribers(paths.subscribers)
+        ledger = Ledger.open(paths.state)
+        try:
+            tally = send(
+                settings, Issues.published(paths.state), people, ledger, now=now,
+                digest_id=digest_id, outbox=outbox, retry_delay=retry_delay,
+                progress=progress, log=log,
+            )
+            if outbox is None and mark is not None and tally.ok and ledger.count_due() == (0, 0):
+                ledger.set_meta("sent_for", mark)
+        finally:
+            ledger.close()
+    tally.notes[:0] = [
+        f"{people.source}:{p.line}: {p.message}" + (" (row skipped)" * (p.severity == "error"))
+        for p in people.problems
+    ]
+    return tally
+
+
+def send_test(
+    settings: Settings,
+    issues: Issues,
+    address: str,
+    *,
+    now: datetime,
+    digest_id: str | None = None,
+    outbox: Path | None = None,
+) -> str:
+    """Send one digest (default: the newest) to `address`, outside the ledger, and return the
+    server's reply (or the file written, with `outbox`)."""
+    check_sending(settings)
+    email = normalize_email(address.strip())
+    if not isinstance(email, str):
+        raise ConfigError(f"invalid address {address!r}: {email.reason}")
+    if not issues.refs:
+        raise DeliveryError("there is no digest to send", hint="run `feeds build` first")
+    chosen = digest_id or issues.refs[0].id
+    digests = dict(issues.load([chosen]))
+    if chosen not in digests:
+        raise DeliveryError(f"no digest {chosen!r}")
+    subscriber = Subscriber(email=email, name=clean_name(""), categories=frozenset(), line=0)
+    domain = parseaddr(settings.newsletter.sender)[1].rpartition("@")[2] or None
+    job = Job(chosen, subscriber, make_msgid(domain=domain))
+    data = Messages(settings, digests, now=now).build(job)
+    if data is None:
+        raise DeliveryError(f"digest {chosen} has no papers to send")
+    if outbox is not None:
+        tally = Tally(dry_run=True)
+        write_outbox([job], lambda _: data, outbox, tally)
+        return str(tally.written[0])
+    transport = Transport(settings.smtp)
+    try:
+        while True:
+            result = transport.send(envelope_sender(settings), email, data, _nothing)
+            if result.outcome != "unreachable":
+                break
+    finally:
+        transport.close()
+    if result.outcome != "sent":
+        raise DeliveryError(f"{email}: {result.reply}")
+    return result.reply
+
+
+def _nothing() -> None:
+    return None
+
+
+def check_sending(settings: Settings) -> None:
+    """What must hold before anything is sent (also run by `feeds check`)."""
+    where = str(settings.source) if settings.source else None
+    check_template(settings.newsletter.unsubscribe_url, settings.unsubscribe_secret, where=where)
+    if not envelope_sender(settings):
+        raise ConfigError(
+            f"[newsletter] from has no address: {settings.newsletter.sender!r}", path=where
+        )
+    reply_to = settings.newsletter.reply_to
+    if reply_to and not isinstance(normalize_email(parseaddr(reply_to)[1]), str):
+        raise ConfigError(f"[newsletter] reply_to is not an address: {reply_to!r}", path=where)
+
+
+def envelope_sender(settings: Settings) -> str:
+    """The `MAIL FROM` address: the `From` address, if it is a plain one."""
+    address = parseaddr(settings.newsletter.sender)[1]
+    return address if isinstance(normalize_email(address), str) else ""
+
+
+def message_id(entry: Entry, settings: Settings) -> str:
+    """The same for every attempt at one (digest, recipient), so a copy sent again after a crash
+    can be recognised as the same message; it does not reveal the address."""
+    if entry.message_id:
+        return entry.message_id
+    seed = f"{settings.newsletter.list_id}\0{entry.digest_id}\0{entry.recipient}"
+    digest = hashlib.sha256(seed.encode("utf-8")).hexdigest()[:24]
+    domain = envelope_sender(settings).rpartition("@")[2] or "localhost"
+    return f"<{entry.digest_id}.{digest}@{domain}>"
+
+
+def write_outbox(
+    jobs: Iterable[Job], build: Callable[[Job], bytes | None], outbox: Path, tally: Tally
+) -> None:
+    """The dry run: each message as `<outbox>/<digest id>/<address>.eml`."""
+    for job in jobs:
+        data = build(job)
+        if data is None:
+            tally.skipped += 1
+            continue
+        folder = outbox / job.digest_id
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / (re.sub(r"[^A-Za-z0-9@._+-]", "_", job.recipient) + ".eml")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        tally.written.append(path)

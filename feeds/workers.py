@@ -1,0 +1,76 @@
+"""Worker processes for the steps of a build that handle many digests at once.
+
+A first build (or a template change) parses and renders thousands of digests; spread over the
+cores, it takes a fraction of the time. A daily build handles one or two and never starts a
+worker. The pool lives as long as the build (`with Workers() as workers`), comes from a fork
+server (workers inherit neither the build lock nor the open database), and every worker exits
+as soon as the build process is gone, however it died.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Below this many tasks, starting processes costs more than it saves.
+PARALLEL_FROM = 24
+
+
+class Workers:
+    def __init__(self, max_workers: int | None = None) -> None:
+        self.count = max_workers or min(os.cpu_count() or 1, 4)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def map(
+        self, fn: Callable[[T], R], tasks: list[T], *, chunksize: int = 1
+    ) -> Iterable[R]:
+        """`fn` over `tasks`, results in order: in this process when there are few tasks or
+        one core, in the workers otherwise. `fn` must be a module-level function."""
+        if len(tasks) < PARALLEL_FROM or self.count < 2:
+            return map(fn, tasks)
+        return self._executor().map(fn, tasks, chunksize=chunksize)
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            import multiprocessing
+
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("forkserver" if "forkserver" in methods else None)
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.count,
+                mp_context=context,
+                initializer=_watch_parent,
+                initargs=(os.getpid(),),
+            )
+        return self._pool
+
+
+def _watch_parent(parent: int) -> None:
+    """In a worker: exit as soon as the build process is gone (killed, crashed)."""
+    threading.Thread(target=_watch, args=(parent,), daemon=True).start()
+
+
+def _watch(parent: int) -> None:
+    while True:
+        time.sleep(0.5)
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:
+            pass
