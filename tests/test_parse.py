@@ -503,3 +503,37 @@ def test_the_table_shows_rank_category_star_title_authors_link_and_date() -> Non
     assert len(lines) == 2 + 30
     assert lines[2].split()[:4] == ["1", "-", "*", "Debiased"]
     assert lines[2].split()[-2:] == ["https://zhuanlan.zhihu.com/p/141141365", "2020-07-11"]
+
+
+def imported_modules(name: str) -> set[str]:
+    """The modules of the package that module `name` imports, anywhere in it."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.origin is not None
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "feeds":
+            found.update(f"feeds.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("feeds."):
+            found.add(node.module or "")
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("feeds."))
+    return found
+
+
+def test_the_parser_names_every_module_a_parse_depends_on() -> None:
+    # What a parse cache is keyed by: a module left out would leave stale parses cached.
+    from feeds.parse import MODULES
+
+    seen: set[str] = set()
+    todo = ["feeds.parse"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo.extend(imported_modules(name) - {"feeds.errors"})
+    assert seen == set(MODULES)
