@@ -41,7 +41,10 @@ Log = Callable[[str], None]
 # that this lists every module of the package the generators import.
 RENDER_MODULES = (
     "feeds.newsletter",
+    "feeds.issue",
     "feeds.message",
+    "feeds.links",
+    "feeds.identity",
     "feeds.syndicate",
     "feeds.site",
     "feeds.catalog",

@@ -21,7 +21,7 @@ from stat import S_ISREG
 from zoneinfo import ZoneInfo
 
 import feeds
-from feeds import state
+from feeds import state, store
 from feeds.config import Settings
 from feeds.errors import ConfigError, FeedsError
 from feeds.model import Digest
@@ -29,7 +29,14 @@ from feeds.workers import Workers
 
 # What a cached parse depends on: the parser and the modules it parses with. A test checks that
 # this lists every module of the package that `feeds.parse` imports.
-PARSER_MODULES = ("feeds.parse", "feeds.identity", "feeds.textutil", "feeds.model")
+PARSER_MODULES = (
+    "feeds.parse",
+    "feeds.parse_lines",
+    "feeds.parse_entry",
+    "feeds.identity",
+    "feeds.textutil",
+    "feeds.model",
+)
 
 Listing = list[tuple[str, int, int]]
 
@@ -86,7 +93,7 @@ def parser_fingerprint(settings: Settings) -> str:
 class Inputs:
     """The digests to publish, with what it takes to load any of them in full."""
 
-    # Dated and named, items without their long texts (see `state.load_digests`).
+    # Dated and named, items without their long texts (see `store.load_digests`).
     digests: list[Digest]
     # The same, without items, by content hash.
     headers: dict[str, Digest]
@@ -97,7 +104,7 @@ class Inputs:
 
     def full(self, conn: sqlite3.Connection, hashes: list[str]) -> dict[str, Digest]:
         """These digests with every text, dated and named as in `digests`."""
-        return state.load_digests(conn, {h: self.headers[h] for h in hashes})
+        return store.load_digests(conn, {h: self.headers[h] for h in hashes})
 
 
 def read(
@@ -116,7 +123,7 @@ def read(
     tz = settings.site.tz
     parser_fp = parser_fingerprint(settings)
     files_before = state.file_rows(conn)
-    rows = state.digest_rows(conn)
+    rows = store.digest_rows(conn)
     result = Inputs([], {})
 
     files: dict[str, state.FileRow] = {}
@@ -147,10 +154,10 @@ def read(
                 if digest is None:
                     result.errors.append(error or f"{sources[content_hash]}: cannot parse")
                     failed.add(content_hash)
-                    state.record_first_seen(conn, content_hash, first_seen[content_hash])
+                    store.record_first_seen(conn, content_hash, first_seen[content_hash])
                     continue
                 digest = replace(digest, content_hash=content_hash)
-                state.save_digest(
+                store.save_digest(
                     conn, digest, first_seen=first_seen[content_hash], parser=parser_fp
                 )
                 result.parsed.append(str(sources[content_hash]))
@@ -169,12 +176,12 @@ def read(
         elif row.content_hash in publish:
             files[name] = row._replace(good_hash=row.content_hash)
 
-    headers = state.load_headers(conn, publish)
+    headers = store.load_headers(conn, publish)
     result.headers = resolve(headers, first_seen, rows, tz)
     with state.transaction(conn):
         state.save_file_rows(conn, files, files_before)
-        state.assign(conn, {h: (d.id, _date(d)) for h, d in result.headers.items()})
-    result.digests = list(state.load_digests(conn, result.headers, texts=False).values())
+        store.assign(conn, {h: (d.id, _date(d)) for h, d in result.headers.items()})
+    result.digests = list(store.load_digests(conn, result.headers, texts=False).values())
     result.errors.sort()
     return result
 
@@ -200,7 +207,7 @@ def _parse(task: tuple[Path, ZoneInfo]) -> tuple[Digest | None, str | None]:
 def _inherited_first_seen(
     name: str,
     files_before: dict[str, state.FileRow],
-    rows: dict[str, state.DigestRow],
+    rows: dict[str, store.DigestRow],
     present: set[str],
 ) -> datetime | None:
     """A file edited in place keeps the first-seen time of the content it replaced."""
@@ -214,7 +221,7 @@ def _inherited_first_seen(
 def resolve(
     headers: dict[str, Digest],
     first_seen: dict[str, datetime],
-    rows: dict[str, state.DigestRow],
+    rows: dict[str, store.DigestRow],
     tz: ZoneInfo,
 ) -> dict[str, Digest]:
     """Date undated digests by first sighting and give every digest a unique, stable id.

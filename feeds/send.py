@@ -55,13 +55,13 @@ class Issues:
     @classmethod
     def published(cls, state_path: Path) -> Issues:
         """What the last complete build published, from the state database."""
-        from feeds import state
+        from feeds import state, store
 
         if not state_path.exists():
             return cls((), lambda ids: {})
         conn = state.connect(state_path)
         try:
-            found = state.published(conn)
+            found = store.published(conn)
         finally:
             conn.close()
         found.sort(key=lambda row: (row[2], row[1]), reverse=True)
@@ -69,7 +69,7 @@ class Issues:
         def load(ids: Collection[str]) -> Mapping[str, Digest]:
             conn = state.connect(state_path)
             try:
-                return state.load_published(conn, ids)
+                return store.load_published(conn, ids)
             finally:
                 conn.close()
 

@@ -20,7 +20,7 @@ from conftest import lock_holder
 from lxml import etree
 from lxml import html as lxml_html
 
-from feeds import state
+from feeds import state, store
 from feeds.assemble import assemble
 from feeds.build import RENDER_MODULES, build
 from feeds.cli import cli
@@ -441,7 +441,7 @@ def test_the_archive_is_the_same_from_digests_without_their_texts(
     conn = state.connect(settings.paths.state)
     try:
         headers = {d.content_hash: replace(d, items=()) for d in full}
-        summary = state.load_digests(conn, headers, texts=False)
+        summary = store.load_digests(conn, headers, texts=False)
     finally:
         conn.close()
     short = [summary[d.content_hash] for d in full]

@@ -618,18 +618,18 @@ def test_a_newsletter_not_delivered_within_three_days_is_given_up(
 def test_a_send_loads_only_the_digests_it_sends_and_nothing_when_nothing_is_new(
     built: Path, tmp_path: Path, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from feeds import state
+    from feeds import store
 
     root = _project(built, tmp_path, smtp_server, people=2)
     settings = delivery_settings(root, smtp_server)
     loads: list[list[str]] = []
-    load_published = state.load_published
+    load_published = store.load_published
 
     def counting(conn: object, ids: list[str]) -> dict[str, Digest]:
         loads.append(sorted(ids))
         return load_published(conn, ids)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(state, "load_published", counting)
+    monkeypatch.setattr(store, "load_published", counting)
     first = send_due(settings, now=NOW)
     again = send_due(settings, now=NOW)
     with (root / "subscribers.csv").open("a", encoding="utf-8") as f:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from feeds import state
+from feeds import state, store
 from feeds.errors import StateError
 from feeds.model import Digest, Item, Link, ParseWarning
 
@@ -89,11 +89,11 @@ def test_a_parsed_digest_survives_the_cache_unchanged(tmp_path: Path) -> None:
     digest = sample_digest()
     conn = state.connect(tmp_path / "feeds.sqlite3")
     try:
-        state.save_digest(conn, digest, first_seen=SEEN, parser="p1")
-        headers = state.load_headers(conn, {digest.content_hash, "missing"})
-        loaded = state.load_digests(conn, headers)
-        short = state.load_digests(conn, headers, texts=False)
-        rows = state.digest_rows(conn)
+        store.save_digest(conn, digest, first_seen=SEEN, parser="p1")
+        headers = store.load_headers(conn, {digest.content_hash, "missing"})
+        loaded = store.load_digests(conn, headers)
+        short = store.load_digests(conn, headers, texts=False)
+        rows = store.digest_rows(conn)
     finally:
         conn.close()
     assert headers == {digest.content_hash: replace(digest, items=())}
@@ -125,11 +125,11 @@ def test_a_first_version_database_keeps_its_facts_and_parses_again(tmp_path: Pat
     raw.close()
     conn = state.connect(path)
     try:
-        rows = state.digest_rows(conn)
+        rows = store.digest_rows(conn)
         columns = [row[1] for row in conn.execute("PRAGMA table_info(digests)")]
     finally:
         conn.close()
-    assert rows == {"h1": state.DigestRow("h1", SEEN, "2021-03-30", None)}
+    assert rows == {"h1": store.DigestRow("h1", SEEN, "2021-03-30", None)}
     assert "parsed" not in columns and "light" not in columns
 
 
@@ -143,13 +143,13 @@ def test_a_new_database_and_its_folder_are_private(tmp_path: Path) -> None:
 def test_first_seen_is_recorded_once_and_never_moves(tmp_path: Path) -> None:
     conn = state.connect(tmp_path / "feeds.sqlite3")
     try:
-        state.record_first_seen(conn, "h1", SEEN)
-        state.record_first_seen(conn, "h1", datetime(2030, 1, 1, tzinfo=UTC))
-        state.save_digest(conn, sample_digest(), first_seen=SEEN, parser="p1")
-        state.save_digest(
+        store.record_first_seen(conn, "h1", SEEN)
+        store.record_first_seen(conn, "h1", datetime(2030, 1, 1, tzinfo=UTC))
+        store.save_digest(conn, sample_digest(), first_seen=SEEN, parser="p1")
+        store.save_digest(
             conn, sample_digest(), first_seen=datetime(2031, 1, 1, tzinfo=UTC), parser="p2"
         )
-        rows = state.digest_rows(conn)
+        rows = store.digest_rows(conn)
     finally:
         conn.close()
     assert rows["h1"].first_seen == SEEN
