@@ -172,16 +172,19 @@ def assemble(
             if title:
                 by_title.setdefault(title, found)
 
+    wanted = [_published_guid(sighting, keys, titles) for sighting in sightings]
+    # Two papers the state once knew as one both map to one published guid: it stays with the
+    # paper whose own guid it is, and the other gets a guid of its own.
+    owned = {guid for sighting, guid in zip(sightings, wanted, strict=True)
+             if guid == sighting.first.guid}
     used: set[str] = set()
     records: Identities = ([], [], [])
-    for sighting in sightings:
+    for sighting, guid in zip(sightings, wanted, strict=True):
         first = sighting.first
-        guid = _published_guid(sighting, keys, titles)
-        if guid in used:
-            # Two papers the state once knew as one: the newcomer gets its own guid, made of
-            # what never moves (its key and the id of the digest that first showed it), so it
-            # is the same at every build.
-            guid = first.guid if first.guid not in used else (
+        if guid in used or (guid in owned and guid != first.guid):
+            # Its own guid if free, else one made of what never moves (its key and the digest
+            # that first showed it), so that it is the same at every build.
+            guid = first.guid if first.guid not in used and first.guid not in owned else (
                 f"tag:digest-feeds,2020:{first.key}#{first.digest_id}"
             )
         used.add(guid)

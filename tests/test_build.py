@@ -429,6 +429,63 @@ def test_a_published_guid_never_changes() -> None:
     assert ctx.papers[0].guid == "tag:older"
 
 
+def daily(day: int, *entries: tuple[str, str]) -> str:
+    """A small dated daily digest: one featured entry per (title, link)."""
+    lines = [f"date: 2021-03-{day:02d}", "LG - 机器学习", ""]
+    for n, (title, link) in enumerate(entries, 1):
+        lines += [
+            f"{n}、[LG] {title}", "A Author, B Author", "[MIT]",
+            "一篇论文。This paper studies the question at some length, with results.", link, "",
+        ]
+    return "\n".join(lines)
+
+
+def test_no_published_guid_ever_changes_as_digests_come_one_by_one(tmp_path: Path) -> None:
+    inputs = tmp_path / "digests"
+    inputs.mkdir()
+    settings = settings_for(tmp_path, inputs)
+    weibo = "https://weibo.com/1402400261/K6abcdEFG"
+    arxiv = "https://arxiv.org/abs/2103.00001"
+    # Day 10 and day 11 name one paper (same title), which the state records as one guid.
+    days = {
+        10: [("Shared Title of a Paper", weibo)],
+        11: [("Shared title of a paper", arxiv), ("Second", "https://arxiv.org/abs/2103.00002")],
+    }
+    for day in range(12, 17):
+        days[day] = [(f"Paper of day {day}", f"https://arxiv.org/abs/2103.{day:05d}")]
+    published: dict[str, str] = {}
+
+    def check() -> None:
+        build(settings, now=NOW, log=quiet)
+        feed = json.loads((settings.paths.output / "feeds" / "all.json").read_bytes())
+        guids = {item["_digest_feeds"]["key"]: item["id"] for item in feed["items"]}
+        for key, guid in guids.items():
+            assert published.setdefault(key, guid) == guid, key
+        assert len(set(guids.values())) == len(guids)
+
+    for day in (10, 11):
+        (inputs / f"2021-03-{day:02d}.txt").write_text(daily(day, *days[day]), encoding="utf-8")
+        check()
+    assert published == {
+        "weibo:K6abcdEFG": weibo, "arxiv:2103.00002": "https://arxiv.org/abs/2103.00002"
+    }
+    # The curator moves the arXiv sighting to an earlier day under another title: the two are
+    # two papers now, both once published under one guid. The paper whose own guid it is keeps
+    # it, although the other is seen first; the other gets a guid of its own, and both stay put
+    # as digests keep coming.
+    days[11] = days[11][1:]
+    days[9] = [("A Different Title", arxiv)]
+    for day in (11, 9):
+        (inputs / f"2021-03-{day:02d}.txt").write_text(daily(day, *days[day]), encoding="utf-8")
+    check()
+    assert published["weibo:K6abcdEFG"] == weibo
+    assert published["arxiv:2103.00001"] == arxiv
+    for day in range(12, 17):
+        (inputs / f"2021-03-{day}.txt").write_text(daily(day, *days[day]), encoding="utf-8")
+        check()
+    assert len(published) == 8
+
+
 def test_the_archive_is_the_same_from_digests_without_their_texts(
     tmp_path: Path, inputs: Path
 ) -> None:
