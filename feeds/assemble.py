@@ -14,11 +14,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
+from feeds.links import primary_url
 from feeds.model import BuildContext, Digest, Item, Link, Paper
 from feeds.textutil import normalize_title
-
-# Links, best first, for an entry's primary link once sightings are merged.
-_PRIMARY_KINDS = ("arxiv", "openreview")
 
 # What a build records as published: (guid, first seen, digest id), (key, guid), (title, guid).
 Identities = tuple[
@@ -119,19 +117,11 @@ class _Sighting:
             changes["guid"] = guid
         if len(links) != len(first.links):
             changes["links"] = tuple(links)
-            primary = _primary_url(links)
+            primary = primary_url(links)
             if primary and primary != first.url:
                 changes["url"] = primary
         item = replace(first, **changes) if changes else first  # type: ignore[arg-type]
         return Paper(item=item, first_seen=self.seen, digest_ids=tuple(digest_ids))
-
-
-def _primary_url(links: list[Link]) -> str | None:
-    for kind in _PRIMARY_KINDS:
-        for link in links:
-            if link.kind == kind:
-                return link.href
-    return None
 
 
 def assemble(
