@@ -21,11 +21,6 @@ from feeds.errors import ConfigError
 
 Severity = Literal["error", "warning"]
 
-# RFC 5321 dot-atom local part (no quoted strings: mail systems disagree on them) and a domain
-# of LDH labels; internationalized domains are accepted and converted to their xn-- form.
-_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
-_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
-_TLD = re.compile(r"(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})\Z")
 _CATEGORY = re.compile(r"[A-Za-z][A-Za-z0-9.-]{0,31}\Z")
 _CATEGORY_SPLIT = re.compile(r"[\s,;]+")
 _COLUMNS = ("email", "name", "categories")
@@ -181,26 +176,17 @@ class _Invalid:
 
 
 def normalize_email(value: str) -> str | _Invalid:
-    """The address as it goes into the envelope, or why it cannot."""
-    if any(ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in value):
-        return _Invalid("contains spaces or control characters")
-    if len(value) > 254:
-        return _Invalid("longer than 254 characters")
-    local, at, domain = value.rpartition("@")
-    if not at or not local or not domain:
-        return _Invalid("not of the form name@domain")
-    if not _LOCAL.match(local) or len(local) > 64:
-        return _Invalid("the part before @ is not a plain address")
+    """The address as it goes into the envelope (the domain in its ASCII form), or why it
+    cannot. Checked by email-validator, without a DNS lookup: no network at send time, and a
+    domain that does not exist shows up as a bounce."""
+    from email_validator import EmailNotValidError, validate_email
+
     try:
-        ascii_domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
-    except UnicodeError:
-        return _Invalid("the domain is not a valid internationalized name")
-    labels = ascii_domain.rstrip(".").split(".")
-    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
-        return _Invalid("the domain is not a valid host name")
-    if not _TLD.match(labels[-1]):
-        return _Invalid("the domain has no valid top-level part")
-    return f"{local}@{'.'.join(labels)}"
+        checked = validate_email(value, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        return _Invalid(str(exc).rstrip("."))
+    address: str = checked.ascii_email or checked.normalized
+    return address
 
 
 def clean_name(value: str) -> str:
