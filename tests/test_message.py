@@ -131,6 +131,11 @@ def test_an_unsafe_unsubscribe_link_is_left_out_of_the_list_headers(url: str) ->
     assert parsed["Bcc"] is None
 
 
+def test_a_subject_with_a_lone_surrogate_still_makes_a_message() -> None:
+    parsed = round_trip(message.compose(make_letter(subject="Digest \ud800 today"), SETTINGS))
+    assert parsed["Subject"] == "Digest today"
+
+
 def test_the_message_module_imports_nothing_of_the_renderer() -> None:
     # The renderer composes messages to measure them: imports go renderer -> message only.
     tree = ast.parse(Path(message.__file__).read_text(encoding="utf-8"))

@@ -288,6 +288,14 @@ def test_weekly_picks_reach_every_category_subscriber_whole() -> None:
     assert doc(letter.html).cssselect(".issue-meta")[0].text_content() == "3 papers"
 
 
+def test_characters_utf8_cannot_carry_are_dropped_instead_of_failing_the_email() -> None:
+    digest = make_digest([make_item(1, title="Lone \ud800 surrogate \ufffe here")])
+    letter = render(digest)
+    assert "Lone surrogate here" in letter.text
+    assert "\ud800" not in letter.html and "\ufffe" not in letter.html
+    assert eml_size(letter) > 0
+
+
 def test_a_subset_gets_a_preheader_about_its_own_papers() -> None:
     digest = make_digest([make_item(1, category="LG", title_zh="只属于机器学习"), make_item(2)])
     pre = doc(render(digest, categories=frozenset({"LG"})).html).cssselect(".preheader")[0]
