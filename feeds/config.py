@@ -95,6 +95,24 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """[web]: the subscription endpoint (`feeds serve`)."""
+
+    # Where /subscribe, /confirm, /unsubscribe, /preferences and /manage are reachable, e.g.
+    # "https://digest.example.org/list". Every link in emails points here; empty: no endpoint,
+    # and no subscribe form on the site.
+    public_url: str | None = None
+    # Form submissions (subscribe, manage) per client address per minute; one-click
+    # unsubscribes are never limited.
+    requests_per_minute: int = 20
+    # Behind a reverse proxy: take the client address from its X-Forwarded-For header.
+    behind_proxy: bool = False
+
+    def url(self, route: str) -> str | None:
+        return self.public_url.rstrip("/") + route if self.public_url else None
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything one run is configured with."""
 
@@ -102,9 +120,18 @@ class Settings:
     paths: PathSettings = PathSettings()
     newsletter: NewsletterSettings = NewsletterSettings()
     smtp: SmtpSettings = SmtpSettings()
+    web: WebSettings = WebSettings()
     unsubscribe_secret: str | None = field(default=None, repr=False)
     # The file the settings came from, for messages; None when running on defaults.
     source: Path | None = None
+
+    @property
+    def unsubscribe_template(self) -> str | None:
+        """The personal unsubscribe link with a `{token}` field: `[newsletter] unsubscribe_url`,
+        else the endpoint's /unsubscribe; None when there is neither."""
+        if self.newsletter.unsubscribe_url:
+            return self.newsletter.unsubscribe_url
+        return self.web.url("/unsubscribe?token={token}")
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -112,6 +139,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "paths": PathSettings,
     "newsletter": NewsletterSettings,
     "smtp": SmtpSettings,
+    "web": WebSettings,
 }
 # TOML keys that are not Python names.
 _RENAMES = {("newsletter", "from"): "sender"}
@@ -171,12 +199,15 @@ def load_settings(
     password = env.get(PASSWORD_ENV) or None
     smtp = SmtpSettings(**{**smtp.__dict__, "password": password})
     site: SiteSettings = sections.get("site", SiteSettings())
+    web: WebSettings = sections.get("web", WebSettings())
     _validate(site, smtp, path)
+    _validate_web(web, path)
     return Settings(
         site=site,
         paths=paths,
         newsletter=sections.get("newsletter", NewsletterSettings()),
         smtp=smtp,
+        web=web,
         unsubscribe_secret=env.get(UNSUBSCRIBE_SECRET_ENV) or None,
         source=path,
     )
@@ -252,6 +283,28 @@ def _validate(site: SiteSettings, smtp: SmtpSettings, path: Path | None) -> None
         )
     if smtp.connections < 1:
         raise ConfigError("[smtp] connections must be at least 1", path=str(path))
+
+
+def _validate_web(web: WebSettings, path: Path | None) -> None:
+    from urllib.parse import urlsplit
+
+    if web.public_url:
+        parts = urlsplit(web.public_url)
+        host = parts.hostname or ""
+        if parts.scheme not in ("https", "http") or not host or parts.query or parts.fragment:
+            raise ConfigError(
+                f"[web] public_url must be an http(s) URL without query, not {web.public_url!r}",
+                path=str(path),
+                hint="e.g. https://digest.example.org/list",
+            )
+        if parts.scheme == "http" and not _is_loopback(host):
+            raise ConfigError(
+                "[web] public_url must be https:// (mail clients ignore other one-click "
+                "unsubscribe links); http:// is for a local preview on 127.0.0.1 only",
+                path=str(path),
+            )
+    if web.requests_per_minute < 1:
+        raise ConfigError("[web] requests_per_minute must be at least 1", path=str(path))
 
 
 def _is_loopback(host: str) -> bool:

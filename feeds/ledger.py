@@ -95,17 +95,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def due_mark(state_path: Path, subscribers: Path) -> str | None:
+def due_mark(state_path: Path, audience: str) -> str | None:
     """What decides what is due besides the ledger: the last complete build (its stamp) and
-    the subscriber list (its size and time). None when there is no complete build."""
+    the audience (`Audience.signature`). None when there is no complete build."""
     stamp = state.read_stamp(state_path).get("stamp")
-    if not stamp:
-        return None
-    try:
-        info = subscribers.stat()
-    except OSError:
-        return None
-    return f"{stamp} {info.st_size} {info.st_mtime_ns} {info.st_ino}"
+    return f"{stamp} {audience}" if stamp else None
 
 
 def nothing_due(state_path: Path, mark: str | None) -> bool:

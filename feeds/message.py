@@ -109,7 +109,22 @@ def compose(
         if message_id
         else archive_message_id(newsletter, settings)
     )
-    msg["List-Id"] = f"{_phrase(settings.site.title)} <{domain}>"
+    list_headers(msg, settings, unsubscribe_url)
+    msg["MIME-Version"] = "1.0"
+    msg.set_content(newsletter.text, subtype="plain", charset="utf-8", cte="base64")
+    msg.add_alternative(newsletter.html, subtype="html", charset="utf-8", cte="base64")
+    digest = hashlib.sha256(
+        (newsletter.text + "\0" + newsletter.html).encode("utf-8", "surrogatepass")
+    ).hexdigest()
+    # Derived from the content, so rebuilds are byte-identical; "_" never occurs in base64.
+    msg.set_boundary(f"=_{digest[:32]}_=")
+    return msg
+
+
+def list_headers(msg: EmailMessage, settings: Settings, unsubscribe_url: str | None) -> None:
+    """List-Id, List-Unsubscribe (the mailto and the personal https link) and, with an https
+    link, List-Unsubscribe-Post: what every message of the list carries."""
+    msg["List-Id"] = f"{_phrase(settings.site.title)} <{_list_domain(settings)}>"
     mailto = unsubscribe_mailto(settings)
     targets = [f"<{mailto}>"] if mailto else []
     https = _https(unsubscribe_url)
@@ -120,15 +135,6 @@ def compose(
     if https:
         # RFC 8058: mail clients may unsubscribe with one POST to the https link.
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg["MIME-Version"] = "1.0"
-    msg.set_content(newsletter.text, subtype="plain", charset="utf-8", cte="base64")
-    msg.add_alternative(newsletter.html, subtype="html", charset="utf-8", cte="base64")
-    digest = hashlib.sha256(
-        (newsletter.text + "\0" + newsletter.html).encode("utf-8", "surrogatepass")
-    ).hexdigest()
-    # Derived from the content, so rebuilds are byte-identical; "_" never occurs in base64.
-    msg.set_boundary(f"=_{digest[:32]}_=")
-    return msg
 
 
 def as_bytes(msg: EmailMessage) -> bytes:

@@ -62,6 +62,25 @@ def write_files(root: Path, files: Mapping[str, bytes]) -> list[str]:
 _SYNC_EACH_UP_TO = 64
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Write one file readable by its owner only (0600), atomically: subscriber addresses and
+    personal unsubscribe links are not for other users of the machine."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(f"cannot write: {exc.strerror}", path=str(path)) from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write: {exc.strerror}", path=str(path)) from exc
+        raise
+
+
 def remove_files(root: Path, paths: Iterable[str]) -> list[str]:
     """Delete files (relative to `root`) that are no longer produced; return those removed."""
     removed: list[str] = []

@@ -47,7 +47,7 @@ class Messages:
         self._now = now
         self._stencils: dict[tuple[str, frozenset[str] | None], Stencil | None] = {}
         self._lock = threading.Lock()
-        self._template = settings.newsletter.unsubscribe_url or None
+        self._template = settings.unsubscribe_template or None
 
     def build(self, job: Job) -> bytes | None:
         stencil = self.stencil(job)

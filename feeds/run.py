@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from feeds.audience import Audience
 from feeds.build import BuildReport, build
 from feeds.config import Settings
 from feeds.errors import FeedsError, LockedError
@@ -49,10 +50,20 @@ def run(
         return report
     report.problems += report.build.errors
     paths = settings.paths
-    if not paths.subscribers.exists():
-        log(f"no subscriber list at {paths.subscribers}: nothing sent")
+    try:
+        with Audience.open(paths.state) as audience:
+            audience.forget_unconfirmed()
+            taken = audience.sync_list(paths.subscribers)
+            for note in taken.notes(paths.subscribers) if taken else []:
+                log(f"warning: {note}")
+            if audience.count("confirmed") == 0:
+                log("no confirmed subscriber: nothing sent")
+                return report
+            mark = due_mark(paths.state, audience.signature())
+    except FeedsError as exc:
+        report.problems.append(f"send: {exc}")
         return report
-    if nothing_due(paths.state, due_mark(paths.state, paths.subscribers)):
+    if nothing_due(paths.state, mark):
         log("nothing new to send")
         return report
     from feeds.send import send_due

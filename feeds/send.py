@@ -8,7 +8,6 @@ a send after ten years of digests decodes one or two of them.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
@@ -18,19 +17,15 @@ from email.utils import make_msgid, parseaddr
 from pathlib import Path
 
 from feeds import lock
+from feeds.audience import Audience
 from feeds.config import Settings
 from feeds.deliver import LogFn, ProgressFn, Tally, deliver, silent
 from feeds.errors import ConfigError, DeliveryError
 from feeds.ledger import DigestRef, Entry, Ledger, due_mark, nothing_due
 from feeds.model import Digest
+from feeds.output import write_private
 from feeds.personalize import Job, Messages
-from feeds.subscribers import (
-    Subscriber,
-    SubscriberList,
-    clean_name,
-    load_subscribers,
-    normalize_email,
-)
+from feeds.subscribers import Subscriber, SubscriberList, clean_name, normalize_email
 from feeds.transport import Transport
 from feeds.unsubscribe import check_template
 
@@ -172,12 +167,11 @@ def send_due(
     progress: ProgressFn | None = None,
     log: LogFn = silent,
 ) -> Tally:
-    """`feeds send`: take the send lock (not for a dry run), read the subscriber list and what
-    the last build published, and send what is due. Bad subscriber rows are skipped and listed
-    in `Tally.notes`.
+    """`feeds send`: take the send lock (not for a dry run), take in the subscriber list file if
+    it changed, and send what is due to the confirmed subscribers.
 
-    When nothing was left due by the last run and neither the build nor the subscriber list
-    changed since, it returns at once without loading anything (`ledger.nothing_due`)."""
+    When nothing was left due by the last run and neither the build nor the audience changed
+    since, it returns at once without loading anything (`ledger.nothing_due`)."""
     check_sending(settings)
     paths = settings.paths
     sending = lock.held(
@@ -185,12 +179,14 @@ def send_due(
         busy="another `feeds send` or `feeds run` is sending",
         hint="it will send what is due; try again when it has finished",
     )
-    with nullcontext() if outbox is not None else sending:
-        mark = due_mark(paths.state, paths.subscribers)
+    with nullcontext() if outbox is not None else sending, Audience.open(paths.state) as audience:
+        taken = audience.sync_list(paths.subscribers)
+        notes = taken.notes(paths.subscribers) if taken else []
+        mark = due_mark(paths.state, audience.signature())
         if outbox is None and digest_id is None and nothing_due(paths.state, mark):
             log("nothing new to send")
-            return Tally()
-        people = load_subscribers(paths.subscribers)
+            return Tally(notes=notes)
+        people = audience.recipients()
         ledger = Ledger.open(paths.state)
         try:
             tally = send(
@@ -202,10 +198,7 @@ def send_due(
                 ledger.set_meta("sent_for", mark)
         finally:
             ledger.close()
-    tally.notes[:0] = [
-        f"{people.source}:{p.line}: {p.message}" + (" (row skipped)" * (p.severity == "error"))
-        for p in people.problems
-    ]
+    tally.notes[:0] = notes
     return tally
 
 
@@ -240,16 +233,23 @@ def send_test(
         tally = Tally(dry_run=True)
         write_outbox([job], lambda _: data, outbox, tally)
         return str(tally.written[0])
+    return send_one(settings, email, data)
+
+
+def send_one(settings: Settings, recipient: str, data: bytes) -> str:
+    """One message outside the ledger (a test copy, a confirmation email): the server's reply.
+
+    Raises DeliveryError when the server refuses it or cannot be reached."""
     transport = Transport(settings.smtp)
     try:
         while True:
-            result = transport.send(envelope_sender(settings), email, data, _nothing)
+            result = transport.send(envelope_sender(settings), recipient, data, _nothing)
             if result.outcome != "unreachable":
                 break
     finally:
         transport.close()
     if result.outcome != "sent":
-        raise DeliveryError(f"{email}: {result.reply}")
+        raise DeliveryError(f"{recipient}: {result.reply}")
     return result.reply
 
 
@@ -260,7 +260,7 @@ def _nothing() -> None:
 def check_sending(settings: Settings) -> None:
     """What must hold before anything is sent (also run by `feeds check`)."""
     where = str(settings.source) if settings.source else None
-    check_template(settings.newsletter.unsubscribe_url, settings.unsubscribe_secret, where=where)
+    check_template(settings.unsubscribe_template, settings.unsubscribe_secret, where=where)
     if not envelope_sender(settings):
         raise ConfigError(
             f"[newsletter] from has no address: {settings.newsletter.sender!r}", path=where
@@ -296,10 +296,6 @@ def write_outbox(
         if data is None:
             tally.skipped += 1
             continue
-        folder = outbox / job.digest_id
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / (re.sub(r"[^A-Za-z0-9@._+-]", "_", job.recipient) + ".eml")
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        path = outbox / job.digest_id / (re.sub(r"[^A-Za-z0-9@._+-]", "_", job.recipient) + ".eml")
+        write_private(path, data)
         tally.written.append(path)

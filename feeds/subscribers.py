@@ -154,20 +154,22 @@ def _subscriber(record: dict[str, str], line: int, problems: list[Problem]) -> S
     if isinstance(checked, _Invalid):
         problems.append(Problem(line, f"invalid email address {email!r}: {checked.reason}"))
         return None
-    categories: set[str] = set()
-    for code in _CATEGORY_SPLIT.split(record.get("categories", "").strip()):
-        if not code:
-            continue
-        if not _CATEGORY.match(code):
-            problems.append(Problem(line, f"invalid category {code!r}"))
-            return None
-        categories.add(code)
+    text = record.get("categories", "")
+    categories = parse_categories(text)
+    if categories is None:
+        problems.append(Problem(line, f"invalid category in {text.strip()!r}"))
+        return None
     return Subscriber(
-        email=checked,
-        name=clean_name(record.get("name", "")),
-        categories=frozenset(categories),
-        line=line,
+        email=checked, name=clean_name(record.get("name", "")), categories=categories, line=line
     )
+
+
+def parse_categories(text: str) -> frozenset[str] | None:
+    """Category codes written as "CV CL" (or with commas); None when one is not a code."""
+    codes = [code for code in _CATEGORY_SPLIT.split(text.strip()) if code]
+    if not all(_CATEGORY.match(code) for code in codes):
+        return None
+    return frozenset(codes)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,455 @@
+"""The audience: subscribers in the state database, with their consent and their choices.
+
+A subscriber is `pending` (asked on the web, not confirmed yet), `confirmed` (gets the
+newsletter), `unsubscribed` (left; mailed nothing more unless they subscribe again themselves)
+or `suppressed` (their mailbox refuses mail). Only confirmed subscribers are sent to, and the
+ledger cancels what was queued for anyone who is no longer confirmed.
+
+Every change is one short `BEGIN IMMEDIATE` transaction over the state file the build, the
+sender and the web endpoint share; none is held across network I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from feeds import state
+from feeds.errors import ConfigError
+from feeds.subscribers import Subscriber, SubscriberList, load_subscribers
+
+Status = Literal["pending", "confirmed", "unsubscribed", "suppressed"]
+STATUSES: tuple[Status, ...] = ("pending", "confirmed", "unsubscribed", "suppressed")
+# A confirmation link works this long; an address never confirmed is forgotten after a week.
+CONFIRM_FOR = timedelta(hours=72)
+FORGET_PENDING_AFTER = timedelta(days=7)
+# Confirmation and manage emails to one address per day: nobody can flood a stranger's
+# mailbox by submitting the form over and over.
+NOTICES_PER_DAY = 3
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS subscribers (
+    address TEXT PRIMARY KEY,            -- case-folded: the identity, as in the ledger
+    email TEXT NOT NULL,                 -- as it goes into the envelope
+    name TEXT NOT NULL DEFAULT '',
+    categories TEXT NOT NULL DEFAULT '', -- codes separated by spaces; empty: every category
+    status TEXT NOT NULL,
+    source TEXT NOT NULL,                -- csv, web or cli: who added them
+    created TEXT NOT NULL,
+    consented TEXT,                      -- confirmed on the web, or vouched for by the operator
+    left_at TEXT,                        -- unsubscribed or suppressed
+    reason TEXT,                         -- why they left, or the server's reply
+    updated TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS subscribers_by_status ON subscribers (status);
+-- Confirmation tokens, stored hashed: a copy of the database confirms nobody.
+CREATE TABLE IF NOT EXISTS confirm_tokens (
+    digest TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    expires TEXT NOT NULL
+) WITHOUT ROWID;
+-- Confirmation and manage emails sent, for the daily limit per address.
+CREATE TABLE IF NOT EXISTS notices (
+    address TEXT NOT NULL,
+    sent TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notices_by_address ON notices (address, sent);
+"""
+
+_COLUMNS = "email, name, categories, status, source, created, consented, left_at, reason"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One row of the subscribers table."""
+
+    email: str
+    name: str
+    categories: frozenset[str]
+    status: Status
+    source: str
+    created: datetime
+    consented: datetime | None = None
+    left_at: datetime | None = None
+    reason: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.email.lower()
+
+    def as_subscriber(self) -> Subscriber:
+        return Subscriber(email=self.email, name=self.name, categories=self.categories, line=0)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "email": self.email,
+            "name": self.name,
+            "categories": sorted(self.categories),
+            "status": self.status,
+            "source": self.source,
+            "created": self.created.isoformat(),
+            "consented": self.consented.isoformat() if self.consented else None,
+            "left": self.left_at.isoformat() if self.left_at else None,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    # "line: why the row changed nobody": rows for people who left, for instance.
+    kept: list[str] = field(default_factory=list)
+
+    # "line: message" for each row that could not be read.
+    problems: list[str] = field(default_factory=list)
+
+    def notes(self, source: Path) -> list[str]:
+        """What is worth a line in cron's mail."""
+        return [f"{source}:{problem}" for problem in self.problems] + [
+            f"{source}:{kept} (left before: the row changes nobody)" for kept in self.kept
+        ]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Audience:
+    """The subscribers table, over one connection to the state database."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, *, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self._conn = conn
+        self._clock = clock
+        conn.executescript(_SCHEMA)
+
+    @classmethod
+    def open(cls, path: Path, *, clock: Callable[[], datetime] = utc_now) -> Audience:
+        return cls(state.connect(path), clock=clock)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Audience:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        with state.transaction(self._conn) as conn:
+            yield conn
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def get(self, email: str) -> Member | None:
+        row = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM subscribers WHERE address = ?", (email.lower(),)
+        ).fetchone()
+        return None if row is None else _member(row)
+
+    def members(self, status: Status | None = None) -> list[Member]:
+        sql = f"SELECT {_COLUMNS} FROM subscribers"
+        params: tuple[str, ...] = ()
+        if status is not None:
+            sql += " WHERE status = ?"
+            params = (status,)
+        return [_member(row) for row in self._conn.execute(sql + " ORDER BY address", params)]
+
+    def count(self, status: Status = "confirmed") -> int:
+        (found,) = self._conn.execute(
+            "SELECT COUNT(*) FROM subscribers WHERE status = ?", (status,)
+        ).fetchone()
+        return int(found)
+
+    def signature(self) -> str:
+        """Changes whenever anyone joins, leaves or changes categories: with the last build's
+        stamp, it tells a run whether anything can be due."""
+        count, newest = self._conn.execute(
+            "SELECT COUNT(*), MAX(updated) FROM subscribers"
+        ).fetchone()
+        return f"{count}:{newest}"
+
+    def recipients(self, source: str = "state") -> SubscriberList:
+        """Everyone the newsletter goes to: the confirmed subscribers."""
+        people = tuple(m.as_subscriber() for m in self.members("confirmed"))
+        return SubscriberList(source, people)
+
+    # -- the operator -------------------------------------------------------------------------
+
+    def add(
+        self,
+        email: str,
+        *,
+        name: str = "",
+        categories: frozenset[str] = frozenset(),
+        source: str = "cli",
+    ) -> Member:
+        """Subscribe `email` as confirmed: the operator vouches for it. This is the one way back
+        for someone who unsubscribed or was suppressed besides subscribing again themselves."""
+        now = _iso(self.now())
+        with self._writing() as conn:
+            conn.execute(
+                "INSERT INTO subscribers (address, email, name, categories, status, source,"
+                " created, consented, updated) VALUES (?, ?, ?, ?, 'confirmed', ?, ?, ?, ?)"
+                " ON CONFLICT (address) DO UPDATE SET email = excluded.email,"
+                " name = excluded.name, categories = excluded.categories, status = 'confirmed',"
+                " consented = excluded.consented, left_at = NULL, reason = NULL,"
+                " updated = excluded.updated",
+                (email.lower(), email, name, _codes(categories), source, now, now, now),
+            )
+        found = self.get(email)
+        assert found is not None
+        return found
+
+    def remove(self, email: str, *, reason: str = "removed by the operator") -> bool:
+        """Unsubscribe `email` (kept on record, so that no stale list subscribes it again)."""
+        return self._leave(email, "unsubscribed", reason)
+
+    def import_list(self, people: SubscriberList, *, prune: bool = False) -> ImportReport:
+        """Take a subscriber list (CSV) into the table, in one transaction.
+
+        New addresses are confirmed (the operator vouches for them); rows of list subscribers
+        update their name and categories; someone who unsubscribed or was suppressed stays so,
+        and someone who subscribed on the web keeps their own choices. With `prune`, list
+        subscribers whose row is gone are unsubscribed, but only from a list whose every row
+        is valid: a row with a typo must not unsubscribe anybody. A list with no valid row at
+        all changes nobody and raises ConfigError.
+        """
+        if not people.subscribers:
+            raise ConfigError(
+                "the subscriber list has no valid subscriber; nobody was changed",
+                path=people.source,
+                hint="fix the list, or delete it if you manage subscribers with "
+                "`feeds subscribers`",
+            )
+        report = ImportReport(problems=[
+            f"{p.line}: {p.message}" + (" (row skipped)" if p.severity == "error" else "")
+            for p in people.problems
+        ])
+        now = _iso(self.now())
+        listed = {p.key for p in people.subscribers}
+        with self._writing() as conn:
+            for person in people.subscribers:
+                row = conn.execute(
+                    f"SELECT {_COLUMNS} FROM subscribers WHERE address = ?", (person.key,)
+                ).fetchone()
+                found = None if row is None else _member(row)
+                if found is None:
+                    conn.execute(
+                        "INSERT INTO subscribers (address, email, name, categories, status,"
+                        " source, created, consented, updated)"
+                        " VALUES (?, ?, ?, ?, 'confirmed', 'csv', ?, ?, ?)",
+                        (person.key, person.email, person.name, _codes(person.categories),
+                         now, now, now),
+                    )
+                    report.added += 1
+                elif found.status in ("unsubscribed", "suppressed"):
+                    report.kept.append(f"{person.line}: {person.email} is {found.status}")
+                elif found.source == "csv" or found.status == "pending":
+                    changed = (
+                        found.status != "confirmed" or found.name != person.name
+                        or found.categories != person.categories
+                    )
+                    if changed:
+                        conn.execute(
+                            "UPDATE subscribers SET name = ?, categories = ?, status = 'confirmed',"
+                            " consented = COALESCE(consented, ?), updated = ? WHERE address = ?",
+                            (person.name, _codes(person.categories), now, now, person.key),
+                        )
+                        report.updated += 1
+            if prune and not people.errors:
+                gone = [
+                    address for (address,) in conn.execute(
+                        "SELECT address FROM subscribers WHERE source = 'csv'"
+                        " AND status IN ('confirmed', 'pending')"
+                    )
+                    if address not in listed
+                ]
+                conn.executemany(
+                    "UPDATE subscribers SET status = 'unsubscribed', left_at = ?, reason = ?,"
+                    " updated = ? WHERE address = ?",
+                    [(now, f"removed from {Path(people.source).name}", now, a) for a in gone],
+                )
+                report.removed = len(gone)
+        return report
+
+    def sync_list(self, path: Path) -> ImportReport | None:
+        """Take in the subscriber list file (CSV) when it changed since it was last taken in;
+        None when it is absent or unchanged. Rows gone from the file unsubscribe their list
+        subscribers (see `import_list`). Raises ConfigError for an unreadable file or one with
+        no valid row, changing nobody."""
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            return None
+        mark = f"{path.resolve()} {info.st_size} {info.st_mtime_ns} {info.st_ino}"
+        if state.get_meta(self._conn, "subscriber_list") == mark:
+            return None
+        report = self.import_list(load_subscribers(path), prune=True)
+        state.set_meta(self._conn, "subscriber_list", mark)
+        return report
+
+    # -- the subscribers themselves ---------------------------------------------------------
+
+    def request(
+        self, email: str, *, name: str = "", categories: frozenset[str] = frozenset()
+    ) -> tuple[Member | None, str | None]:
+        """Someone asked on the web to subscribe `email`.
+
+        A new, pending or unsubscribed address becomes pending with these choices and gets a
+        confirmation token (returned; only its hash is stored). A confirmed address is left as
+        it is (the caller mails it a manage link instead); a suppressed one too (mail to it
+        does not arrive). Returns the member as it is now, and the token if one was made.
+        """
+        now = self.now()
+        token = secrets.token_urlsafe(24)
+        with self._writing() as conn:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM subscribers WHERE address = ?", (email.lower(),)
+            ).fetchone()
+            found = None if row is None else _member(row)
+            if found is not None and found.status in ("confirmed", "suppressed"):
+                return found, None
+            if found is None:
+                conn.execute(
+                    "INSERT INTO subscribers (address, email, name, categories, status, source,"
+                    " created, updated) VALUES (?, ?, ?, ?, 'pending', 'web', ?, ?)",
+                    (email.lower(), email, name, _codes(categories), _iso(now), _iso(now)),
+                )
+            else:
+                conn.execute(
+                    "UPDATE subscribers SET email = ?, name = ?, categories = ?,"
+                    " status = 'pending', source = 'web', updated = ? WHERE address = ?",
+                    (email, name, _codes(categories), _iso(now), email.lower()),
+                )
+            conn.execute(
+                "INSERT INTO confirm_tokens (digest, address, expires) VALUES (?, ?, ?)",
+                (_hash(token), email.lower(), _iso(now + CONFIRM_FOR)),
+            )
+        return self.get(email), token
+
+    def confirm(self, token: str) -> Member | None:
+        """Confirm the address a token was made for; None for an unknown or expired token.
+
+        Harmless when used again (a mail scanner, a second click): the address stays
+        confirmed. A token does not bring back someone who unsubscribed since.
+        """
+        now = self.now()
+        with self._writing() as conn:
+            row = conn.execute(
+                "SELECT address, expires FROM confirm_tokens WHERE digest = ?", (_hash(token),)
+            ).fetchone()
+            if row is None or datetime.fromisoformat(row[1]) < now:
+                return None
+            conn.execute(
+                "UPDATE subscribers SET status = 'confirmed', consented = ?, updated = ?"
+                " WHERE address = ? AND status = 'pending'",
+                (_iso(now), _iso(now), row[0]),
+            )
+            address = str(row[0])
+        return self.get(address)
+
+    def unsubscribe(self, email: str, *, reason: str = "unsubscribed") -> bool:
+        """Stop mailing `email` at once. Idempotent: True whenever the address is known."""
+        if self._leave(email, "unsubscribed", reason):
+            return True
+        return self.get(email) is not None
+
+    def suppress(self, email: str, reason: str) -> bool:
+        """Stop mailing an address whose mailbox refuses mail, with the server's reply."""
+        return self._leave(email, "suppressed", reason, also=("unsubscribed",))
+
+    def choose(self, email: str, categories: frozenset[str]) -> Member | None:
+        """Set a confirmed or pending subscriber's categories (empty: every category)."""
+        now = _iso(self.now())
+        with self._writing() as conn:
+            conn.execute(
+                "UPDATE subscribers SET categories = ?, updated = ? WHERE address = ?"
+                " AND status IN ('confirmed', 'pending')",
+                (_codes(categories), now, email.lower()),
+            )
+        return self.get(email)
+
+    def forget_unconfirmed(self) -> int:
+        """Remove addresses never confirmed within a week, and expired tokens."""
+        now = self.now()
+        with self._writing() as conn:
+            gone = conn.execute(
+                "DELETE FROM subscribers WHERE status = 'pending' AND consented IS NULL"
+                " AND updated < ?",
+                (_iso(now - FORGET_PENDING_AFTER),),
+            ).rowcount
+            conn.execute("DELETE FROM confirm_tokens WHERE expires < ?", (_iso(now),))
+            conn.execute("DELETE FROM notices WHERE sent < ?", (_iso(now - timedelta(days=1)),))
+        return int(gone)
+
+    def may_notify(self, email: str) -> bool:
+        """Whether one more confirmation or manage email may go to `email` today; if so, it is
+        counted now."""
+        now = self.now()
+        with self._writing() as conn:
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM notices WHERE address = ? AND sent >= ?",
+                (email.lower(), _iso(now - timedelta(days=1))),
+            ).fetchone()
+            if count >= NOTICES_PER_DAY:
+                return False
+            conn.execute(
+                "INSERT INTO notices (address, sent) VALUES (?, ?)", (email.lower(), _iso(now))
+            )
+        return True
+
+    def _leave(
+        self, email: str, status: Status, reason: str, *, also: tuple[str, ...] = ()
+    ) -> bool:
+        now = _iso(self.now())
+        marks = ", ".join("?" * (2 + len(also)))
+        with self._writing() as conn:
+            changed = conn.execute(
+                f"UPDATE subscribers SET status = ?, left_at = ?, reason = ?, updated = ?"
+                f" WHERE address = ? AND status IN ({marks})",
+                (status, now, reason[:500], now, email.lower(), "pending", "confirmed", *also),
+            ).rowcount
+        return bool(changed)
+
+
+def _member(row: tuple[object, ...]) -> Member:
+    email, name, codes, status, source, created, consented, left_at, reason = row
+    return Member(
+        email=str(email),
+        name=str(name),
+        categories=frozenset(str(codes).split()),
+        status=status,  # type: ignore[arg-type]
+        source=str(source),
+        created=datetime.fromisoformat(str(created)),
+        consented=datetime.fromisoformat(str(consented)) if consented else None,
+        left_at=datetime.fromisoformat(str(left_at)) if left_at else None,
+        reason=str(reason) if reason is not None else None,
+    )
+
+
+def _codes(categories: frozenset[str]) -> str:
+    return " ".join(sorted(categories))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()

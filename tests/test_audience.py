@@ -1,0 +1,277 @@
+"""The audience in the state database: consent, leaving, the operator's list, and what a send
+takes from it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from conftest import SAMPLE_DIGESTS
+from smtp_fixtures import SECRET, SmtpServer, smtp_server
+
+from feeds.audience import Audience
+from feeds.cli import cli
+from feeds.errors import ConfigError
+from feeds.ledger import Ledger
+from feeds.send import Issues
+from feeds.subscribers import parse_subscribers
+
+__all__ = ["smtp_server"]
+NOW = datetime(2024, 5, 6, 7, 0, tzinfo=UTC)
+ENV = {"FEEDS_UNSUBSCRIBE_SECRET": SECRET, "FEEDS_SMTP_PASSWORD": ""}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def audience(tmp_path: Path, clock: Clock) -> Audience:
+    found = Audience.open(tmp_path / "state" / "feeds.sqlite3", clock=clock)
+    return found
+
+
+def test_a_web_subscriber_is_pending_until_the_token_confirms_them(audience: Audience) -> None:
+    member, token = audience.request("Ada@Example.org", name="Ada", categories=frozenset({"CV"}))
+
+    assert member is not None and member.status == "pending" and token
+    assert audience.recipients().subscribers == ()
+    confirmed = audience.confirm(token)
+    assert confirmed is not None and confirmed.status == "confirmed"
+    assert confirmed.consented == NOW
+    (person,) = audience.recipients().subscribers
+    assert (person.email, person.categories) == ("Ada@Example.org", frozenset({"CV"}))
+
+
+def test_a_token_is_stored_hashed_works_twice_and_expires_after_72_hours(
+    audience: Audience, clock: Clock, tmp_path: Path
+) -> None:
+    _, token = audience.request("ada@example.org")
+    assert token is not None
+    raw = (tmp_path / "state" / "feeds.sqlite3").read_bytes()
+    assert token.encode() not in raw
+    assert audience.confirm(token) is not None
+    assert audience.confirm(token) is not None  # a scanner used it first: still harmless
+    _, later = audience.request("bob@example.org")
+    assert later is not None
+    clock.now = NOW + timedelta(hours=73)
+    assert audience.confirm(later) is None
+    assert audience.confirm("forged") is None
+    assert audience.get("bob@example.org").status == "pending"  # type: ignore[union-attr]
+
+
+def test_a_confirmation_link_does_not_bring_back_someone_who_left(audience: Audience) -> None:
+    _, token = audience.request("ada@example.org")
+    assert token is not None
+    audience.confirm(token)
+    assert audience.unsubscribe("ada@example.org", reason="one-click")
+    assert audience.unsubscribe("ada@example.org")  # idempotent
+    assert audience.confirm(token) is not None
+    assert audience.get("ada@example.org").status == "unsubscribed"  # type: ignore[union-attr]
+
+
+def test_someone_who_left_can_subscribe_again_themselves(audience: Audience) -> None:
+    audience.add("ada@example.org")
+    audience.unsubscribe("ada@example.org")
+    member, token = audience.request("ada@example.org", categories=frozenset({"CL"}))
+    assert member is not None and member.status == "pending" and token
+    assert audience.confirm(token).status == "confirmed"  # type: ignore[union-attr]
+
+
+def test_a_confirmed_or_suppressed_address_gets_no_new_token(audience: Audience) -> None:
+    audience.add("ada@example.org", categories=frozenset({"CV"}))
+    member, token = audience.request("ada@example.org", categories=frozenset({"LG"}))
+    assert token is None and member is not None and member.categories == {"CV"}
+    audience.add("bob@example.org")
+    assert audience.suppress("bob@example.org", "550 5.1.1 no such user")
+    member, token = audience.request("bob@example.org")
+    assert token is None and member is not None and member.status == "suppressed"
+
+
+def test_no_more_than_three_notices_a_day_reach_one_address(
+    audience: Audience, clock: Clock
+) -> None:
+    assert [audience.may_notify("ada@example.org") for _ in range(4)] == [True] * 3 + [False]
+    assert audience.may_notify("ADA@example.org") is False
+    assert audience.may_notify("bob@example.org") is True
+    clock.now = NOW + timedelta(hours=25)
+    assert audience.may_notify("ada@example.org") is True
+
+
+def test_addresses_never_confirmed_are_forgotten_after_a_week(
+    audience: Audience, clock: Clock
+) -> None:
+    audience.request("ada@example.org")
+    audience.add("bob@example.org")
+    clock.now = NOW + timedelta(days=6)
+    assert audience.forget_unconfirmed() == 0
+    clock.now = NOW + timedelta(days=8)
+    assert audience.forget_unconfirmed() == 1
+    assert [m.email for m in audience.members()] == ["bob@example.org"]
+
+
+# -- the operator's list ------------------------------------------------------------------
+
+
+def rows(*lines: str) -> str:
+    return "email,name,categories\n" + "".join(f"{line}\n" for line in lines)
+
+
+def test_a_list_subscribes_confirmed_and_updates_its_own_rows(audience: Audience) -> None:
+    report = audience.import_list(
+        parse_subscribers(rows("ada@example.org,Ada,CV", "b@example.org,,"))
+    )
+    assert (report.added, report.updated) == (2, 0)
+    report = audience.import_list(parse_subscribers(rows("ada@example.org,Ada L,CV CL")))
+    assert (report.added, report.updated) == (0, 1)
+    ada = audience.get("ada@example.org")
+    assert ada is not None and (ada.name, ada.categories, ada.source) == (
+        "Ada L", frozenset({"CV", "CL"}), "csv"
+    )
+
+
+def test_a_stale_list_row_never_resubscribes_someone_who_left_on_the_web(
+    audience: Audience,
+) -> None:
+    audience.import_list(parse_subscribers(rows("ada@example.org,Ada,")))
+    audience.unsubscribe("ada@example.org", reason="one-click")
+    report = audience.import_list(parse_subscribers(rows("ada@example.org,Ada,")), prune=True)
+    assert report.kept == ["2: ada@example.org is unsubscribed"]
+    assert audience.get("ada@example.org").status == "unsubscribed"  # type: ignore[union-attr]
+
+
+def test_a_web_subscriber_keeps_their_own_choices_against_the_list(audience: Audience) -> None:
+    _, token = audience.request("ada@example.org", categories=frozenset({"RO"}))
+    audience.confirm(token or "")
+    audience.import_list(parse_subscribers(rows("ada@example.org,Ada,CV")), prune=True)
+    ada = audience.get("ada@example.org")
+    assert ada is not None and ada.categories == {"RO"} and ada.source == "web"
+
+
+@pytest.mark.parametrize("text", ["", "email,name,categories\n", "not-an-address,,\nx@,,\n"])
+def test_an_empty_or_all_invalid_list_changes_nobody(audience: Audience, text: str) -> None:
+    audience.import_list(parse_subscribers(rows("ada@example.org,,", "b@example.org,,")))
+    with pytest.raises(ConfigError, match="no valid subscriber; nobody was changed"):
+        audience.import_list(parse_subscribers(text), prune=True)
+    assert len(audience.recipients().subscribers) == 2
+
+
+def test_rows_gone_from_the_list_leave_but_a_typo_unsubscribes_nobody(audience: Audience) -> None:
+    audience.import_list(parse_subscribers(rows("ada@example.org,,", "b@example.org,,")))
+    typo = audience.import_list(
+        parse_subscribers(rows("ada@example.org,,", "b@example,,")), prune=True
+    )
+    assert typo.removed == 0 and len(audience.recipients().subscribers) == 2
+    gone = audience.import_list(parse_subscribers(rows("ada@example.org,,")), prune=True)
+    assert gone.removed == 1
+    b = audience.get("b@example.org")
+    assert b is not None and (b.status, b.reason) == (
+        "unsubscribed", "removed from subscribers.csv"
+    )
+
+
+# -- the command line and a run -------------------------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path: Path, smtp_server: SmtpServer) -> Path:
+    (tmp_path / "digests").mkdir()
+    for name in ("2021-06-17.txt", "2022-08-13.txt"):
+        shutil.copy(SAMPLE_DIGESTS / name, tmp_path / "digests" / name)
+    (tmp_path / "feeds.toml").write_text(
+        f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_server.port}\nsecurity = "none"\n'
+        "max_attempts = 1\n"
+        '[newsletter]\nunsubscribe_url = "https://digest.example.org/u?token={token}"\n',
+        encoding="utf-8",
+    )
+    return tmp_path
+
+
+def feeds(project: Path, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["--config", str(project / "feeds.toml"), *args], env=ENV)
+
+
+def test_the_operator_adds_lists_exports_and_removes_subscribers(project: Path) -> None:
+    added = feeds(project, "subscribers", "add", "Ada@example.org", "--categories", "CV CL")
+    assert added.exit_code == 0
+    assert feeds(project, "subscribers", "add", "bad address").exit_code == 1
+    listed = feeds(project, "subscribers", "list", "--json")
+    (ada,) = json.loads(listed.stdout)
+    assert (ada["email"], ada["status"], ada["categories"], ada["source"]) == (
+        "Ada@example.org", "confirmed", ["CL", "CV"], "cli"
+    )
+    out = project / "backup.csv"
+    assert feeds(project, "subscribers", "export", str(out)).exit_code == 0
+    assert out.read_text(encoding="utf-8") == (
+        "email,name,categories,status\nAda@example.org,,CL CV,confirmed\n"
+    )
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert feeds(project, "subscribers", "remove", "ada@example.org").exit_code == 0
+    assert "unsubscribed" in feeds(project, "subscribers", "list").stdout
+    assert feeds(project, "subscribers", "remove", "nobody@example.org").exit_code == 1
+
+
+def test_an_unsubscribe_stops_the_next_send_to_that_person(
+    project: Path, smtp_server: SmtpServer
+) -> None:
+    for who in ("ada@example.org", "bob@example.org"):
+        assert feeds(project, "subscribers", "add", who).exit_code == 0
+    assert feeds(project, "run").exit_code == 0
+    assert smtp_server.handler.copies() == {"ada@example.org": 1, "bob@example.org": 1}
+    with Audience.open(project / "state" / "feeds.sqlite3") as audience:
+        audience.unsubscribe("bob@example.org", reason="one-click")
+    shutil.copy(SAMPLE_DIGESTS / "2021-03-30.txt", project / "digests" / "2024-01-01.txt")
+    (project / "digests" / "2024-01-01.txt").write_text(
+        "date: 2024-01-01\n" + (SAMPLE_DIGESTS / "2021-03-30.txt").read_text(encoding="utf-8"),
+        encoding="utf-8",
+    )
+    assert feeds(project, "run").exit_code == 0
+    assert smtp_server.handler.copies() == {"ada@example.org": 2, "bob@example.org": 1}
+
+
+def test_an_emptied_list_file_loses_nobody_their_issue(
+    project: Path, smtp_server: SmtpServer
+) -> None:
+    """Hardening 1: a list rewritten as empty at the start of a run used to cancel the newest
+    issue for everyone, for good."""
+    csv = project / "subscribers.csv"
+    csv.write_text(rows("ada@example.org,,", "bob@example.org,,"), encoding="utf-8")
+    assert feeds(project, "build").exit_code == 0
+    state = project / "state" / "feeds.sqlite3"
+    with Audience.open(state) as audience:
+        audience.sync_list(csv)
+    # The newest issue is queued for both, as a run stopped before sending leaves it.
+    ledger = Ledger.open(state)
+    try:
+        ledger.queue(Issues.published(state).refs, ["ada@example.org", "bob@example.org"])
+        assert ledger.counts()["pending"] == 2
+    finally:
+        ledger.close()
+    csv.write_text("", encoding="utf-8")
+
+    failed = feeds(project, "run")
+    assert failed.exit_code == 1
+    assert f"error: send: {csv}: the subscriber list has no valid subscriber" in failed.output
+    assert smtp_server.handler.copies() == {}
+    ledger = Ledger.open(state)
+    try:
+        assert ledger.counts()["pending"] == 2 and ledger.counts()["cancelled"] == 0
+    finally:
+        ledger.close()
+
+    csv.write_text(rows("ada@example.org,,", "bob@example.org,,"), encoding="utf-8")
+    assert feeds(project, "run").exit_code == 0
+    assert smtp_server.handler.copies() == {"ada@example.org": 1, "bob@example.org": 1}
