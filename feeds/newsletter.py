@@ -60,15 +60,17 @@ def render_newsletter(
     *,
     categories: frozenset[str] | None = None,
     unsubscribe_url: str | None = None,
+    preferences_url: str | None = None,
 ) -> Newsletter | None:
-    """The email for `digest`, restricted to `categories`, within the size budget.
+    """The email for `digest`, restricted to `categories`, within the size budget, with the
+    subscriber's links to leave and to change categories.
 
     None when the category filter leaves no paper: such subscribers get no email that day.
     """
     issue = issue_for(digest, categories)
     if not issue.papers:
         return None
-    return _within_budget(issue, settings, unsubscribe_url)[0]
+    return _within_budget(issue, settings, unsubscribe_url, preferences_url)[0]
 
 
 def render_issue_files(digest: Digest, settings: Settings) -> dict[str, bytes]:
@@ -76,10 +78,12 @@ def render_issue_files(digest: Digest, settings: Settings) -> dict[str, bytes]:
     issue = issue_for(digest, None)
     if not issue.papers:
         return {}
-    sent, eml = _within_budget(issue, settings, None)
+    sent, eml = _within_budget(issue, settings, None, None)
     full = sent
     if sent.degradation:
-        full = _render(issue, settings, level=0, limit=sent.count, unsubscribe_url=None)
+        full = _render(
+            issue, settings, level=0, limit=sent.count, unsubscribe_url=None, preferences_url=None
+        )
     stem = f"newsletter/{digest.id}"
     return {
         f"{stem}.html": full.html.encode("utf-8"),
@@ -136,6 +140,7 @@ def _render(
     level: int,
     limit: int,
     unsubscribe_url: str | None,
+    preferences_url: str | None,
 ) -> Newsletter:
     papers = [degrade(p, level) for p in issue.papers[:limit]]
     count = len(issue.papers)
@@ -167,6 +172,7 @@ def _render(
         "feed_url": settings.site.url("feeds/all.rss"),
         "archive_url": settings.site.url("newsletter/index.html"),
         "unsubscribe": unsubscribe,
+        "preferences": safe_url(preferences_url),
     }
     env = _environment(settings.paths.templates)
     raw_html = env.get_template("email.html").render(css=_css(env), **context)
@@ -185,14 +191,17 @@ def _render(
 
 
 def _within_budget(
-    issue: Issue, settings: Settings, unsubscribe_url: str | None
+    issue: Issue, settings: Settings, unsubscribe_url: str | None, preferences_url: str | None
 ) -> tuple[Newsletter, bytes]:
     """The fullest rendering whose archive-copy message fits the budget, and that message."""
     budget = settings.newsletter.size_budget - RECIPIENT_HEADROOM
     limit = len(issue.papers)
     level = 0
     while True:
-        letter = _render(issue, settings, level=level, limit=limit, unsubscribe_url=unsubscribe_url)
+        letter = _render(
+            issue, settings, level=level, limit=limit, unsubscribe_url=unsubscribe_url,
+            preferences_url=preferences_url,
+        )
         raw = message.as_bytes(message.compose(letter, settings, unsubscribe_url=unsubscribe_url))
         if len(raw) <= budget:
             return letter, raw

@@ -80,8 +80,11 @@ class Messages:
         from feeds.newsletter import render_newsletter
 
         url = None if self._template is None else personal_url(self._template, PLACEHOLDER)
+        # The endpoint's preferences page takes the same personal token.
+        preferences = self._settings.web.url("/preferences?token=" + PLACEHOLDER)
         newsletter = render_newsletter(
-            digest, self._settings, categories=categories, unsubscribe_url=url
+            digest, self._settings, categories=categories, unsubscribe_url=url,
+            preferences_url=preferences if url else None,
         )
         if newsletter is None:
             return None

@@ -43,6 +43,7 @@ def render_site(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
         feeds=[_feed_view(feed, settings, len(select(ctx, feed, limit))) for feed in feeds],
         alternates=[alt for feed in feeds for alt in _alternates(feed, settings)],
         latest=_digest_view(latest, settings) if latest else None,
+        newsletter=_signup_view(feeds, settings),
     )
     files["index.html"] = index.encode("utf-8")
 
@@ -87,6 +88,22 @@ def _environment(settings: Settings) -> jinja2.Environment:
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
     )
+
+
+def _signup_view(feeds: list[FeedInfo], settings: Settings) -> dict[str, Any] | None:
+    """The newsletter's subscribe form, posting to the endpoint; None without `[web]
+    public_url` (a static site alone has nowhere to post to)."""
+    action = settings.web.url("/subscribe")
+    if action is None:
+        return None
+    return {
+        "action": action,
+        "categories": [
+            {"code": feed.category, "label": feed.label}
+            for feed in feeds
+            if feed.kind == "category" and feed.category
+        ],
+    }
 
 
 def _site_view(settings: Settings) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from feeds.cli import cli
 from feeds.errors import ConfigError
 from feeds.ledger import Ledger
 from feeds.send import Issues
+from feeds.site import render_site
 from feeds.subscribers import parse_subscribers
 
 __all__ = ["smtp_server"]
@@ -275,3 +276,67 @@ def test_an_emptied_list_file_loses_nobody_their_issue(
     csv.write_text(rows("ada@example.org,,", "bob@example.org,,"), encoding="utf-8")
     assert feeds(project, "run").exit_code == 0
     assert smtp_server.handler.copies() == {"ada@example.org": 1, "bob@example.org": 1}
+
+
+def test_the_site_offers_the_newsletter_form_only_with_an_endpoint(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from lxml import html
+
+    from feeds.assemble import assemble
+    from feeds.config import Settings, WebSettings
+    from feeds.parse import parse_file
+
+    base = Settings()
+    digest = parse_file(SAMPLE_DIGESTS / "2021-03-30.txt", tz=base.site.tz)
+    ctx, _ = assemble([digest], {}, {})
+    plain = render_site(ctx, base)["index.html"]
+    assert b"<form" not in plain
+    web = replace(base, web=WebSettings(public_url="https://digest.example.org/list"))
+    page = html.fromstring(render_site(ctx, web)["index.html"])
+    (form,) = page.xpath("//form")
+    assert (form.get("method"), form.get("action")) == (
+        "post", "https://digest.example.org/list/subscribe"
+    )
+    names = {field.get("name") for field in form.xpath(".//input")}
+    assert names == {"email", "name", "categories", "website"}
+    codes = {box.get("value") for box in form.xpath(".//input[@name='categories']")}
+    assert codes == {i.category for i in digest.items if i.category}
+    # Every field has its label; the honeypot is hidden from people and from screen readers.
+    for field in form.xpath(".//input[@id]"):
+        assert page.xpath(f"//label[@for='{field.get('id')}']")
+    assert form.xpath(".//p[@class='website']/@aria-hidden") == ["true"]
+
+
+def test_every_newsletter_carries_the_endpoints_links_in_both_parts() -> None:
+    from dataclasses import replace
+    from email import message_from_bytes, policy
+
+    from feeds.config import Settings, WebSettings
+    from feeds.parse import parse_file
+    from feeds.personalize import Job, Messages
+    from feeds.subscribers import Subscriber
+    from feeds.unsubscribe import make_token
+
+    base = Settings()
+    settings = replace(
+        base, web=WebSettings(public_url="https://digest.example.org/list"),
+        unsubscribe_secret=SECRET,
+    )
+    digest = parse_file(SAMPLE_DIGESTS / "2022-08-13.txt", tz=base.site.tz)
+    ada = Subscriber("ada@example.org", "Ada", frozenset(), 1)
+    data = Messages(settings, {digest.id: digest}, now=NOW).build(
+        Job(digest.id, ada, "<x@example.org>")
+    )
+    assert data is not None
+    msg = message_from_bytes(data, policy=policy.default)
+    token = make_token("ada@example.org", list_id=settings.newsletter.list_id, secret=SECRET)
+    leave = f"https://digest.example.org/list/unsubscribe?token={token}"
+    choose = f"https://digest.example.org/list/preferences?token={token}"
+    assert f"<{leave}>" in str(msg["List-Unsubscribe"])
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    for kind in ("plain", "html"):
+        body = msg.get_body((kind,))
+        assert body is not None
+        text = body.get_content()
+        assert leave in text and choose in text, kind
