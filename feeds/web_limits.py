@@ -1,0 +1,96 @@
+"""What keeps the subscription endpoint from being turned against anybody: a per-address rate
+limit on the forms, and the postman that mails notices off the request thread.
+
+Both live in the memory of one process. Behind several worker processes (gunicorn -w 4) each
+keeps its own count, so the limit a client meets is at most that many times the configured one;
+the daily limit of three notices per mailbox is in the state database and holds across them.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+log = logging.getLogger("feeds.web")
+
+# Clients remembered at once; past this, the quietest are forgotten first (a flood of spoofed
+# addresses must not grow the process without bound).
+MAX_CLIENTS = 10_000
+# Notices waiting to be mailed; past this, new ones are dropped and logged.
+MAX_WAITING = 1_000
+
+
+class RateLimit:
+    """At most `per_minute` hits per client address in any sliding 60-second window."""
+
+    def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limit = per_minute
+        self._clock = clock
+        self._hits: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, client: str) -> bool:
+        """Whether `client` may go on; counts the hit when it may."""
+        now = self._clock()
+        with self._lock:
+            hits = self._hits.pop(client, None) or deque()
+            while hits and hits[0] <= now - 60.0:
+                hits.popleft()
+            allowed = len(hits) < self._limit
+            if allowed:
+                hits.append(now)
+            # Re-inserted last: the dict's order is least recently seen first.
+            self._hits[client] = hits
+            while len(self._hits) > MAX_CLIENTS:
+                del self._hits[next(iter(self._hits))]
+        return allowed
+
+
+class Postman:
+    """One background thread that runs the endpoint's mail work in order.
+
+    A form answers the same page at once whatever the address is; looking it up, the daily
+    limit and the SMTP conversation happen here, so neither the answer nor its timing says
+    whether an address is subscribed. A failure is logged and the next job goes on.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[Callable[[], None]] = queue.Queue(MAX_WAITING)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def post(self, job: Callable[[], None]) -> None:
+        try:
+            self._jobs.put_nowait(job)
+        except queue.Full:
+            log.error("notice dropped: %d notices are already waiting", MAX_WAITING)
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._work, name="feeds-web-postman", daemon=True
+                )
+                self._thread.start()
+
+    def wait(self, timeout: float = 30.0) -> bool:
+        """Block until every job posted so far is done (tests, shutdown); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self._jobs.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                job()
+            except Exception:
+                log.exception("a notice could not be sent")
+            finally:
+                self._jobs.task_done()
