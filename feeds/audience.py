@@ -46,6 +46,8 @@ CREATE TABLE IF NOT EXISTS subscribers (
     consented TEXT,                      -- confirmed on the web, or vouched for by the operator
     left_at TEXT,                        -- unsubscribed or suppressed
     reason TEXT,                         -- why they left, or the server's reply
+    soft_bounces INTEGER NOT NULL DEFAULT 0, -- days with a temporary failure, in a row of weeks
+    soft_last TEXT,                      -- the day of the last one
     updated TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS subscribers_by_status ON subscribers (status);
@@ -373,6 +375,49 @@ class Audience:
     def suppress(self, email: str, reason: str) -> bool:
         """Stop mailing an address whose mailbox refuses mail, with the server's reply."""
         return self._leave(email, "suppressed", reason, also=("unsubscribed",))
+
+    def soft_bounce(self, email: str, reply: str, *, limit: int, reset_days: int) -> bool:
+        """Count a temporary failure (4xx, a timeout) for `email`: at most one a day; `limit`
+        such days suppress it, and `reset_days` without one start the count afresh. True when
+        this one suppressed the address."""
+        now = self.now()
+        today = now.date().isoformat()
+        with self._writing() as conn:
+            row = conn.execute(
+                "SELECT soft_bounces, soft_last FROM subscribers WHERE address = ?"
+                " AND status IN ('confirmed', 'pending')",
+                (email.lower(),),
+            ).fetchone()
+            if row is None or row[1] == today:
+                return False
+            count, last = int(row[0]), row[1]
+            quiet = last is None or (now.date() - datetime.fromisoformat(last).date()).days > (
+                reset_days
+            )
+            count = 1 if quiet else count + 1
+            suppressed = count >= limit
+            conn.execute(
+                "UPDATE subscribers SET soft_bounces = ?, soft_last = ?, updated = ?"
+                + (", status = 'suppressed', left_at = ?, reason = ?" if suppressed else "")
+                + " WHERE address = ?",
+                (count, today, _iso(now),
+                 *((_iso(now), f"{count} days of temporary failures: {reply}"[:500])
+                   if suppressed else ()),
+                 email.lower()),
+            )
+        return suppressed
+
+    def unsuppress(self, email: str) -> bool:
+        """Put back an address the bounces suppressed (after the operator fixed something)."""
+        now = _iso(self.now())
+        with self._writing() as conn:
+            changed = conn.execute(
+                "UPDATE subscribers SET status = 'confirmed', left_at = NULL, reason = NULL,"
+                " soft_bounces = 0, soft_last = NULL, updated = ?"
+                " WHERE address = ? AND status = 'suppressed'",
+                (now, email.lower()),
+            ).rowcount
+        return bool(changed)
 
     def choose(self, email: str, categories: frozenset[str]) -> Member | None:
         """Set a confirmed or pending subscriber's categories (empty: every category)."""

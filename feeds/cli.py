@@ -241,10 +241,8 @@ def send(
             )
     for note in tally.notes:
         click.echo(f"warning: {note}", err=True)
-    for failure in tally.failed:
-        click.echo(f"failed: {failure.digest_id} {failure.recipient}: {failure.reply}", err=True)
-    for failure in tally.deferred:
-        click.echo(f"deferred: {failure.digest_id} {failure.recipient}: {failure.reply}", err=True)
+    for line in tally.failure_lines(most=1000):
+        click.echo(f"failed: {line}", err=True)
     where = f" into {box}" if box else ""
     click.echo(f"{tally.summary()}{where}")
     if not tally.ok:
@@ -402,6 +400,24 @@ def subscribers_remove(obj: Session, address: str) -> None:
         if not audience.remove(address.strip()):
             raise Failed(f"{address.strip()} is not subscribed")
     click.echo(f"{address.strip()} unsubscribed")
+
+
+@subscribers.command("unsuppress")
+@click.argument("address")
+@click.pass_obj
+def subscribers_unsuppress(obj: Session, address: str) -> None:
+    """Mail ADDRESS again after its server refused it (once the cause is fixed).
+
+    \b
+    Example:
+        feeds subscribers unsuppress ada@example.org
+    """
+    from feeds.audience import Audience
+
+    with user_errors(), Audience.open(obj.settings.paths.state) as audience:
+        if not audience.unsuppress(address.strip()):
+            raise Failed(f"{address.strip()} is not suppressed")
+    click.echo(f"{address.strip()} confirmed again")
 
 
 @subscribers.command("import")

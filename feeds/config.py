@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 PASSWORD_ENV = "FEEDS_SMTP_PASSWORD"
 UNSUBSCRIBE_SECRET_ENV = "FEEDS_UNSUBSCRIBE_SECRET"
+IMAP_PASSWORD_ENV = "FEEDS_IMAP_PASSWORD"
 
 # Templates ship beside the package in a source checkout (the design card's top-level templates/).
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -75,6 +76,9 @@ class NewsletterSettings:
     unsubscribe_mailto: str = "unsubscribe@example.org"
     # e.g. "https://digest.example.org/unsubscribe?token={token}"; empty: mailto only.
     unsubscribe_url: str | None = None
+    # e.g. "bounces@digest.example.org": messages then go out with a VERP envelope sender,
+    # bounces+TOKEN@digest.example.org, so that a bounce names its recipient and issue.
+    bounce_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,28 @@ class SmtpSettings:
     timeout: float = 30.0
     max_attempts: int = 5
     password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class BouncesSettings:
+    """[bounces]: where delivery status notifications arrive, and when an address is given up."""
+
+    # A Maildir that receives the bounce address's mail (`feeds bounces --maildir` overrides).
+    maildir: Path | None = None
+    # An IMAP mailbox that receives it; the password comes from FEEDS_IMAP_PASSWORD.
+    imap_host: str | None = None
+    imap_port: int = 993
+    imap_security: str = "ssl"  # ssl | starttls | none (none: loopback only)
+    imap_user: str | None = None
+    imap_folder: str = "INBOX"
+    # Where processed notifications are moved; nothing else in the mailbox is touched.
+    processed_folder: str = "processed"
+    unmatched_folder: str = "unmatched"
+    # Temporary failures on this many different days suppress an address; a week without one
+    # starts the count afresh (Mailman's defaults).
+    soft_limit: int = 5
+    soft_reset_days: int = 7
+    imap_password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -121,6 +147,7 @@ class Settings:
     newsletter: NewsletterSettings = NewsletterSettings()
     smtp: SmtpSettings = SmtpSettings()
     web: WebSettings = WebSettings()
+    bounces: BouncesSettings = BouncesSettings()
     unsubscribe_secret: str | None = field(default=None, repr=False)
     # The file the settings came from, for messages; None when running on defaults.
     source: Path | None = None
@@ -140,10 +167,11 @@ _SECTIONS: dict[str, type[Any]] = {
     "newsletter": NewsletterSettings,
     "smtp": SmtpSettings,
     "web": WebSettings,
+    "bounces": BouncesSettings,
 }
 # TOML keys that are not Python names.
 _RENAMES = {("newsletter", "from"): "sender"}
-_SECRET_KEYS = {("smtp", "password")}
+_SECRET_KEYS = {("smtp", "password"), ("bounces", "imap_password")}
 
 
 def load_settings(
@@ -208,6 +236,7 @@ def load_settings(
         newsletter=sections.get("newsletter", NewsletterSettings()),
         smtp=smtp,
         web=web,
+        bounces=_bounces(sections.get("bounces", BouncesSettings()), root, env, path),
         unsubscribe_secret=env.get(UNSUBSCRIBE_SECRET_ENV) or None,
         source=path,
     )
@@ -222,12 +251,16 @@ def _build_section(name: str, table: dict[str, Any], path: Path | None) -> Any:
             raise ConfigError(
                 f"[{name}] {key} must not be in the config file",
                 path=str(path),
-                hint=f"set the environment variable {PASSWORD_ENV} instead",
+                hint="set it in the environment instead (FEEDS_SMTP_PASSWORD, "
+                "FEEDS_IMAP_PASSWORD)",
             )
         attr = _RENAMES.get((name, key), key)
-        if attr not in defaults.__dataclass_fields__ or attr == "password":
+        fields = defaults.__dataclass_fields__
+        if attr not in fields or attr.endswith("password"):
             raise ConfigError(f"unknown key [{name}] {key}", path=str(path))
         default = getattr(defaults, attr)
+        if default is None and str(fields[attr].type).startswith("Path"):
+            default = Path()  # an optional path: read as a path all the same
         kwargs[attr] = _coerce(name, key, value, default, path)
     return cls(**kwargs)
 
@@ -283,6 +316,31 @@ def _validate(site: SiteSettings, smtp: SmtpSettings, path: Path | None) -> None
         )
     if smtp.connections < 1:
         raise ConfigError("[smtp] connections must be at least 1", path=str(path))
+
+
+def _bounces(
+    bounces: BouncesSettings, root: Path, env: Mapping[str, str], path: Path | None
+) -> BouncesSettings:
+    if bounces.imap_security not in ("ssl", "starttls", "none"):
+        raise ConfigError(
+            f"[bounces] imap_security must be ssl, starttls or none, not {bounces.imap_security!r}",
+            path=str(path),
+        )
+    host = bounces.imap_host
+    if bounces.imap_security == "none" and host and not _is_loopback(host):
+        raise ConfigError(
+            f"[bounces] imap_security = none to {bounces.imap_host} would send the password in "
+            "clear text",
+            path=str(path),
+        )
+    if bounces.soft_limit < 1 or bounces.soft_reset_days < 1:
+        raise ConfigError(
+            "[bounces] soft_limit and soft_reset_days must be at least 1", path=str(path)
+        )
+    if not 0 < bounces.imap_port < 65536:
+        raise ConfigError("[bounces] imap_port must be a port number", path=str(path))
+    maildir = _absolute(bounces.maildir, root) if bounces.maildir else None
+    return replace(bounces, maildir=maildir, imap_password=env.get(IMAP_PASSWORD_ENV) or None)
 
 
 def _validate_web(web: WebSettings, path: Path | None) -> None:

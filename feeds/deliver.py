@@ -52,6 +52,8 @@ class Tally:
     resent_in_doubt: int = 0
     failed: list[Failure] = field(default_factory=list)
     deferred: list[Failure] = field(default_factory=list)
+    # Of those, the addresses this run stopped mailing for good (see feeds.send).
+    suppressed: list[Failure] = field(default_factory=list)
     # A dry run: `written` lists the .eml files, nothing was sent.
     dry_run: bool = False
     written: list[Path] = field(default_factory=list)
@@ -70,7 +72,22 @@ class Tally:
             parts.append(f"{len(self.deferred)} deferred to a later run")
         if self.skipped:
             parts.append(f"{self.skipped} skipped (nothing in their categories)")
+        if self.suppressed:
+            parts.append(f"{len(self.suppressed)} addresses suppressed")
         return ", ".join(parts)
+
+    def failure_lines(self, most: int = 10) -> list[str]:
+        """One line per failed or deferred message with the server's reply, at most `most`,
+        then a count of the rest."""
+        gone = {f.recipient for f in self.suppressed}
+        lines = [
+            f"{f.recipient}: {f.reply}" + (" (suppressed: no more mail goes there)"
+                                           if f.recipient in gone else "")
+            for f in [*self.failed, *self.deferred]
+        ]
+        if len(lines) > most:
+            lines[most:] = [f"and {len(lines) - most} more"]
+        return lines
 
 
 # -- the engine ---------------------------------------------------------------------------------
@@ -158,7 +175,7 @@ class _Engine:
         ledger: Ledger,
         smtp: SmtpSettings,
         *,
-        sender: str,
+        sender: Callable[[Job], str],
         retry_delay: float,
         tally: Tally,
         log: LogFn,
@@ -203,7 +220,7 @@ class _Engine:
             return None, tries
         self.pace.wait()
         result = transport.send(
-            self.sender,
+            self.sender(job),
             job.subscriber.email,
             data,
             lambda: self.ledger.mark_sending(job.digest_id, job.recipient, job.message_id),
@@ -259,7 +276,7 @@ def deliver(
     ledger: Ledger,
     smtp: SmtpSettings,
     *,
-    sender: str,
+    sender: Callable[[Job], str],
     total: int | None = None,
     retry_delay: float = 1.0,
     progress: ProgressFn | None = None,

@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS ledger (
     PRIMARY KEY (digest_id, recipient)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ledger_by_status ON ledger (status, digest_id);
+-- A bounce names its message by the hash in its Message-ID (<digest.HASH@domain>), through
+-- the VERP token or the headers it quotes.
+CREATE INDEX IF NOT EXISTS ledger_by_hash
+    ON ledger (substr(message_id, instr(message_id, '@') - 24, 24));
 CREATE TABLE IF NOT EXISTS ledger_digests (
     digest_id   TEXT PRIMARY KEY,
     digest_date TEXT,
@@ -336,6 +340,17 @@ class Ledger:
             )
 
     # -- reading ------------------------------------------------------------------------------
+
+    def by_message_hash(self, found: str) -> Entry | None:
+        """The row whose Message-ID carries this hash (`feeds.verp.message_hash`), if any: what
+        a bounce is about."""
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_FIELDS} FROM ledger"
+                " WHERE substr(message_id, instr(message_id, '@') - 24, 24) = ?",
+                (found,),
+            ).fetchone()
+        return None if row is None else _entry(row)
 
     def entries(self, digest_id: str | None = None) -> list[Entry]:
         sql = f"SELECT {_FIELDS} FROM ledger"

@@ -81,4 +81,5 @@ def run(
         log(f"warning: {note}")
     if not tally.ok:
         report.problems.append(f"send: {report.summary}")
+        report.problems += [f"send: {line}" for line in tally.failure_lines()]
     return report

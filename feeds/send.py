@@ -16,7 +16,7 @@ from datetime import datetime
 from email.utils import make_msgid, parseaddr
 from pathlib import Path
 
-from feeds import lock
+from feeds import lock, verp
 from feeds.audience import Audience
 from feeds.config import Settings
 from feeds.deliver import LogFn, ProgressFn, Tally, deliver, silent
@@ -83,10 +83,12 @@ def send(
     retry_delay: float = 1.0,
     progress: ProgressFn | None = None,
     log: LogFn = silent,
+    audience: Audience | None = None,
 ) -> Tally:
     """Queue and send what is due: every digest not yet sent to each subscriber by the rules in
     feeds.ledger, or only `digest_id`. With `outbox`, write the messages there as .eml files
-    instead, connect to nothing and change nothing in the ledger."""
+    instead, connect to nothing and change nothing in the ledger. With `audience`, addresses
+    the server refuses are suppressed there."""
     check_sending(settings)
     if digest_id is not None and digest_id not in {ref.id for ref in issues.refs}:
         raise DeliveryError(
@@ -104,18 +106,49 @@ def send(
         write_outbox(jobs, Messages(settings, digests, now=now).build, outbox, tally)
         return tally
     digests = _plan(ledger, issues, listed, digest_id, tally, log)
-    return deliver(
-        _jobs(ledger, digests, listed, settings, digest_id, record=True),
-        Messages(settings, digests, now=now).build,
-        ledger,
-        settings.smtp,
-        sender=envelope_sender(settings),
-        total=tally.queued,
-        retry_delay=retry_delay,
-        progress=progress,
-        log=log,
-        tally=tally,
-    )
+    try:
+        return deliver(
+            _jobs(ledger, digests, listed, settings, digest_id, record=True),
+            Messages(settings, digests, now=now).build,
+            ledger,
+            settings.smtp,
+            sender=lambda job: envelope_for(settings, job.message_id),
+            total=tally.queued,
+            retry_delay=retry_delay,
+            progress=progress,
+            log=log,
+            tally=tally,
+        )
+    finally:
+        if audience is not None:
+            _bounced(settings, audience, tally, log)
+
+
+def _bounced(settings: Settings, audience: Audience, tally: Tally, log: LogFn) -> None:
+    """Stop mailing addresses whose server refused them: at once for a permanent refusal (5xx
+    at RCPT or DATA), after `[bounces] soft_limit` days of temporary ones. Each suppression is
+    reported once, in the run that makes it."""
+    bounces = settings.bounces
+    for failure in tally.failed:
+        if audience.suppress(failure.recipient, failure.reply):
+            tally.suppressed.append(failure)
+    for failure in tally.deferred:
+        if audience.soft_bounce(
+            failure.recipient, failure.reply, limit=bounces.soft_limit,
+            reset_days=bounces.soft_reset_days,
+        ):
+            tally.suppressed.append(failure)
+    for failure in tally.suppressed:
+        log(f"suppressed {failure.recipient}: {failure.reply}")
+
+
+def envelope_for(settings: Settings, message_id: str) -> str:
+    """The `MAIL FROM` of one message: a VERP address when `[newsletter] bounce_address` is
+    set, so that its bounce names it; the plain sender address otherwise."""
+    bounce = settings.newsletter.bounce_address
+    if bounce and settings.unsubscribe_secret:
+        return verp.envelope_sender(bounce, message_id, settings.unsubscribe_secret)
+    return envelope_sender(settings)
 
 
 def _plan(
@@ -192,7 +225,7 @@ def send_due(
             tally = send(
                 settings, Issues.published(paths.state), people, ledger, now=now,
                 digest_id=digest_id, outbox=outbox, retry_delay=retry_delay,
-                progress=progress, log=log,
+                progress=progress, log=log, audience=audience,
             )
             if outbox is None and mark is not None and tally.ok and ledger.count_due() == (0, 0):
                 ledger.set_meta("sent_for", mark)
@@ -264,6 +297,17 @@ def check_sending(settings: Settings) -> None:
     if not envelope_sender(settings):
         raise ConfigError(
             f"[newsletter] from has no address: {settings.newsletter.sender!r}", path=where
+        )
+    bounce = settings.newsletter.bounce_address
+    if bounce and not isinstance(normalize_email(bounce), str):
+        raise ConfigError(
+            f"[newsletter] bounce_address is not an address: {bounce!r}", path=where
+        )
+    if bounce and not settings.unsubscribe_secret:
+        raise ConfigError(
+            "[newsletter] bounce_address is set but FEEDS_UNSUBSCRIBE_SECRET is not",
+            path=where,
+            hint="the secret signs the bounce tokens, so that a forged bounce suppresses nobody",
         )
     reply_to = settings.newsletter.reply_to
     if reply_to and not isinstance(normalize_email(parseaddr(reply_to)[1]), str):

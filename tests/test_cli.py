@@ -86,7 +86,7 @@ def test_run_says_what_it_did_with_v(project: Path) -> None:
     assert "send: sent 2" in result.output
 
 
-def test_run_reports_a_failure_in_one_line_and_exits_1(
+def test_run_names_each_failure_with_the_servers_reply_and_exits_1(
     project: Path, smtp_server: SmtpServer
 ) -> None:
     smtp_server.handler.rejected = {"alan@example.com"}
@@ -94,7 +94,14 @@ def test_run_reports_a_failure_in_one_line_and_exits_1(
     result = _feeds(project, "run")
 
     assert result.exit_code == 1
-    assert result.output == "error: send: sent 1, 1 failed permanently\n"
+    assert result.output == (
+        "error: send: sent 1, 1 failed permanently, 1 addresses suppressed\n"
+        "error: send: alan@example.com: RCPT: 550 5.1.1 No such user here"
+        " (suppressed: no more mail goes there)\n"
+    )
+    # Reported once: the next run sends nobody anything and has nothing to say.
+    again = _feeds(project, "run")
+    assert (again.exit_code, again.output) == (0, "")
 
 
 def test_run_without_a_subscriber_list_only_builds(project: Path, smtp_server: SmtpServer) -> None:

@@ -1,0 +1,189 @@
+"""Addresses that cannot receive mail stop being mailed: a 5xx at once, temporary failures on
+five different days, each reported once; VERP envelope senders name the message a bounce is
+about, and a forged one names nobody."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from click.testing import CliRunner
+from conftest import SAMPLE_DIGESTS
+from smtp_fixtures import SECRET, SmtpServer, delivery_settings, smtp_server
+
+from feeds import verp
+from feeds.audience import Audience
+from feeds.cli import cli
+from feeds.config import Settings
+from feeds.ledger import Entry, Ledger
+from feeds.model import Digest
+from feeds.parse import parse_file
+from feeds.send import Issues, message_id, send
+
+__all__ = ["smtp_server"]
+pytestmark = pytest.mark.smtp
+NOW = datetime(2024, 5, 6, 7, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def digest(day: int) -> Digest:
+    """A sample digest dated `day` days after NOW's date, with a few papers."""
+    found = parse_file(SAMPLE_DIGESTS / "2022-08-13.txt", tz=ZoneInfo("Asia/Shanghai"))
+    date = NOW + timedelta(days=day)
+    return replace(found, id=f"{date:%Y-%m-%d}", date=date, items=found.items[:3])
+
+
+def run_send(
+    settings: Settings, clock: Clock, audience: Audience, *digests: Digest
+) -> tuple[int, list[str], list[str]]:
+    """(sent, failed recipients, suppressed recipients) of one send."""
+    ledger = Ledger.open(settings.paths.state, clock=clock)
+    try:
+        tally = send(
+            settings, Issues.of(digests), audience.recipients(), ledger, now=clock.now,
+            retry_delay=0.01, audience=audience,
+        )
+    finally:
+        ledger.close()
+    return (
+        tally.sent,
+        sorted(f.recipient for f in [*tally.failed, *tally.deferred]),
+        sorted(f.recipient for f in tally.suppressed),
+    )
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def test_a_550_suppresses_the_address_and_the_next_digest_skips_it(
+    smtp_server: SmtpServer, tmp_path: Path, clock: Clock
+) -> None:
+    settings = delivery_settings(tmp_path, smtp_server, max_attempts=1)
+    with Audience.open(settings.paths.state, clock=clock) as audience:
+        for who in ("ada@example.org", "gone@example.org"):
+            audience.add(who)
+        smtp_server.handler.rejected = {"gone@example.org"}
+        assert run_send(settings, clock, audience, digest(0)) == (
+            1, ["gone@example.org"], ["gone@example.org"]
+        )
+        gone = audience.get("gone@example.org")
+        assert gone is not None and gone.status == "suppressed"
+        assert gone.reason is not None and "550" in gone.reason and gone.left_at == NOW
+        # Nobody takes them back by accident: not a list row, not the web form.
+        member, token = audience.request("gone@example.org")
+        assert token is None
+        clock.now += timedelta(days=1)
+        assert run_send(settings, clock, audience, digest(1), digest(0)) == (1, [], [])
+    assert smtp_server.handler.copies() == {"ada@example.org": 2}
+
+
+def test_temporary_failures_on_five_days_suppress_and_a_quiet_week_resets_the_count(
+    tmp_path: Path, clock: Clock
+) -> None:
+    with Audience.open(tmp_path / "feeds.sqlite3", clock=clock) as audience:
+        audience.add("slow@example.org")
+        soft = {"limit": 5, "reset_days": 7}
+        for day in range(4):
+            clock.now = NOW + timedelta(days=day)
+            assert not audience.soft_bounce("slow@example.org", "451 try later", **soft)
+            # At most one a day.
+            assert not audience.soft_bounce("slow@example.org", "451 try later", **soft)
+        # A week and a day without one: the count starts again.
+        clock.now = NOW + timedelta(days=3 + 8)
+        for _ in range(4):
+            assert not audience.soft_bounce("slow@example.org", "451 try later", **soft)
+            clock.now += timedelta(days=1)
+        assert audience.soft_bounce("slow@example.org", "451 4.2.2 mailbox full", **soft)
+        slow = audience.get("slow@example.org")
+        assert slow is not None and slow.status == "suppressed"
+        assert slow.reason == "5 days of temporary failures: 451 4.2.2 mailbox full"
+        assert audience.unsuppress("slow@example.org")
+        assert audience.get("slow@example.org").status == "confirmed"  # type: ignore[union-attr]
+        assert not audience.unsuppress("slow@example.org")
+
+
+def test_a_send_deferred_by_451_counts_one_soft_bounce_a_day(
+    smtp_server: SmtpServer, tmp_path: Path, clock: Clock
+) -> None:
+    settings = delivery_settings(tmp_path, smtp_server, max_attempts=1)
+    settings = replace(settings, bounces=replace(settings.bounces, soft_limit=2))
+    smtp_server.handler.rcpt_temporary = {"slow@example.org": 99}
+    with Audience.open(settings.paths.state, clock=clock) as audience:
+        audience.add("slow@example.org")
+        assert run_send(settings, clock, audience, digest(0)) == (0, ["slow@example.org"], [])
+        clock.now += timedelta(days=1)
+        assert run_send(settings, clock, audience, digest(1), digest(0)) == (
+            0, ["slow@example.org", "slow@example.org"], ["slow@example.org"]
+        )
+        assert audience.get("slow@example.org").status == "suppressed"  # type: ignore[union-attr]
+
+
+def test_each_message_goes_out_with_a_verp_sender_that_names_it(
+    smtp_server: SmtpServer, tmp_path: Path, clock: Clock
+) -> None:
+    settings = delivery_settings(tmp_path, smtp_server)
+    settings = replace(
+        settings,
+        newsletter=replace(settings.newsletter, bounce_address="bounces@digest.example.org"),
+    )
+    with Audience.open(settings.paths.state, clock=clock) as audience:
+        audience.add("ada@example.org")
+        run_send(settings, clock, audience, digest(0))
+    (received,) = smtp_server.handler.received
+    sender = received.sender
+    assert sender.startswith("bounces+") and sender.endswith("@digest.example.org")
+    assert len(sender.partition("@")[0]) <= 64
+    found = verp.read_token(sender, SECRET)
+    assert found is not None and found == verp.message_hash(received.message_id)
+    ledger = Ledger.open(settings.paths.state)
+    try:
+        entry = ledger.by_message_hash(found)
+    finally:
+        ledger.close()
+    assert entry is not None and (entry.recipient, entry.digest_id) == (
+        "ada@example.org", digest(0).id
+    )
+    # A forged or altered token names nobody.
+    assert verp.read_token(sender, "another secret") is None
+    tampered = sender.replace(found, "0" * 24)
+    assert verp.read_token(tampered, SECRET) is None
+    assert verp.read_token("bounces@digest.example.org", SECRET) is None
+
+
+def test_a_test_copy_keeps_the_plain_bounce_address() -> None:
+    assert verp.envelope_sender("b@x.org", "<random@x.org>", SECRET) == "b@x.org"
+    entry = Entry("2024-01-01", "a@x.org", "pending", 0, None, None, "", None, "")
+    sent_as = message_id(entry, Settings())
+    found = verp.message_hash(sent_as)
+    assert found is not None
+    assert verp.read_token(verp.envelope_sender("b@x.org", sent_as, SECRET), SECRET) == found
+
+
+def test_the_operator_lists_and_unsuppresses_an_address(tmp_path: Path) -> None:
+    config = tmp_path / "feeds.toml"
+    config.write_text('[paths]\nstate = "state/feeds.sqlite3"\n', encoding="utf-8")
+    with Audience.open(tmp_path / "state" / "feeds.sqlite3") as audience:
+        audience.add("gone@example.org")
+        audience.suppress("gone@example.org", "RCPT: 550 5.1.1 No such user")
+    runner = CliRunner()
+    listed = runner.invoke(
+        cli, ["-c", str(config), "subscribers", "list", "--status", "suppressed"]
+    )
+    assert "gone@example.org  suppressed" in listed.stdout
+    assert "RCPT: 550 5.1.1 No such user" in listed.stdout
+    done = runner.invoke(cli, ["-c", str(config), "subscribers", "unsuppress", "gone@example.org"])
+    assert done.exit_code == 0, done.output
+    again = runner.invoke(cli, ["-c", str(config), "subscribers", "unsuppress", "gone@example.org"])
+    assert again.exit_code == 1 and "is not suppressed" in again.output
