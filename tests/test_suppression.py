@@ -83,7 +83,7 @@ def test_a_550_suppresses_the_address_and_the_next_digest_skips_it(
         assert gone.reason is not None and "550" in gone.reason and gone.left_at == NOW
         # Nobody takes them back by accident: not a list row, not the web form.
         member, token = audience.request("gone@example.org")
-        assert token is None
+        assert token is None and member is not None and member.status == "suppressed"
         clock.now += timedelta(days=1)
         assert run_send(settings, clock, audience, digest(1), digest(0)) == (1, [], [])
     assert smtp_server.handler.copies() == {"ada@example.org": 2}
