@@ -1,0 +1,217 @@
+"""`feeds run`, the command cron starts, on ten years of digests with a subscriber list.
+
+Each step is the installed `feeds` entry point in a fresh process, timed whole (wall time and
+peak memory), sending to a loopback aiosmtpd in a process of its own that records every message
+it accepts (recipient and Message-ID). Steps: the first run (full build, then the newest issue
+to every subscriber), a run with nothing new, a run after one more digest, and a run with
+nothing new after that. After each, what the server received is checked: the new issue reached
+every subscriber with a matching category exactly once, and nobody ever got one issue twice.
+Targets: no-op run < 0.3 s; one digest added < 2 s and < 200 MB.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from measure import FEEDS, HERE, ROOT, best_of, print_table, print_verdicts, run, sync
+
+DAYS = 3650
+SUBSCRIBERS = 200
+CATEGORY_SETS = ("", "CV", "CL LG", "AS CV")
+TARGETS = {"noop": 0.3, "one": 2.0, "one_mb": 200.0}
+
+# Binds a free port itself (no race with another process picking the same one), says which,
+# then answers each line on stdin with every (recipient, Message-ID) it accepted and how often.
+SINK = r"""
+import asyncio, json, sys
+from collections import Counter
+from email.parser import BytesHeaderParser
+from email.policy import default
+from aiosmtpd.smtp import SMTP
+
+class Record:
+    def __init__(self):
+        self.received = Counter()
+    async def handle_DATA(self, server, session, envelope):
+        headers = BytesHeaderParser(policy=default).parsebytes(envelope.content)
+        for rcpt in envelope.rcpt_tos:
+            self.received[f"{rcpt} {headers['Message-ID']}"] += 1
+        return "250 2.0.0 Queued"
+
+async def main():
+    handler = Record()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SMTP(handler), "127.0.0.1", 0)
+    print(f"ready {server.sockets[0].getsockname()[1]}", flush=True)
+    while await loop.run_in_executor(None, sys.stdin.readline):
+        print(json.dumps(handler.received), flush=True)
+
+asyncio.run(main())
+"""
+
+
+class Sink:
+    """The SMTP server in its own process, so that it takes no time from the measured one."""
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", SINK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self._proc.stdout is not None
+        ready, port = self._proc.stdout.readline().split()
+        assert ready == "ready"
+        self.port = int(port)
+
+    def received(self) -> Counter[tuple[str, str]]:
+        """How many messages each (recipient, digest id) got so far."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write("count\n")
+        self._proc.stdin.flush()
+        counts: Counter[tuple[str, str]] = Counter()
+        for key, n in json.loads(self._proc.stdout.readline()).items():
+            recipient, message_id = key.split(" ", 1)
+            # Message-ID: <digest id>.<24 hex>@<sender domain>
+            counts[recipient, message_id.strip("<>").split("@")[0].rsplit(".", 1)[0]] += n
+        return counts
+
+    def stop(self) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        self._proc.wait(timeout=30)
+
+
+def write_subscribers(path: Path) -> dict[str, frozenset[str]]:
+    """The list, and each address's categories (upper case; empty: every category)."""
+    people = {
+        f"reader{i}@example.org": CATEGORY_SETS[i % len(CATEGORY_SETS)]
+        for i in range(SUBSCRIBERS)
+    }
+    rows = ["email,name,categories"] + [
+        f"{email},Reader {i},{codes}" for i, (email, codes) in enumerate(people.items())
+    ]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return {email: frozenset(codes.upper().split()) for email, codes in people.items()}
+
+
+def expected(digest_file: Path, people: dict[str, frozenset[str]]) -> tuple[str, set[str]]:
+    """The digest's id and who should get it: everyone whose categories it has a paper in."""
+    from feeds.parse import parse_file
+
+    digest = parse_file(digest_file, tz=ZoneInfo("Asia/Shanghai"))
+    present = {item.category.upper() for item in digest.items if item.category}
+    return digest.id, {email for email, codes in people.items() if not codes or codes & present}
+
+
+def check_delivery(
+    step: str, before: Counter[tuple[str, str]], after: Counter[tuple[str, str]],
+    want: tuple[str, set[str]] | None,
+) -> int:
+    """Fail the benchmark unless the step delivered exactly `want` (None: nothing)."""
+    new = after - before
+    twice = sorted(key for key, n in after.items() if n > 1)
+    problems = []
+    if twice:
+        problems.append(f"{len(twice)} got an issue twice, e.g. {twice[0]}")
+    digest_id, recipients = want if want else ("", set())
+    if set(new) != {(r, digest_id) for r in recipients}:
+        got = Counter(d for _, d in new)
+        problems.append(
+            f"expected issue {digest_id or '(none)'} to {len(recipients)} subscribers, "
+            f"the server received {dict(got) or 'nothing'}"
+        )
+    if problems:
+        raise SystemExit(f"{step}: " + "; ".join(problems))
+    return sum(new.values())
+
+
+def main() -> None:
+    from corpus import ensure_corpus, extra_digest
+
+    corpus = ensure_corpus(DAYS)
+    work = HERE / ".work" / "bench_run"
+    shutil.rmtree(work, ignore_errors=True)
+    inputs = work / "digests"
+    shutil.copytree(corpus, inputs, ignore=shutil.ignore_patterns(".*"))
+    people = write_subscribers(work / "subscribers.csv")
+    newest = max(inputs.glob("*.txt"))
+    python = sys.executable
+
+    sink = Sink()
+    try:
+        config = work / "feeds.toml"
+        config.write_text(
+            f'[paths]\ninput = "{inputs}"\noutput = "{work / "output"}"\n'
+            f'state = "{work / "state" / "feeds.sqlite3"}"\n'
+            f'templates = "{ROOT / "templates"}"\nsubscribers = "{work / "subscribers.csv"}"\n\n'
+            f'[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\n',
+            encoding="utf-8",
+        )
+        feeds = [FEEDS, "--config", str(config), "run"]
+        print(
+            f"corpus: {DAYS} digests; {SUBSCRIBERS} subscribers in category sets "
+            f"{', '.join(repr(c) for c in CATEGORY_SETS)}; aiosmtpd on 127.0.0.1:{sink.port}",
+            flush=True,
+        )
+
+        # Compile once (as installing does), then time.
+        run([python, "-c", "import feeds.cli, feeds.build, feeds.deliver"])
+        startup, startup_mb, _ = best_of([python, "-c", "import feeds"], 7)
+        received = sink.received()
+
+        sync()
+        first, first_mb, first_out = run(feeds)
+        now = sink.received()
+        first_sent = check_delivery("first run", received, now, expected(newest, people))
+        received = now
+
+        sync()
+        noop, noop_mb, noop_out = best_of(feeds, 5)
+        now = sink.received()
+        check_delivery("no-op run", received, now, None)
+
+        added = extra_digest(inputs, DAYS)
+        sync()
+        one, one_mb, one_out = run(feeds)
+        now = sink.received()
+        one_sent = check_delivery("one digest added", received, now, expected(added, people))
+        received = now
+
+        sync()
+        noop_after, noop_after_mb, after_out = best_of(feeds, 5)
+        check_delivery("no-op after that", received, sink.received(), None)
+    finally:
+        sink.stop()
+
+    print_table([
+        ("python -c 'import feeds'", startup, startup_mb, ""),
+        ("first run", first, first_mb, f"full build, {first_sent} messages sent; no target"),
+        ("no-op run", noop, noop_mb,
+         f"best of 5; target < {TARGETS['noop']} s; {noop / startup:.1f}x start-up"),
+        ("one digest added", one, one_mb,
+         f"{one_sent} messages sent; target < {TARGETS['one']:.0f} s "
+         f"and < {TARGETS['one_mb']:.0f} MB"),
+        ("no-op after that", noop_after, noop_after_mb,
+         f"best of 5; {noop_after / startup:.1f}x start-up"),
+    ])
+    # cron mails whatever a run prints; a successful run is meant to print nothing.
+    for step, out in (("first run", first_out), ("no-op run", noop_out),
+                      ("one digest added", one_out), ("no-op after that", after_out)):
+        if out.strip():
+            print(f"{step} printed:\n{out.rstrip()}")
+    print(f"delivery checked: each issue reached each matching subscriber once "
+          f"({first_sent + one_sent} messages in all, none twice)")
+    print_verdicts({
+        "noop": noop < TARGETS["noop"],
+        "one": one < TARGETS["one"],
+        "one_mb": one_mb < TARGETS["one_mb"],
+    })
+
+
+if __name__ == "__main__":
+    main()
