@@ -214,7 +214,7 @@ def _library_versions() -> list[str]:
     return sorted(found)
 
 
-def _stamp(settings: Settings, listing: inputs.Listing, render_fp: str) -> str:
+def _stamp(settings: Settings, listing: inputs.Scan, render_fp: str) -> str:
     """Everything a build's output depends on, as one comparable string (no file is read).
 
     With the output folders' mtimes: a folder's mtime changes when a file in it is created,
@@ -240,7 +240,7 @@ def _publish(
     now: datetime,
     log: Log,
     report: BuildReport,
-    listing: inputs.Listing,
+    listing: inputs.Scan,
     render_fp: str,
     force: bool,
     workers: Workers,
@@ -250,8 +250,9 @@ def _publish(
         log(f"removed a temporary file left by a killed build: {leftover}")
 
     tick = time.perf_counter()
-    found = inputs.read(conn, settings, listing, now=now, workers=workers)
-    report.parsed, report.errors, report.warnings = found.parsed, found.errors, found.warnings
+    found = inputs.read(conn, settings, listing.files, now=now, workers=workers)
+    report.parsed, report.warnings = found.parsed, found.warnings
+    report.errors = sorted(found.errors + listing.errors())
     report.timings["parse"] = time.perf_counter() - tick
 
     tick = time.perf_counter()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from feeds.config import PASSWORD_ENV, Settings
-from feeds.errors import FeedsError
+from feeds.errors import FeedsError, display_path
 
 Severity = Literal["error", "warning"]
 
@@ -90,26 +90,36 @@ def _check_sending(settings: Settings, report: CheckReport) -> None:
 
 
 def _check_digests(settings: Settings, report: CheckReport) -> set[str]:
-    """Parse every input digest; returns the category codes seen."""
+    """Parse every input digest the build would read; returns the category codes seen."""
+    from feeds.inputs import scan
     from feeds.parse import parse_file
 
     folder = settings.paths.input
     categories: set[str] = set()
-    if not folder.is_dir():
-        report.findings.append(Finding("error", str(folder), "the input folder does not exist"))
+    try:
+        found = scan(folder)
+    except FeedsError as exc:
+        report.findings.append(Finding("error", display_path(folder), exc.message))
         return categories
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix == ".txt"):
+    for path, why in found.refused:
+        report.findings.append(Finding("error", display_path(path), why))
+    for name, _, _ in found.files:
+        path = folder / name
         try:
             digest = parse_file(path, tz=settings.site.tz)
         except FeedsError as exc:
-            report.findings.append(Finding("error", _at(str(path), exc.line), _text(exc)))
+            report.findings.append(Finding("error", _at(display_path(path), exc.line), _text(exc)))
             continue
         report.digests += 1
         categories.update(i.category for i in digest.items if i.category)
         for warning in digest.warnings:
-            report.findings.append(Finding("warning", f"{path}:{warning.line}", warning.message))
+            report.findings.append(
+                Finding("warning", f"{display_path(path)}:{warning.line}", warning.message)
+            )
         if not digest.items:
-            report.findings.append(Finding("warning", str(path), "no papers found"))
+            report.findings.append(
+                Finding("error", f"{display_path(path)}:1", "no entry recognized: not published")
+            )
     return categories
 
 

@@ -6,6 +6,20 @@ so the CLI can print one clear line instead of a traceback and exit non-zero for
 
 from __future__ import annotations
 
+import os
+import re
+
+# What a path may hold to be printed as it is: anything else (a line break that would forge
+# an `error:` line in cron's mail, a control character, a space) gets it quoted.
+_PLAIN_PATH = re.compile(r"[\w./@+,=~%-]+")
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as messages print it: as it is when plain, else quoted with escapes, like a
+    Python string (`'digests/a\\nerror: b.txt'`), so it always stays on one line."""
+    text = os.fspath(path)
+    return text if _PLAIN_PATH.fullmatch(text) else repr(text)
+
 
 class FeedsError(Exception):
     """Base class: something the user can act on."""
@@ -27,7 +41,8 @@ class FeedsError(Exception):
     def __str__(self) -> str:
         where = ""
         if self.path is not None:
-            where = f"{self.path}:{self.line}: " if self.line is not None else f"{self.path}: "
+            path = display_path(self.path)
+            where = f"{path}:{self.line}: " if self.line is not None else f"{path}: "
         text = f"{where}{self.message}"
         if self.hint:
             text += f" ({self.hint})"

@@ -17,23 +17,37 @@ import sqlite3
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from stat import S_ISREG
+from stat import S_ISLNK, S_ISREG
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 import feeds
 from feeds import state, store
 from feeds.config import Settings
-from feeds.errors import ConfigError, FeedsError
+from feeds.errors import ConfigError, FeedsError, display_path
 from feeds.model import Digest
 from feeds.workers import Workers
 
 Listing = list[tuple[str, int, int]]
 
 
-def scan(folder: Path) -> Listing:
+class Scan(NamedTuple):
+    """What the input folder holds: the digest files to read, and those refused, each with
+    why: (path, message)."""
+
+    files: Listing
+    refused: list[tuple[Path, str]]
+
+    def errors(self) -> list[str]:
+        return [f"{display_path(path)}: {why}" for path, why in self.refused]
+
+
+def scan(folder: Path) -> Scan:
     """(name, size, mtime_ns) of every digest file, by name; hidden files are editor debris.
 
-    One stat per file relative to the open folder: this is most of what a no-op build costs.
+    A symbolic link is followed only to a regular file inside the folder: a link to a file
+    elsewhere (a secret, by mistake or malice) or a link loop is refused, never read. One stat
+    per file relative to the open folder: this is most of what a no-op build costs.
     """
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -45,19 +59,42 @@ def scan(folder: Path) -> Listing:
         ) from None
     except NotADirectoryError:
         raise ConfigError("the input path is not a folder", path=str(folder)) from None
+    found = Scan([], [])
     try:
-        found = []
         for name in sorted(os.listdir(fd)):
-            if name.endswith(".txt") and not name.startswith("."):
-                try:
+            if not name.endswith(".txt") or name.startswith("."):
+                continue
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if S_ISLNK(st.st_mode):
+                    why = _outside(folder, name)
+                    if why:
+                        found.refused.append((folder / name, why))
+                        continue
                     st = os.stat(name, dir_fd=fd)
-                except FileNotFoundError:  # removed while we looked
-                    continue
-                if S_ISREG(st.st_mode):
-                    found.append((name, st.st_size, st.st_mtime_ns))
+            except FileNotFoundError:  # removed while we looked, or a dangling link
+                continue
+            except OSError as exc:
+                found.refused.append((folder / name, f"cannot read: {exc.strerror}"))
+                continue
+            if S_ISREG(st.st_mode):
+                found.files.append((name, st.st_size, st.st_mtime_ns))
     finally:
         os.close(fd)
     return found
+
+
+def _outside(folder: Path, name: str) -> str | None:
+    """Why the link `name` in `folder` is not followed, None when it may be."""
+    try:
+        target = (folder / name).resolve(strict=True)
+    except RuntimeError:
+        return "a symbolic link loop (not published)"
+    except OSError as exc:
+        return f"a symbolic link that cannot be followed: {exc.strerror} (not published)"
+    if not target.is_relative_to(folder.resolve()):
+        return "a symbolic link to a file outside the input folder (not published)"
+    return None
 
 
 def module_fingerprint(names: tuple[str, ...]) -> str:
@@ -142,6 +179,11 @@ def read(
     while batch := list(itertools.islice(pairs, 256)):
         with state.transaction(conn):
             for content_hash, (digest, error) in batch:
+                if digest is not None and not digest.items:
+                    digest, error = None, (
+                        f"{display_path(sources[content_hash])}:1: no entry recognized in this"
+                        " file; it is not published (is it a digest?)"
+                    )
                 if digest is None:
                     result.errors.append(error or f"{sources[content_hash]}: cannot parse")
                     failed.add(content_hash)
