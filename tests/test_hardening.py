@@ -4,9 +4,7 @@ cron's mail, a lost state database, broken settings."""
 
 from __future__ import annotations
 
-import os
 import shutil
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
