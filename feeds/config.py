@@ -93,8 +93,12 @@ class SmtpSettings:
     allow_insecure: bool = False
     messages_per_second: float = 0.0  # 0: no limit
     connections: int = 1
+    # Seconds any one exchange with the server may take in all (a server that trickles its
+    # reply a byte at a time is cut off too).
     timeout: float = 30.0
     max_attempts: int = 5
+    # Seconds one send may take in all; then it stops cleanly and the rest stays due.
+    send_time_limit: float = 3600.0
     password: str | None = field(default=None, repr=False)
 
 
@@ -228,12 +232,13 @@ def load_settings(
     smtp = SmtpSettings(**{**smtp.__dict__, "password": password})
     site: SiteSettings = sections.get("site", SiteSettings())
     web: WebSettings = sections.get("web", WebSettings())
-    _validate(site, smtp, path)
+    newsletter: NewsletterSettings = sections.get("newsletter", NewsletterSettings())
+    _validate(site, newsletter, smtp, path)
     _validate_web(web, path)
     return Settings(
         site=site,
         paths=paths,
-        newsletter=sections.get("newsletter", NewsletterSettings()),
+        newsletter=newsletter,
         smtp=smtp,
         web=web,
         bounces=_bounces(sections.get("bounces", BouncesSettings()), root, env, path),
@@ -292,30 +297,52 @@ def _absolute(p: Path, root: Path) -> Path:
     return p if p.is_absolute() else root / p
 
 
-def _validate(site: SiteSettings, smtp: SmtpSettings, path: Path | None) -> None:
+def _validate(
+    site: SiteSettings, newsletter: NewsletterSettings, smtp: SmtpSettings, path: Path | None
+) -> None:
+    """Every value is checked when read, naming its key: a wrong one never waits for the send
+    (or the traceback) that would find it."""
+    from urllib.parse import urlsplit
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    def wrong(key: str, why: str, hint: str | None = None) -> ConfigError:
+        return ConfigError(f"{key} {why}", path=str(path), hint=hint)
 
     try:
         ZoneInfo(site.timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(f"unknown time zone {site.timezone!r}", path=str(path)) from exc
-    if not site.base_url.startswith(("https://", "http://")):
-        raise ConfigError("[site] base_url must be an http(s) URL", path=str(path))
+        raise wrong("[site] timezone", f"is not a known time zone: {site.timezone!r}") from exc
+    base = urlsplit(site.base_url)
+    if base.scheme not in ("https", "http") or not base.hostname:
+        raise wrong("[site] base_url", f"must be an http(s) URL with a host, not {site.base_url!r}")
     if site.items_per_feed < 1:
-        raise ConfigError("[site] items_per_feed must be at least 1", path=str(path))
+        raise wrong("[site] items_per_feed", "must be at least 1")
+    if not 20_000 <= newsletter.size_budget <= 10_000_000:
+        raise wrong(
+            "[newsletter] size_budget", "must be between 20000 and 10000000 bytes",
+            "Gmail clips messages over 102 KB: 100000 is the default",
+        )
+    if not newsletter.list_id.strip():
+        raise wrong("[newsletter] list_id", "must not be empty")
     if smtp.security not in ("starttls", "ssl", "none"):
-        raise ConfigError(
-            f"[smtp] security must be starttls, ssl or none, not {smtp.security!r}",
-            path=str(path),
-        )
+        raise wrong("[smtp] security", f"must be starttls, ssl or none, not {smtp.security!r}")
     if smtp.security == "none" and not smtp.allow_insecure and not _is_loopback(smtp.host):
-        raise ConfigError(
-            f"[smtp] security = none to {smtp.host} would send mail and password in clear text",
-            path=str(path),
-            hint="use starttls or ssl, or set allow_insecure = true",
+        raise wrong(
+            "[smtp] security", f"= none to {smtp.host} would send mail and password in clear text",
+            "use starttls or ssl, or set allow_insecure = true",
         )
-    if smtp.connections < 1:
-        raise ConfigError("[smtp] connections must be at least 1", path=str(path))
+    if not 0 < smtp.port < 65536:
+        raise wrong("[smtp] port", f"must be a port number (1 to 65535), not {smtp.port}")
+    if not 1 <= smtp.connections <= 64:
+        raise wrong("[smtp] connections", "must be between 1 and 64")
+    if not 0 < smtp.timeout <= 600:
+        raise wrong("[smtp] timeout", "must be more than 0 and at most 600 seconds")
+    if smtp.max_attempts < 1:
+        raise wrong("[smtp] max_attempts", "must be at least 1")
+    if smtp.messages_per_second < 0:
+        raise wrong("[smtp] messages_per_second", "must be 0 (no limit) or more")
+    if smtp.send_time_limit <= 0:
+        raise wrong("[smtp] send_time_limit", "must be more than 0 seconds")
 
 
 def _bounces(

@@ -118,3 +118,34 @@ def test_a_file_name_with_a_line_break_cannot_forge_a_line_in_crons_mail(site: P
     assert result.exit_code == 1
     (line,) = result.output.splitlines()
     assert line == f"error: {str(forged)!r}: empty file (a digest needs at least one entry)"
+
+
+# -- 13: settings are checked when read ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "says"),
+    [
+        ("smtp", "timeout = -1", "[smtp] timeout must be more than 0"),
+        ("smtp", "port = 99999", "[smtp] port must be a port number"),
+        ("smtp", "max_attempts = 0", "[smtp] max_attempts must be at least 1"),
+        ("smtp", "messages_per_second = -3", "[smtp] messages_per_second must be 0"),
+        ("smtp", "send_time_limit = 0", "[smtp] send_time_limit must be more than 0"),
+        ("newsletter", "size_budget = -1", "[newsletter] size_budget must be between"),
+        ("site", 'base_url = "http://"', "[site] base_url must be an http(s) URL with a host"),
+        ("web", 'public_url = "http://example.org/list"', "[web] public_url must be https://"),
+        ("bounces", "soft_limit = 0", "[bounces] soft_limit and soft_reset_days"),
+        ("bounces", "imap_port = 0", "[bounces] imap_port must be a port number"),
+    ],
+)
+def test_a_value_out_of_range_is_refused_when_read_naming_its_key(
+    site: Path, section: str, line: str, says: str
+) -> None:
+    config = site / "feeds.toml"
+    config.write_text(f"[{section}]\n{line}\n", encoding="utf-8")
+
+    for command in (["build"], ["check"]):
+        result = feeds(site, *command)
+        assert result.exit_code == 1, command
+        assert says in result.output, command
+        assert str(config) in result.output and "Traceback" not in result.output
