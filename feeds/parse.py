@@ -10,7 +10,10 @@ with its line number.
 
 from __future__ import annotations
 
+import gc
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
@@ -76,6 +79,30 @@ def parse_text(
     """Parse the text of one digest; `filename` (no folder) may carry its date."""
     if not text.replace("\ufeff", "").strip():
         raise ParseError("empty file", path=source, hint="a digest needs at least one entry")
+    with _collector_paused():
+        return _parse(text, source=source, tz=tz, filename=filename, content_hash=content_hash)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector waits while one digest is parsed, and is restored after.
+
+    A parse builds objects that live until it returns and form no cycles, so the collector
+    finds nothing; but it walks all of them again each time their number grows by a quarter,
+    half the time of a 100,000-entry file. Reference counting still frees everything as usual.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _parse(
+    text: str, *, source: str, tz: ZoneInfo, filename: str | None, content_hash: str
+) -> Digest:
     warnings: list[ParseWarning] = []
 
     def warn(line: int, message: str) -> None:

@@ -26,18 +26,21 @@ CLOSE = "[\\]】］]"
 # LG, CV, IR, stat.ML, cs.LG, q-bio.NC: an arXiv-style category code.
 _CATEGORY = r"(?P<cat>(?:[a-z][a-z\-]*\.)?[A-Z][A-Za-z]{1,4})"
 
+# An entry number: any count a file can hold, but not a number too long to be a count.
+_NUMBER = r"(?P<num>\d{1,9})(?!\d)"
+
 _FEATURED = re.compile(
-    rf"^(?P<s1>{STAR})?\s*(?P<num>\d{{1,3}})\s*[、,，.．]\s*(?P<s2>{STAR})?\s*"
+    rf"^(?P<s1>{STAR})?\s*{_NUMBER}\s*[、,，.．]\s*(?P<s2>{STAR})?\s*"
     rf"{OPEN}\s*{_CATEGORY}\s*{CLOSE}\s*(?P<s3>{STAR})?\s*(?P<title>.*)$"
 )
 # `3、Title` without a [category]: read as an entry, with a warning (daily digests only).
-_FEATURED_LOOSE = re.compile(rf"^(?P<s1>{STAR})?\s*(?P<num>\d{{1,3}})\s*、\s*(?P<title>.*)$")
+_FEATURED_LOOSE = re.compile(rf"^(?P<s1>{STAR})?\s*{_NUMBER}\s*、\s*(?P<title>.*)$")
 _MORE = re.compile(
     rf"^(?P<s1>{STAR})?\s*{OPEN}\s*{_CATEGORY}\s*{CLOSE}\s*(?P<s3>{STAR})?\s*(?P<title>\S.*)$"
 )
 # Not anchored with ^: it is also matched from the middle of a line, after page chrome.
 _WEEKLY = re.compile(
-    r"\s*[Nn][Oo]\s*\.?\s*(?P<num>\d{1,3})(?!\d)\s*[.．、,，:：]?\s*(?P<title>.*)$"
+    rf"\s*[Nn][Oo]\s*\.?\s*{_NUMBER}\s*[.．、,，:：]?\s*(?P<title>.*)$"
 )
 _MORE_HEADER = re.compile(r"^另外几篇值得关注的论文\s*[:：]?\s*$")
 _LEGEND_PAIR = re.compile(

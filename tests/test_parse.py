@@ -484,6 +484,57 @@ def test_text_without_entries_is_a_digest_with_a_warning() -> None:
     assert [w.message for w in digest.warnings] == ["no entries found"]
 
 
+# -- scale: any number of entries, each read once -------------------------------------------
+
+
+def numbered_digest(entries: int, *, weekly: bool = False) -> str:
+    """A daily digest (or weekly list) of `entries` distinct papers numbered from 1."""
+    lines = ["LG - 机器学习 CV - 计算机视觉 (*表示值得重点关注)", ""]
+    for n in range(1, entries + 1):
+        if weekly:
+            lines += [f"No {n}. 《Weekly Title {n}》", f"Commentary on pick {n}.", ""]
+            continue
+        lines += [
+            f"{n}、[{'LG' if n % 2 else 'CV'}] Title {n}",
+            "A Author, B Author",
+            "[MIT & CMU]",
+            f"论文{n}的中文摘要。提出一种方法。 We study problem {n} and propose a method.",
+            f"https://arxiv.org/abs/2101.{n:05d}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def test_a_digest_of_two_thousand_entries_gives_two_thousand_items_ranked_in_order() -> None:
+    digest = parse_text(numbered_digest(2000), source="x", tz=SHANGHAI)
+    assert [item.rank for item in digest.items] == list(range(1, 2001))
+    assert digest.items[1499].title == "Title 1500"
+    assert digest.items[1499].key == "arxiv:2101.01500"
+    assert digest.warnings == ()
+
+
+def test_a_weekly_list_of_two_thousand_picks_gives_two_thousand_items() -> None:
+    digest = parse_text(numbered_digest(2000, weekly=True), source="x", tz=SHANGHAI)
+    assert [item.rank for item in digest.items] == list(range(1, 2001))
+    assert digest.items[-1].notes == "Commentary on pick 2000."
+
+
+def test_twenty_thousand_entries_are_each_read_once() -> None:
+    # Each entry's body is its own five lines: nothing piles up under one entry, which is what
+    # made large files slow (benchmarks/bench_parse_scale.py times 10k and 100k).
+    digest = parse_text(numbered_digest(20_000), source="x", tz=SHANGHAI)
+    assert len(digest.items) == 20_000
+    assert digest.items[-1].rank == 20_000
+    assert digest.items[-1].links[0].href == "https://arxiv.org/abs/2101.20000"
+    assert all(len(item.links) == 1 for item in digest.items)
+
+
+def test_a_number_too_long_for_an_entry_is_not_an_entry() -> None:
+    text = "1、[LG] First\nA Author\nhttps://arxiv.org/abs/2101.00001\n" + "9" * 5000 + "、[LG] X\n"
+    digest = parse_text(text, source="x", tz=SHANGHAI)
+    assert [item.rank for item in digest.items] == [1]
+
+
 # -- helpers other stages use ---------------------------------------------------------------
 
 

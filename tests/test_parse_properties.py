@@ -30,7 +30,7 @@ SEED_LINES = sorted(
 # Written here independently of the parser: what a reader would call the start of an entry.
 _CATEGORY = r"[\[【［]\s*(?:[a-z][a-z\-]*\.)?[A-Z][A-Za-z]{1,4}\s*[\]】］]"
 ENTRY_LINE = re.compile(
-    rf"^\s*[*＊]?\s*(?:\d{{1,3}}\s*[、,，.．]\s*[*＊]?\s*)?{_CATEGORY}\s*[*＊]?\s*\S"
+    rf"^\s*[*＊]?\s*(?:\d{{1,9}}\s*[、,，.．]\s*[*＊]?\s*)?{_CATEGORY}\s*[*＊]?\s*\S"
     r"|^\s*No\s*\d|\">No\s*\d"
 )
 KEY = re.compile(r"^(arxiv|openreview|doi|weibo|title):\S+$")
