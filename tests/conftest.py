@@ -1,4 +1,5 @@
-"""Shared fixtures: the seed digests as the curator posted them, and isolated work folders."""
+"""Shared fixtures: the seed digests as the curator posted them, isolated work folders, and
+factories for the model's objects (items, digests, papers, build contexts)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,16 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
+
+from feeds.model import BuildContext, Digest, Item, Link, Paper
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -119,3 +124,79 @@ def lock_holder(path: Path, seconds: float = 60.0) -> Iterator[subprocess.Popen[
     finally:
         holder.kill()
         holder.communicate()
+
+
+# -- factories --------------------------------------------------------------------------------
+# One way to make the model's objects: complete, plausible defaults, any field overridden by
+# keyword. A test names the fields its assertions are about and leaves the rest to these.
+
+# When the default digest was posted (the 2021-03-30 sample's Weibo post time).
+DIGEST_TIME = datetime(2021, 3, 30, 4, 48, 5, tzinfo=ZoneInfo("Asia/Shanghai"))
+DIGEST_ID = "2021-03-30"
+CATEGORY_NAMES = {"LG": "机器学习", "CV": "计算机视觉", "CL": "计算与语言", "RO": "机器人"}
+
+
+def arxiv_abs(n: int) -> str:
+    """The abstract page of the arXiv paper numbered `n` (2103.0000n)."""
+    return f"https://arxiv.org/abs/2103.{n:05d}"
+
+
+def make_item(n: int = 1, **fields: Any) -> Item:
+    """Paper `n` of the default digest: arXiv 2103.{n:05d}, ranked and placed at `n`.
+
+    `category_name` follows `category` (None for a code it does not know) unless given.
+    """
+    url = arxiv_abs(n)
+    category = fields.pop("category", "CV")
+    values: dict[str, Any] = {
+        "key": f"arxiv:2103.{n:05d}",
+        "guid": url,
+        "section": "featured",
+        "rank": n,
+        "category": category,
+        "category_name": CATEGORY_NAMES.get(category or ""),
+        "starred": False,
+        "title": f"Paper number {n}",
+        "title_zh": f"第{n}篇论文",
+        "authors": ("Y H Tsai", "R Salakhutdinov"),
+        "authors_truncated": False,
+        "affiliations": ("CMU", "Google Research"),
+        "summary_zh": "一句中文摘要。第二句。",
+        "abstract": "An English abstract.",
+        "notes": None,
+        "url": url,
+        "links": (Link("arxiv", url),),
+        "published": DIGEST_TIME,
+        "line": n,
+        "digest_id": DIGEST_ID,
+    }
+    values.update(fields)
+    return Item(**values)
+
+
+def make_digest(items: Iterable[Item] = (), **fields: Any) -> Digest:
+    """The daily digest of 2021-03-30 holding `items` as given (they are not re-dated)."""
+    values: dict[str, Any] = {
+        "id": DIGEST_ID,
+        "date": DIGEST_TIME,
+        "date_source": "weibo",
+        "source": f"digests/{DIGEST_ID}.txt",
+        "format": "daily",
+        "title": DIGEST_ID,
+        "summary": None,
+        "items": tuple(items),
+    }
+    values.update(fields)
+    return Digest(**values)
+
+
+def make_paper(n: int = 1, *, days_ago: int = 0, **fields: Any) -> Paper:
+    """Paper `n` first seen `days_ago` days before the default digest (and published then)."""
+    first_seen = DIGEST_TIME - timedelta(days=days_ago)
+    fields.setdefault("published", first_seen)
+    return Paper(item=make_item(n, **fields), first_seen=first_seen)
+
+
+def make_context(*papers: Paper, digests: Iterable[Digest] = ()) -> BuildContext:
+    """A build context of `papers` in the order given (newest first, as the build makes it)."""
+    return BuildContext(digests=tuple(digests), papers=papers)

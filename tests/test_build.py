@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import lock_holder
+from conftest import lock_holder, make_digest, make_item
 from lxml import etree
 from lxml import html as lxml_html
 
@@ -351,59 +351,39 @@ def test_a_send_sees_what_the_last_build_published(tmp_path: Path, inputs: Path)
 # -- identity across digests ---------------------------------------------------------------
 
 
-def make_item(key: str, title: str, links: list[tuple[str, str]], **fields: object) -> Item:
-    values: dict[str, object] = {
-        "key": key,
-        "guid": f"tag:digest-feeds,2020:{key}",
-        "section": "featured",
-        "rank": 1,
-        "category": "LG",
-        "category_name": "机器学习",
-        "starred": False,
-        "title": title,
-        "title_zh": None,
-        "authors": ("A Author",),
-        "authors_truncated": False,
-        "affiliations": (),
-        "summary_zh": None,
-        "abstract": None,
-        "notes": None,
-        "url": links[0][1] if links else None,
-        "links": tuple(Link(kind, href) for kind, href in links),  # type: ignore[arg-type]
-        "published": None,
-        "line": 1,
-    }
-    values.update(fields)
-    return Item(**values)  # type: ignore[arg-type]
-
-
-def make_digest(day: int, *items: Item) -> Digest:
-    date = datetime(2021, 3, day, 8, 0, tzinfo=UTC)
-    digest_id = f"2021-03-{day:02d}"
-    return Digest(
-        id=digest_id,
-        date=date,
-        date_source="header",
-        source=f"{digest_id}.txt",
-        format="daily",
-        title="",
-        summary=None,
-        items=tuple(replace(i, published=date, digest_id=digest_id) for i in items),
+def digest_of(day: int, *items: Item) -> Digest:
+    """The daily digest of 2021-03-`day`, dated by its header, its items sighted in it."""
+    date, digest_id = datetime(2021, 3, day, 8, 0, tzinfo=UTC), f"2021-03-{day:02d}"
+    return make_digest(
+        [replace(i, published=date, digest_id=digest_id) for i in items],
+        id=digest_id, date=date, date_source="header", source=f"{digest_id}.txt", title="",
         content_hash=digest_id,
     )
+
+
+def tag(key: str) -> str:
+    return f"tag:digest-feeds,2020:{key}"
 
 
 def test_the_same_paper_in_two_digests_is_one_paper_dated_by_its_first_sighting() -> None:
     weibo = ("weibo", "https://weibo.com/1402400261/K8wjSoUDC")
     arxiv = ("arxiv", "https://arxiv.org/abs/2103.0001")
-    first = make_item("weibo:K8wjSoUDC", "Self-supervised Learning!", [weibo], category=None)
-    later = make_item("arxiv:2103.0001", "self-supervised learning", [arxiv, weibo], starred=True)
+    first = make_item(
+        key="weibo:K8wjSoUDC", guid=tag("weibo:K8wjSoUDC"), title="Self-supervised Learning!",
+        url=weibo[1], links=(Link(*weibo),), category=None,
+    )
+    later = make_item(
+        key="arxiv:2103.0001", guid=tag("arxiv:2103.0001"), title="self-supervised learning",
+        url=arxiv[1], links=(Link(*arxiv), Link(*weibo)), category="LG", starred=True,
+    )
+    other_abs = "https://arxiv.org/abs/2103.0002"
     other = make_item(
-        "arxiv:2103.0002", "Another paper", [("arxiv", "https://arxiv.org/abs/2103.0002")]
+        2, key="arxiv:2103.0002", guid=tag("arxiv:2103.0002"), title="Another paper",
+        url=other_abs, links=(Link("arxiv", other_abs),),
     )
 
     ctx, (published, keys, titles) = assemble(
-        [make_digest(30, later, other), make_digest(10, first)], {}, {}
+        [digest_of(30, later, other), digest_of(10, first)], {}, {}
     )
     assert [p.key for p in ctx.papers] == ["arxiv:2103.0002", "weibo:K8wjSoUDC"]
     paper = ctx.papers[1]
@@ -421,10 +401,10 @@ def test_the_same_paper_in_two_digests_is_one_paper_dated_by_its_first_sighting(
 
 
 def test_a_published_guid_never_changes() -> None:
-    item = make_item("arxiv:2103.0001", "A paper", [("arxiv", "https://arxiv.org/abs/2103.0001")])
-    ctx, _ = assemble([make_digest(10, item)], {}, {"a paper": "tag:old-guid"})
+    item = make_item(key="arxiv:2103.0001", guid=tag("arxiv:2103.0001"), title="A paper")
+    ctx, _ = assemble([digest_of(10, item)], {}, {"a paper": "tag:old-guid"})
     assert ctx.papers[0].guid == "tag:old-guid"
-    ctx, _ = assemble([make_digest(10, item)], {"arxiv:2103.0001": "tag:older"}, {})
+    ctx, _ = assemble([digest_of(10, item)], {"arxiv:2103.0001": "tag:older"}, {})
     assert ctx.papers[0].guid == "tag:older"
 
 

@@ -2,48 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any
-from zoneinfo import ZoneInfo
-
 import pytest
+from conftest import make_context, make_paper
 
 from feeds.catalog import FeedInfo, category_slug, feed_list, select
 from feeds.config import Settings, SiteSettings
-from feeds.model import BuildContext, Item, Paper
-
-TZ = ZoneInfo("Asia/Shanghai")
-START = datetime(2021, 3, 30, 4, 48, tzinfo=TZ)
-
-
-def make_paper(n: int, *, days_ago: int = 0, **fields: Any) -> Paper:
-    values: dict[str, Any] = {
-        "key": f"arxiv:2103.{n:05d}",
-        "guid": f"https://arxiv.org/abs/2103.{n:05d}",
-        "section": "featured",
-        "rank": n,
-        "category": "LG",
-        "category_name": "机器学习",
-        "starred": False,
-        "title": f"Paper {n}",
-        "title_zh": None,
-        "authors": (),
-        "authors_truncated": False,
-        "affiliations": (),
-        "summary_zh": None,
-        "abstract": None,
-        "notes": None,
-        "url": None,
-        "links": (),
-        "published": START - timedelta(days=days_ago),
-        "line": n,
-    }
-    values.update(fields)
-    return Paper(item=Item(**values), first_seen=START - timedelta(days=days_ago))
-
-
-def context(*papers: Paper) -> BuildContext:
-    return BuildContext(digests=(), papers=papers)
 
 
 @pytest.mark.parametrize(
@@ -71,7 +34,7 @@ def test_category_slug_of_a_code_without_ascii_is_a_stable_hash() -> None:
 
 
 def test_feed_list_has_all_and_starred_first_then_categories_by_slug() -> None:
-    ctx = context(
+    ctx = make_context(
         make_paper(1, category="RO", category_name="机器人"),
         make_paper(2, category="CV", category_name="计算机视觉"),
         make_paper(3, category="stat.ML", category_name=None),
@@ -93,13 +56,13 @@ def test_feed_list_has_all_and_starred_first_then_categories_by_slug() -> None:
 
 
 def test_feed_list_keeps_the_starred_feed_when_nothing_is_starred() -> None:
-    feeds = feed_list(context(), Settings())
+    feeds = feed_list(make_context(), Settings())
     assert [f.slug for f in feeds] == ["all", "starred"]
 
 
 def test_feed_titles_follow_the_site_title() -> None:
     settings = Settings(site=SiteSettings(title="Papers"))
-    feeds = feed_list(context(make_paper(1)), settings)
+    feeds = feed_list(make_context(make_paper(1, category="LG")), settings)
     assert [f.title for f in feeds] == [
         "Papers — 全部论文",
         "Papers — 重点关注",
@@ -108,7 +71,7 @@ def test_feed_titles_follow_the_site_title() -> None:
 
 
 def test_codes_folding_to_one_slug_share_one_feed_named_after_the_smallest_code() -> None:
-    ctx = context(
+    ctx = make_context(
         make_paper(1, category="stat.ML", category_name="统计机器学习"),
         make_paper(2, category="STAT-ML", category_name="统计机器学习"),
         make_paper(3, category="stat.ML", category_name="Statistics"),
@@ -123,12 +86,12 @@ def test_codes_folding_to_one_slug_share_one_feed_named_after_the_smallest_code(
 def test_category_name_ties_are_broken_by_the_name_not_by_input_order() -> None:
     a = make_paper(1, category_name="乙")
     b = make_paper(2, category_name="甲")
-    assert feed_list(context(a, b), Settings())[2].category_name == "乙"
-    assert feed_list(context(b, a), Settings())[2].category_name == "乙"
+    assert feed_list(make_context(a, b), Settings())[2].category_name == "乙"
+    assert feed_list(make_context(b, a), Settings())[2].category_name == "乙"
 
 
 def test_select_keeps_the_contexts_newest_first_order_ties_included() -> None:
-    ctx = context(
+    ctx = make_context(
         make_paper(2, days_ago=0),
         make_paper(4, days_ago=0),
         make_paper(3, days_ago=1),
@@ -139,14 +102,14 @@ def test_select_keeps_the_contexts_newest_first_order_ties_included() -> None:
 
 
 def test_select_keeps_only_the_newest_limit_papers() -> None:
-    ctx = context(*(make_paper(n, days_ago=n) for n in range(1, 8)))
+    ctx = make_context(*(make_paper(n, days_ago=n) for n in range(1, 8)))
     feed = feed_list(ctx, Settings())[0]
     assert [p.item.rank for p in select(ctx, feed, 3)] == [1, 2, 3]
     assert select(ctx, feed, 0) == []
 
 
 def test_select_filters_by_category_and_by_star() -> None:
-    ctx = context(
+    ctx = make_context(
         make_paper(1, category="CV", starred=True),
         make_paper(2, category="LG"),
         make_paper(3, category="CV"),

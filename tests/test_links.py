@@ -4,23 +4,22 @@ follows the same rule."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from typing import Any
+from functools import partial
 from urllib.parse import unquote
 
 import lxml.etree
 import lxml.html
 import pytest
+from conftest import DIGEST_TIME, make_context, make_digest, make_item
 
 from feeds.config import Settings
 from feeds.links import link_label, primary_link, primary_url, safe_url
-from feeds.model import BuildContext, Digest, Item, Link, Paper
+from feeds.model import Item, Link, Paper
 from feeds.newsletter import render_newsletter
 from feeds.site import render_site
 from feeds.syndicate import render_feeds
 
 SETTINGS = Settings()
-WHEN = datetime(2021, 3, 30, 4, 48, 5, tzinfo=UTC)
 
 # (URL as a digest might give it, the link it becomes or None for no link)
 TRICKY_URLS: list[tuple[str, str | None]] = [
@@ -51,31 +50,13 @@ TRICKY_URLS: list[tuple[str, str | None]] = [
 ]
 
 
-def make_item(url: str | None, links: tuple[Link, ...] = (), **fields: Any) -> Item:
-    values: dict[str, Any] = {
-        "key": "title:0123456789abcdef",
-        "guid": "tag:digest-feeds,2020:title:0123456789abcdef",
-        "section": "featured",
-        "rank": 1,
-        "category": "CV",
-        "category_name": "计算机视觉",
-        "starred": False,
-        "title": "A paper with a tricky link",
-        "title_zh": None,
-        "authors": ("A Author",),
-        "authors_truncated": False,
-        "affiliations": (),
-        "summary_zh": None,
-        "abstract": "An abstract.",
-        "notes": None,
-        "url": url,
-        "links": links,
-        "published": WHEN,
-        "line": 1,
-        "digest_id": "2021-03-30",
-    }
-    values.update(fields)
-    return Item(**values)
+# A paper known by its title alone, not by an arXiv id: the links a test gives it are its only ones.
+tricky_item = partial(
+    make_item,
+    key="title:0123456789abcdef",
+    guid="tag:digest-feeds,2020:title:0123456789abcdef",
+    title="A paper with a tricky link",
+)
 
 
 @pytest.mark.parametrize(("url", "expected"), TRICKY_URLS)
@@ -116,7 +97,7 @@ def test_no_url_is_no_link() -> None:
 def test_primary_link_prefers_the_url_then_arxiv_openreview_weibo(
     url: str | None, links: tuple[Link, ...], expected: str | None
 ) -> None:
-    assert primary_link(make_item(url, links)) == expected
+    assert primary_link(tricky_item(url=url, links=links)) == expected
 
 
 def test_the_primary_url_of_links_is_the_best_safe_kind_and_the_first_of_a_kind() -> None:
@@ -147,17 +128,8 @@ def test_links_are_named_by_kind_and_other_links_by_host_where_asked() -> None:
 
 def render_all(item: Item) -> dict[str, set[str]]:
     """Every href each generator makes for a context of one paper, by generator."""
-    digest = Digest(
-        id="2021-03-30",
-        date=WHEN,
-        date_source="weibo",
-        source="digests/2021-03-30.txt",
-        format="daily",
-        title="2021-03-30",
-        summary=None,
-        items=(item,),
-    )
-    ctx = BuildContext(digests=(digest,), papers=(Paper(item=item, first_seen=WHEN),))
+    digest = make_digest([item])
+    ctx = make_context(Paper(item=item, first_seen=DIGEST_TIME), digests=[digest])
     found: dict[str, set[str]] = {}
     pages = render_site(ctx, SETTINGS)
     found["site"] = {
@@ -185,7 +157,7 @@ def render_all(item: Item) -> dict[str, set[str]]:
 def test_site_feeds_and_newsletter_agree_on_what_is_a_link(
     url: str, expected: str | None
 ) -> None:
-    found = render_all(make_item(url, (Link("other", url),)))
+    found = render_all(tricky_item(url=url, links=(Link("other", url),)))
     for generator, hrefs in found.items():
         linked = {href for href in hrefs if href.strip() == url.strip() or href == expected}
         if expected is None:
@@ -195,12 +167,11 @@ def test_site_feeds_and_newsletter_agree_on_what_is_a_link(
 
 
 def test_the_site_no_longer_links_a_url_with_a_space_in_it() -> None:
-    item = make_item(
-        "https://a b", (Link("other", "https://a b"), Link("arxiv", "https://arxiv.org/abs/1"))
+    item = tricky_item(
+        url="https://a b",
+        links=(Link("other", "https://a b"), Link("arxiv", "https://arxiv.org/abs/1")),
     )
-    pages = render_site(
-        BuildContext(digests=(), papers=(Paper(item=item, first_seen=WHEN),)), SETTINGS
-    )
+    pages = render_site(make_context(Paper(item=item, first_seen=DIGEST_TIME)), SETTINGS)
     tree = lxml.html.fromstring(pages["feeds/all.html"])
     hrefs = tree.xpath("//main//a/@href")
     assert "https://a b" not in hrefs and "https://a%20b" not in hrefs

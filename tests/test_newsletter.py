@@ -6,7 +6,7 @@ import email
 import email.policy
 import re
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import cssselect
 import cssutils
 import lxml.html
 import pytest
-from conftest import REGENERATE, ROOT, SAMPLE_DIGESTS
+from conftest import REGENERATE, ROOT, SAMPLE_DIGESTS, arxiv_abs, make_digest, make_item
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +26,6 @@ from feeds.textutil import display_width
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "newsletter"
 CSS = ROOT / "templates" / "newsletter" / "newsletter.css"
-SHANGHAI = timezone(timedelta(hours=8))
 SETTINGS = Settings()
 
 ABSTRACT = (
@@ -41,71 +40,44 @@ SUMMARY_ZH = (
     "研究,并将研究结果与ResNet基线进行了比较。发现当使用足够数据量进行预训练时,ViT模型在广泛扰动"
     "范围内至少与ResNet对应模型一样鲁棒。"
 )
-CATEGORY_NAMES = {"LG": "机器学习", "CV": "计算机视觉", "CL": "计算与语言", "RO": "机器人"}
+DIGEST_SUMMARY = "多视角看自监督学习、理解Transformer图像分类的鲁棒性"
+WEIBO = Link("weibo", "https://weibo.com/1402400261/K8wjSoUDC")
+# The newsletter's papers carry one real paper's text at full length, so the layout shows.
+ROBUSTNESS: dict[str, Any] = {
+    "title_zh": "理解Transformer图像分类的鲁棒性",
+    "authors": ("S Bhojanapalli", "A Chakrabarti", "D Glasner"),
+    "affiliations": ("Google Research",),
+    "summary_zh": SUMMARY_ZH,
+    "abstract": ABSTRACT,
+}
 
 
-def make_item(rank: int = 1, **fields: Any) -> Item:
-    arxiv = f"2103.{rank:05d}"
-    category = fields.pop("category", "CV")
-    values: dict[str, Any] = {
-        "key": f"arxiv:{arxiv}",
-        "guid": f"https://arxiv.org/abs/{arxiv}",
-        "section": "featured",
-        "rank": rank,
-        "category": category,
-        "category_name": CATEGORY_NAMES.get(category or ""),
-        "starred": False,
-        "title": f"Understanding Robustness of Transformers, part {rank}",
-        "title_zh": "理解Transformer图像分类的鲁棒性",
-        "authors": ("S Bhojanapalli", "A Chakrabarti", "D Glasner"),
-        "authors_truncated": False,
-        "affiliations": ("Google Research",),
-        "summary_zh": SUMMARY_ZH,
-        "abstract": ABSTRACT,
-        "notes": None,
-        "url": f"https://arxiv.org/abs/{arxiv}",
-        "links": (
-            Link("arxiv", f"https://arxiv.org/abs/{arxiv}"),
-            Link("weibo", "https://weibo.com/1402400261/K8wjSoUDC"),
-        ),
-        "published": datetime(2021, 3, 30, 4, 48, 5, tzinfo=SHANGHAI),
-        "line": rank,
-        "digest_id": "2021-03-30",
-    }
-    values.update(fields)
-    return Item(**values)
+def letter_item(rank: int = 1, **fields: Any) -> Item:
+    """Paper `rank` of a digest: part `rank` of the robustness paper, on arXiv and Weibo."""
+    title = f"Understanding Robustness of Transformers, part {rank}"
+    links = (Link("arxiv", arxiv_abs(rank)), WEIBO)
+    return make_item(rank, **{**ROBUSTNESS, "title": title, "links": links, **fields})
 
 
-def make_digest(items: list[Item], **fields: Any) -> Digest:
-    values: dict[str, Any] = {
-        "id": "2021-03-30",
-        "date": datetime(2021, 3, 30, 4, 48, 5, tzinfo=SHANGHAI),
-        "date_source": "weibo",
-        "source": "digests/2021-03-30.txt",
-        "format": "daily",
-        "title": "2021-03-30",
-        "summary": "多视角看自监督学习、理解Transformer图像分类的鲁棒性",
-        "items": tuple(items),
-    }
-    values.update(fields)
-    return Digest(**values)
+# The newsletter's digests have a summary line unless a test takes it away.
+letter_digest = partial(make_digest, summary=DIGEST_SUMMARY)
 
 
 def daily_digest() -> Digest:
-    return make_digest(
+    return letter_digest(
         [
-            make_item(1, category="LG", starred=True),
-            make_item(2, category="CV"),
-            make_item(3, category="CL"),
-            make_item(4, category="CV", section="more", summary_zh=None, abstract=None),
-            make_item(5, category="RO", section="more", summary_zh=None, abstract=None),
+            letter_item(1, category="LG", starred=True),
+            letter_item(2, category="CV"),
+            letter_item(3, category="CL"),
+            letter_item(4, category="CV", section="more", summary_zh=None, abstract=None),
+            letter_item(5, category="RO", section="more", summary_zh=None, abstract=None),
         ]
     )
 
 
 def weekly_digest() -> Digest:
     picks = [
-        make_item(
+        letter_item(
             n,
             section="weekly",
             category=None,
@@ -118,13 +90,13 @@ def weekly_digest() -> Digest:
     ]
     # The weekly list names its first paper twice; the email shows it once.
     picks.append(replace(picks[0], rank=4))
-    return make_digest(picks, id="2020-07-11-weekly", format="weekly", summary=None)
+    return letter_digest(picks, id="2020-07-11-weekly", format="weekly", summary=None)
 
 
 def big_digest(papers: int = 60) -> Digest:
     long_abstract = " ".join([ABSTRACT] * 4)
     items = [
-        make_item(
+        letter_item(
             n,
             category=("LG", "CV", "CL", "RO")[n % 4],
             section="featured" if n <= 40 else "more",
@@ -133,7 +105,7 @@ def big_digest(papers: int = 60) -> Digest:
         )
         for n in range(1, papers + 1)
     ]
-    return make_digest(items)
+    return letter_digest(items)
 
 
 def render(digest: Digest, **kwargs: Any) -> newsletter.Newsletter:
@@ -289,7 +261,7 @@ def test_weekly_picks_reach_every_category_subscriber_whole() -> None:
 
 
 def test_characters_utf8_cannot_carry_are_dropped_instead_of_failing_the_email() -> None:
-    digest = make_digest([make_item(1, title="Lone \ud800 surrogate \ufffe here")])
+    digest = letter_digest([letter_item(1, title="Lone \ud800 surrogate \ufffe here")])
     letter = render(digest)
     assert "Lone surrogate here" in letter.text
     assert "\ud800" not in letter.html and "\ufffe" not in letter.html
@@ -297,7 +269,9 @@ def test_characters_utf8_cannot_carry_are_dropped_instead_of_failing_the_email()
 
 
 def test_a_subset_gets_a_preheader_about_its_own_papers() -> None:
-    digest = make_digest([make_item(1, category="LG", title_zh="只属于机器学习"), make_item(2)])
+    digest = letter_digest(
+        [letter_item(1, category="LG", title_zh="只属于机器学习"), letter_item(2)]
+    )
     pre = doc(render(digest, categories=frozenset({"LG"})).html).cssselect(".preheader")[0]
     assert pre.text_content().startswith("只属于机器学习")
 
@@ -307,9 +281,9 @@ def test_a_subset_gets_a_preheader_about_its_own_papers() -> None:
 
 
 def hostile_digest() -> Digest:
-    return make_digest(
+    return letter_digest(
         [
-            make_item(
+            letter_item(
                 1,
                 title='Evil <script>alert(1)</script> "quoted"\r\nBcc: victim@example.org',
                 title_zh="<img src=x onerror=alert(1)>\x00\x1b[31m中文",
@@ -384,10 +358,10 @@ def test_hostile_input_never_reaches_a_header() -> None:
 def test_any_text_renders_inert_and_composes(
     title: str, title_zh: str, author: str, summary: str, url: str
 ) -> None:
-    digest = make_digest(
+    digest = letter_digest(
         [
-            make_item(1, title=title, title_zh=title_zh, authors=(author,), url=url),
-            make_item(2, section="more", title=title, summary_zh=summary, links=()),
+            letter_item(1, title=title, title_zh=title_zh, authors=(author,), url=url),
+            letter_item(2, section="more", title=title, summary_zh=summary, links=()),
         ],
         summary=summary,
     )
@@ -486,7 +460,7 @@ def test_the_text_part_is_written_for_reading() -> None:
 
 def test_text_lines_fit_72_columns_and_urls_stay_whole() -> None:
     long_url = "https://example.org/" + "x" * 90
-    digest = make_digest([make_item(1, url=long_url, links=()), make_item(2)])
+    digest = letter_digest([letter_item(1, url=long_url, links=()), letter_item(2)])
     text = render(digest).text
     for line in text.splitlines():
         if display_width(line) > 72:
@@ -583,7 +557,7 @@ def test_a_templates_folder_without_the_newsletter_templates_is_a_config_error(
 
 
 def test_a_digest_without_papers_has_no_newsletter_files() -> None:
-    assert newsletter.render_issue_files(make_digest([]), SETTINGS) == {}
+    assert newsletter.render_issue_files(letter_digest([]), SETTINGS) == {}
 
 
 def test_identical_input_gives_identical_bytes() -> None:

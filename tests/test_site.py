@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REGENERATE, ROOT, SAMPLE_DIGESTS
+from conftest import REGENERATE, ROOT, SAMPLE_DIGESTS, make_digest, make_item
 from lxml import etree
 from lxml import html as lxml_html
 
 from feeds.build import assemble
 from feeds.catalog import feed_list, select
 from feeds.config import Settings
-from feeds.model import BuildContext, Digest, Item, Link
+from feeds.model import BuildContext, Link
 from feeds.parse import parse_file
 from feeds.site import render_site
 
@@ -124,31 +124,25 @@ def test_the_site_never_depends_on_the_clock_or_the_order_of_the_digests(
 
 def hostile_ctx() -> BuildContext:
     when = datetime(2021, 3, 30, 8, 0, tzinfo=UTC)
-    item = Item(
+    item = make_item(
         key="title:0123456789abcdef",
         guid="tag:digest-feeds,2020:title:0123456789abcdef",
-        section="featured",
-        rank=1,
         category="CV</title><script>",
         category_name="计算机视觉 & <b>",
         starred=True,
         title='<script>alert("x")</script> & ]]> \'quotes\' "double"\x01\x0b end',
         title_zh="标题<img src=x onerror=alert(1)>",
         authors=("A <Author>", "B & C"),
-        authors_truncated=False,
         affiliations=("<MIT>",),
         summary_zh="摘要 ]]> <iframe>",
         abstract="Abstract with \x00 NUL and <style>body{}</style>",
-        notes=None,
         url="javascript:alert(1)",
         links=(Link("other", "javascript:alert(1)"), Link("other", 'https://e.org/?a=1&b="2"')),
         published=when,
-        line=1,
-        digest_id="2021-03-30",
     )
-    digest = Digest(
-        id="2021-03-30", date=when, date_source="header", source="x.txt", format="daily",
-        title="<script>digest</script>", summary="& summary <b>", items=(item,),
+    digest = make_digest(
+        [item], date=when, date_source="header", source="x.txt",
+        title="<script>digest</script>", summary="& summary <b>",
     )
     ctx, _ = assemble([digest], {}, {})
     return ctx

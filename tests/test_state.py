@@ -8,22 +8,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from conftest import make_digest, make_item
 
 from feeds import state, store
 from feeds.errors import StateError
-from feeds.model import Digest, Item, Link, ParseWarning
+from feeds.model import Digest, Link, ParseWarning
 
 SEEN = datetime(2021, 3, 30, 4, 48, 5, tzinfo=UTC)
 
 
 def sample_digest() -> Digest:
-    item = Item(
-        key="arxiv:2103.15134",
-        guid="https://arxiv.org/abs/2103.15134",
-        section="featured",
+    item = make_item(
+        15134,
         rank=1,
+        line=3,
         category="LG",
-        category_name="机器学习",
         starred=True,
         title="Self-supervised Learning <from> a \"Multi-view\" Perspective",
         title_zh="用多视角看自监督学习",
@@ -32,23 +31,14 @@ def sample_digest() -> Digest:
         affiliations=("CMU",),
         summary_zh="从理论和经验两方面研究了自监督学习。",
         abstract="As a subset of unsupervised representation learning ...",
-        notes=None,
-        url="https://arxiv.org/abs/2103.15134",
         links=(Link("arxiv", "https://arxiv.org/abs/2103.15134"),
                Link("weibo", "https://weibo.com/1402400261/K8wjSoUDC")),
         published=SEEN,
-        line=3,
-        digest_id="2021-03-30",
     )
-    return Digest(
-        id="2021-03-30",
+    return make_digest(
+        [item],
         date=SEEN,
-        date_source="weibo",
-        source="digests/2021-03-30.txt",
-        format="daily",
         title="爱可可 AI 前沿推介",
-        summary=None,
-        items=(item,),
         warnings=(ParseWarning(12, "stray line"),),
         content_hash="ab" * 32,
         credit="爱可可爱生活",

@@ -18,12 +18,12 @@ import feedparser
 import lxml.etree
 import lxml.html
 import pytest
-from conftest import REGENERATE, SAMPLE_DIGESTS
+from conftest import DIGEST_TIME, REGENERATE, SAMPLE_DIGESTS, make_context, make_item, make_paper
 
 from feeds.catalog import feed_list, select
 from feeds.config import Settings, SiteSettings
 from feeds.links import primary_link
-from feeds.model import BuildContext, Digest, Item, Link, Paper
+from feeds.model import BuildContext, Digest, Link, Paper
 from feeds.parse import parse_file
 from feeds.syndicate import (
     EMPTY_FEED_TIME,
@@ -39,7 +39,7 @@ from feeds.syndicate import (
 )
 
 TZ = ZoneInfo("Asia/Shanghai")
-START = datetime(2021, 3, 30, 4, 48, 5, tzinfo=TZ)
+START = DIGEST_TIME  # when the factories' papers were first seen
 GOLDEN = Path(__file__).resolve().parent / "golden" / "feeds"
 ATOM = "{http://www.w3.org/2005/Atom}"
 HOSTILE = "<script>alert('x')</script> & \"quoted\" ]]> \x00\x01\x08\x0b\x0c\x0e\x1f\ufffe end"
@@ -48,42 +48,8 @@ HOSTILE = "<script>alert('x')</script> & \"quoted\" ]]> \x00\x01\x08\x0b\x0c\x0e
 # --- building contexts ---------------------------------------------------------------------
 
 
-def make_item(n: int, **fields: Any) -> Item:
-    values: dict[str, Any] = {
-        "key": f"arxiv:2103.{n:05d}",
-        "guid": f"https://arxiv.org/abs/2103.{n:05d}",
-        "section": "featured",
-        "rank": n,
-        "category": "CV",
-        "category_name": "计算机视觉",
-        "starred": False,
-        "title": f"Paper number {n}",
-        "title_zh": f"第{n}篇论文",
-        "authors": ("Y H Tsai", "R Salakhutdinov"),
-        "authors_truncated": False,
-        "affiliations": ("CMU", "Google Research"),
-        "summary_zh": "一句中文摘要。第二句。",
-        "abstract": "An English abstract.",
-        "notes": None,
-        "url": f"https://arxiv.org/abs/2103.{n:05d}",
-        "links": (Link("arxiv", f"https://arxiv.org/abs/2103.{n:05d}"),),
-        "published": START,
-        "line": n,
-    }
-    values.update(fields)
-    return Item(**values)
-
-
-def make_paper(n: int, *, days_ago: int = 0, **fields: Any) -> Paper:
-    return Paper(item=make_item(n, **fields), first_seen=START - timedelta(days=days_ago))
-
-
-def context(*papers: Paper) -> BuildContext:
-    return BuildContext(digests=(), papers=papers)
-
-
 def small_context() -> BuildContext:
-    return context(
+    return make_context(
         make_paper(1, starred=True),
         make_paper(2, category="LG", category_name="机器学习", days_ago=1),
         make_paper(
@@ -101,7 +67,7 @@ def small_context() -> BuildContext:
 
 
 def hostile_context() -> BuildContext:
-    return context(
+    return make_context(
         make_paper(
             1,
             starred=True,
@@ -274,7 +240,7 @@ def test_feed_level_fields_read_back_from_every_format() -> None:
 
 
 def test_only_the_newest_items_per_feed_are_written() -> None:
-    ctx = context(*(make_paper(n, days_ago=n) for n in range(1, 6)))
+    ctx = make_context(*(make_paper(n, days_ago=n) for n in range(1, 6)))
     files = render_feeds(ctx, Settings(site=SiteSettings(items_per_feed=2)))
     ids = [item["id"] for item in json.loads(files["feeds/all.json"])["items"]]
     assert ids == ["https://arxiv.org/abs/2103.00001", "https://arxiv.org/abs/2103.00002"]
@@ -351,7 +317,7 @@ def test_entry_content_holds_chinese_title_authors_affiliations_summaries_notes_
 
 
 def test_authors_are_atom_authors_rss_dc_creators_and_json_authors() -> None:
-    files = render_feeds(context(make_paper(1)), Settings())
+    files = render_feeds(make_context(make_paper(1)), Settings())
     atom = xml(files["feeds/all.atom"])
     names = atom.xpath("//a:entry/a:author/a:name/text()", namespaces={"a": ATOM[1:-1]})
     assert names == ["Y H Tsai", "R Salakhutdinov"]
@@ -366,7 +332,7 @@ def test_authors_are_atom_authors_rss_dc_creators_and_json_authors() -> None:
 
 
 def test_category_and_star_are_entry_categories_with_term_and_label() -> None:
-    files = render_feeds(context(make_paper(1, starred=True)), Settings())
+    files = render_feeds(make_context(make_paper(1, starred=True)), Settings())
     atom = xml(files["feeds/all.atom"])
     categories = [(c.get("term"), c.get("label")) for c in atom.iter(f"{ATOM}category")]
     assert categories == [("CV", "计算机视觉"), ("starred", "重点关注")]
@@ -394,7 +360,7 @@ def test_guid_is_a_permalink_only_when_it_is_a_web_url() -> None:
 
 def test_entry_without_any_link_is_still_a_valid_entry() -> None:
     files = render_feeds(
-        context(make_paper(1, url=None, links=(), guid="tag:x,2020:1")), Settings()
+        make_context(make_paper(1, url=None, links=(), guid="tag:x,2020:1")), Settings()
     )
     entry = xml(files["feeds/all.atom"]).find(f"{ATOM}entry")
     assert entry.findtext(f"{ATOM}id") == "tag:x,2020:1"
@@ -404,7 +370,7 @@ def test_entry_without_any_link_is_still_a_valid_entry() -> None:
 
 
 def test_entries_of_one_moment_get_distinct_times_in_digest_order_in_every_feed() -> None:
-    ctx = context(
+    ctx = make_context(
         make_paper(1), make_paper(2, category="LG"), make_paper(3), make_paper(4, days_ago=1)
     )
     times = entry_times(ctx.papers, TZ)
@@ -474,7 +440,7 @@ def test_feedgen_1_0_still_has_the_traps_this_module_works_around() -> None:
 
 
 def test_entries_keep_the_catalogs_newest_first_order_in_every_format() -> None:
-    ctx = context(*(make_paper(n, days_ago=n) for n in range(1, 6)))
+    ctx = make_context(*(make_paper(n, days_ago=n) for n in range(1, 6)))
     files = render_feeds(ctx, Settings())
     want = [f"https://arxiv.org/abs/2103.{n:05d}" for n in range(1, 6)]
     for ext in ("rss", "atom"):
@@ -511,7 +477,7 @@ def test_content_is_escaped_html_and_never_cdata() -> None:
 
 def test_naive_first_seen_is_read_in_the_configured_time_zone() -> None:
     paper = replace(make_paper(1), first_seen=datetime(2021, 3, 30, 4, 48))
-    files = render_feeds(context(paper), Settings())
+    files = render_feeds(make_context(paper), Settings())
     atom = xml(files["feeds/all.atom"])
     assert atom.findtext(f"{ATOM}entry/{ATOM}published") == "2021-03-30T04:48:00+08:00"
     assert atom.findtext(f"{ATOM}updated") == "2021-03-30T04:48:00+08:00"
@@ -527,7 +493,7 @@ def test_entry_has_only_its_primary_link_and_lists_the_others_in_the_content() -
             Link("arxiv", "https://arxiv.org/abs/2103.00001"),
         ),
     )
-    files = render_feeds(context(paper), Settings())
+    files = render_feeds(make_context(paper), Settings())
     entry = xml(files["feeds/all.atom"]).find(f"{ATOM}entry")
     assert [a.get("href") for a in entry.findall(f"{ATOM}link")] == [
         "https://arxiv.org/abs/2103.00001"
@@ -536,7 +502,9 @@ def test_entry_has_only_its_primary_link_and_lists_the_others_in_the_content() -
 
 
 def test_feed_time_is_the_newest_entrys_never_the_clock() -> None:
-    ctx = context(make_paper(1, days_ago=3), make_paper(2, days_ago=1), make_paper(3, days_ago=2))
+    ctx = make_context(
+        make_paper(1, days_ago=3), make_paper(2, days_ago=1), make_paper(3, days_ago=2)
+    )
     files = render_feeds(ctx, Settings())
     newest = START - timedelta(days=1)
     assert xml(files["feeds/all.atom"]).findtext(f"{ATOM}updated") == newest.isoformat()
@@ -546,7 +514,7 @@ def test_feed_time_is_the_newest_entrys_never_the_clock() -> None:
 
 
 def test_an_empty_feed_has_a_fixed_time() -> None:
-    files = render_feeds(context(make_paper(1)), Settings())
+    files = render_feeds(make_context(make_paper(1)), Settings())
     assert xml(files["feeds/starred.atom"]).findtext(f"{ATOM}updated") == (
         "2020-01-01T00:00:00+00:00"
     )
