@@ -1,0 +1,435 @@
+"""Bounces: delivery status notifications for newsletters really sent (through aiosmtpd, with a
+VERP envelope sender) are delivered into a real Maildir, or uploaded to a real Dovecot, and
+read back: a permanent failure suppresses the address it is about, a temporary one counts,
+and a forged, unknown, oversized or unreadable notification is filed away changing nobody,
+while a person's reply stays where it was, unread."""
+
+from __future__ import annotations
+
+import base64
+import imaplib
+import mailbox
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from conftest import FIXTURES, SAMPLE_DIGESTS
+from imap_fixtures import Dovecot, running_dovecot
+from smtp_fixtures import SECRET, SmtpServer, delivery_settings, smtp_server
+
+from feeds import dsn, verp
+from feeds.audience import Audience
+from feeds.bounces import (
+    MAX_MESSAGE_BYTES,
+    BounceReport,
+    MailboxError,
+    process_imap,
+    process_maildir,
+)
+from feeds.config import Settings
+from feeds.errors import ConfigError
+from feeds.ledger import Ledger
+from feeds.model import Digest
+from feeds.parse import parse_file
+from feeds.send import Issues, send
+
+__all__ = ["smtp_server"]
+pytestmark = pytest.mark.smtp
+NOW = datetime(2024, 5, 6, 7, 0, tzinfo=UTC)
+BOUNCES = FIXTURES / "bounces"
+BOUNCE_ADDRESS = "bounces@digest.example.org"
+PEOPLE = ("ada@example.org", "bob@example.org", "cy@example.org")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One newsletter as the SMTP server received it."""
+
+    recipient: str
+    verp: str  # the envelope sender: where its bounce goes
+    message_id: str
+
+
+@dataclass
+class World:
+    settings: Settings
+    clock: Clock
+    smtp: SmtpServer
+    maildir: Path
+    lines: list[str]
+
+    def send(self, day: int = 0) -> dict[str, Sent]:
+        """Send the digest of `day` to every confirmed subscriber; what each one got."""
+        before = len(self.smtp.handler.received)
+        ledger = Ledger.open(self.settings.paths.state, clock=self.clock)
+        try:
+            with Audience.open(self.settings.paths.state, clock=self.clock) as audience:
+                send(
+                    self.settings, Issues.of([digest(day)]), audience.recipients(), ledger,
+                    now=self.clock.now, retry_delay=0.01, audience=audience,
+                )
+        finally:
+            ledger.close()
+        return {
+            r.recipients[0]: Sent(r.recipients[0], r.sender, r.message_id)
+            for r in self.smtp.handler.received[before:]
+        }
+
+    def member(self, email: str) -> tuple[str, str | None]:
+        with Audience.open(self.settings.paths.state, clock=self.clock) as audience:
+            found = audience.get(email)
+        assert found is not None
+        return found.status, found.reason
+
+    def deliver(self, data: bytes, *, subdir: str = "new") -> Path:
+        """Put a message into the Maildir as a delivery agent would (cur/: seen by a client,
+        still unread)."""
+        box = mailbox.Maildir(self.maildir, create=True)
+        message = mailbox.MaildirMessage(data)
+        message.set_subdir(subdir)
+        if subdir == "cur":
+            message.set_info("2,")  # no flags: not seen
+        key = box.add(message)
+        (path,) = (self.maildir / subdir).glob(f"{key}*")
+        return path
+
+    def process(self) -> BounceReport:
+        return process_maildir(self.settings, self.maildir, log=self.lines.append, clock=self.clock)
+
+    def filed(self, folder: str) -> list[Path]:
+        base = self.maildir / f".{folder}"
+        return sorted(p for sub in ("new", "cur") if (base / sub).is_dir()
+                      for p in (base / sub).iterdir())
+
+
+def digest(day: int) -> Digest:
+    found = parse_file(SAMPLE_DIGESTS / "2022-08-13.txt", tz=ZoneInfo("Asia/Shanghai"))
+    date = NOW + timedelta(days=day)
+    return replace(found, id=f"{date:%Y-%m-%d}", date=date, items=found.items[:3])
+
+
+def render(name: str, sent: Sent | None = None, **values: str) -> bytes:
+    """A fixture notification about a message really sent: delivered to its VERP address,
+    quoting its Message-ID, naming its recipient (each overridable)."""
+    fields = {}
+    if sent is not None:
+        fields = {"verp": sent.verp, "message_id": sent.message_id, "recipient": sent.recipient}
+    fields.update(values)
+    text = (BOUNCES / name).read_text(encoding="utf-8")
+    for key, value in fields.items():
+        text = text.replace("{{" + key + "}}", value)
+    assert "{{" not in text, f"{name}: a field was left unfilled"
+    return text.replace("\n", "\r\n").encode("utf-8")
+
+
+@pytest.fixture
+def world(smtp_server: SmtpServer, tmp_path: Path) -> World:
+    settings = delivery_settings(tmp_path, smtp_server, max_attempts=1)
+    settings = replace(
+        settings,
+        newsletter=replace(settings.newsletter, bounce_address=BOUNCE_ADDRESS),
+        bounces=replace(settings.bounces, soft_limit=2, soft_reset_days=7),
+    )
+    clock = Clock()
+    with Audience.open(settings.paths.state, clock=clock) as audience:
+        for person in PEOPLE:
+            audience.add(person)
+    maildir = tmp_path / "Maildir"
+    mailbox.Maildir(maildir, create=True)
+    return World(settings, clock, smtp_server, maildir, [])
+
+
+@pytest.fixture
+def sent(world: World) -> dict[str, Sent]:
+    got = world.send()
+    assert sorted(got) == sorted(PEOPLE)
+    assert all(s.verp.startswith("bounces+") for s in got.values())
+    return got
+
+
+def forged(sent: Sent) -> str:
+    """The VERP address of `sent` with a MAC made without the secret."""
+    assert verp.read_token(sent.verp, SECRET) is not None
+    return verp.envelope_sender(BOUNCE_ADDRESS, sent.message_id, "not the secret")
+
+
+# -- matching and acting ----------------------------------------------------------------------
+
+
+def test_a_permanent_failure_suppresses_the_address_and_the_next_send_skips_it(
+    world: World, sent: dict[str, Sent]
+) -> None:
+    bob = sent["bob@example.org"]
+    world.deliver(render("rfc3464-failed.eml", bob))
+    report = world.process()
+    assert (report.hard, report.soft, report.unmatched, report.left_alone) == (1, 0, 0, 0)
+    status, reason = world.member("bob@example.org")
+    assert status == "suppressed"
+    assert reason is not None and "5.1.1" in reason and "User unknown" in reason
+    assert report.suppressed == [("bob@example.org", reason)]
+    assert len(world.filed("processed")) == 1 and not list((world.maildir / "new").iterdir())
+    assert any("suppressed" in line and "by VERP token" in line for line in world.lines)
+    world.clock.now += timedelta(days=1)
+    world.smtp.handler.received.clear()
+    world.send(day=1)
+    assert world.smtp.handler.copies() == {"ada@example.org": 1, "cy@example.org": 1}
+
+
+def test_a_delayed_notice_counts_one_soft_bounce_a_day_up_to_the_limit(
+    world: World, sent: dict[str, Sent]
+) -> None:
+    cy = sent["cy@example.org"]
+    world.deliver(render("rfc3464-delayed.eml", cy))
+    world.deliver(render("rfc3464-delayed.eml", cy))
+    report = world.process()
+    assert (report.hard, report.soft, report.suppressed) == (0, 2, [])
+    assert world.member("cy@example.org")[0] == "confirmed"
+    assert sum("at most once a day" in line for line in world.lines) == 2
+    # soft_limit is 2: a notice on a second day suppresses.
+    world.clock.now += timedelta(days=1)
+    world.deliver(render("rfc3464-delayed.eml", cy))
+    report = world.process()
+    assert report.soft == 1 and [a for a, _ in report.suppressed] == ["cy@example.org"]
+    assert world.member("cy@example.org")[0] == "suppressed"
+    assert len(world.filed("processed")) == 3
+
+
+def test_a_notification_without_verp_is_matched_by_the_message_id_it_quotes(
+    world: World, sent: dict[str, Sent]
+) -> None:
+    ada = sent["ada@example.org"]
+    world.deliver(render("rfc3464-failed.eml", ada, verp=BOUNCE_ADDRESS))
+    report = world.process()
+    assert report.hard == 1 and [a for a, _ in report.suppressed] == ["ada@example.org"]
+    assert any(f"by quoted Message-ID {ada.message_id}" in line for line in world.lines)
+
+
+def test_the_ledger_recipient_is_suppressed_not_the_address_the_text_names(
+    world: World, sent: dict[str, Sent]
+) -> None:
+    # Mail to ada was forwarded, and the forward target bounced.
+    world.deliver(render("rfc3464-failed.eml", sent["ada@example.org"],
+                         recipient="ada.old@forward.example.net"))
+    report = world.process()
+    assert [a for a, _ in report.suppressed] == ["ada@example.org"]
+    assert any("reported as ada.old@forward.example.net" in line for line in world.lines)
+
+
+@pytest.mark.parametrize(("fixture", "shape", "status"), [
+    ("postfix-text.eml", "Postfix-style text", "5.7.1"),
+    ("qmail-text.eml", "qmail-style text", "5.2.1"),
+])
+@pytest.mark.parametrize("by_verp", [True, False], ids=["verp", "quoted-header"])
+def test_plain_text_bounces_are_read_from_their_prose(
+    world: World, sent: dict[str, Sent], fixture: str, shape: str, status: str, by_verp: bool
+) -> None:
+    bob = sent["bob@example.org"]
+    data = render(fixture, bob, **({} if by_verp else {"verp": BOUNCE_ADDRESS}))
+    notification = dsn.read(data)
+    assert notification.shape == shape
+    assert [(f.recipient, f.status, f.kind) for f in notification.failures] == [
+        ("bob@example.org", status, "hard")
+    ]
+    world.deliver(data)
+    report = world.process()
+    assert report.hard == 1 and [a for a, _ in report.suppressed] == ["bob@example.org"]
+    assert status in (world.member("bob@example.org")[1] or "")
+
+
+# -- hostile and foreign mail -----------------------------------------------------------------
+
+
+def test_a_forged_verp_token_suppresses_nobody(world: World, sent: dict[str, Sent]) -> None:
+    bob = sent["bob@example.org"]
+    # The hash is right (anyone who got the message can read it), the MAC is not; the quoted
+    # Message-ID is the real one, and is not trusted in its place.
+    world.deliver(render("rfc3464-failed.eml", bob, verp=forged(bob)))
+    report = world.process()
+    assert (report.hard, report.unmatched, report.suppressed) == (0, 1, [])
+    assert world.member("bob@example.org")[0] == "confirmed"
+    assert len(world.filed("unmatched")) == 1
+    assert any("forged or damaged VERP token" in line for line in world.lines)
+
+
+def test_a_notification_about_a_stranger_or_an_unknown_message_is_unmatched(
+    world: World, sent: dict[str, Sent]
+) -> None:
+    world.deliver(render(
+        "rfc3464-failed.eml", verp=BOUNCE_ADDRESS, recipient="stranger@example.net",
+        message_id="<2024-05-06.0123456789abcdef01234567@example.org>",
+    ))
+    world.deliver(render(
+        "qmail-text.eml", verp=BOUNCE_ADDRESS, recipient="stranger@example.net",
+        message_id="<somebody-elses-message@example.net>",
+    ))
+    report = world.process()
+    assert (report.hard, report.unmatched, report.suppressed) == (0, 2, [])
+    assert len(world.filed("unmatched")) == 2
+    assert any("which the ledger does not hold" in line for line in world.lines)
+    assert any("it names stranger@example.net" in line for line in world.lines)
+    assert all(world.member(p)[0] == "confirmed" for p in PEOPLE)
+
+
+def test_a_notification_with_a_10_mb_attachment_is_filed_unread(
+    world: World, sent: dict[str, Sent]
+) -> None:
+    big = base64.encodebytes(b"\0" * (10 * 1024 * 1024)).decode("ascii")
+    data = render("large-attachment.eml", sent["ada@example.org"], attachment=big)
+    assert len(data) > 10 * 1024 * 1024
+    world.deliver(data)
+    report = world.process()
+    assert (report.hard, report.unmatched, report.suppressed) == (0, 1, [])
+    assert any(f"the limit is {MAX_MESSAGE_BYTES}" in line for line in world.lines)
+    assert world.member("ada@example.org")[0] == "confirmed"
+
+
+def test_a_small_notification_with_a_small_attachment_is_read(
+    world: World, sent: dict[str, Sent]
+) -> None:
+    world.deliver(render("large-attachment.eml", sent["ada@example.org"], attachment="AAAA"))
+    assert world.process().hard == 1
+
+
+def test_malformed_mime_is_filed_as_unmatched_even_with_a_good_token(
+    world: World, sent: dict[str, Sent]
+) -> None:
+    world.deliver(render("malformed.eml", sent["ada@example.org"]))
+    report = world.process()
+    assert (report.unmatched, report.suppressed) == (1, [])
+    assert any("unreadable: malformed MIME" in line for line in world.lines)
+
+
+@pytest.mark.parametrize("garbage", [
+    b"",
+    b"\xff\xfe\x00binary",
+    b"From: MAILER-DAEMON@x\r\nContent-Type: multipart/report; report-type=delivery-status\r\n"
+    + b"\r\n" + b"--x\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n" * 5000,
+    b"From: MAILER-DAEMON@x\r\nSubject: =?utf-8?q?=ZZ?=\r\nContent-Type: text/plain; "
+    b"charset=no-such-charset\r\n\r\n<a@b>: 550 5.1.1 gone\r\n",
+])
+def test_hostile_bytes_give_a_clean_answer(garbage: bytes) -> None:
+    header = dsn.read_header(garbage)
+    if dsn.is_notification(header):
+        try:
+            dsn.read(garbage)
+        except dsn.Unreadable as error:
+            assert str(error)
+
+
+def test_a_persons_reply_and_a_vacation_notice_stay_where_they_are_unread(
+    world: World, sent: dict[str, Sent]
+) -> None:
+    ada = sent["ada@example.org"]
+    reply = world.deliver(render("reply.eml", ada))
+    vacation = world.deliver(render("vacation.eml", ada), subdir="cur")
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (reply, vacation)}
+    world.deliver(render("rfc3464-failed.eml", sent["bob@example.org"]))
+    report = world.process()
+    assert (report.hard, report.left_alone) == (1, 2)
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (reply, vacation)} == before
+    # Unread: still in new/, and in cur/ with no S flag.
+    assert reply.parent.name == "new" and vacation.name.endswith(":2,")
+    assert world.member("ada@example.org")[0] == "confirmed"
+    assert not any("reply" in line for line in world.lines)
+
+
+def test_a_processed_notification_keeps_its_name_and_flags(
+    world: World, sent: dict[str, Sent]
+) -> None:
+    path = world.deliver(render("rfc3464-failed.eml", sent["bob@example.org"]), subdir="cur")
+    world.process()
+    (filed,) = world.filed("processed")
+    assert filed.name == path.name and filed.parent == world.maildir / ".processed" / "cur"
+    assert (world.maildir / ".processed" / "maildirfolder").exists()
+    assert (world.maildir / ".processed" / "tmp").is_dir()
+
+
+def test_a_folder_that_is_not_a_maildir_is_a_clear_error(world: World, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is not a Maildir"):
+        process_maildir(world.settings, tmp_path / "nowhere", log=world.lines.append)
+
+
+# -- IMAP -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["move", "copy-expunge"])
+def dovecot(request: pytest.FixtureRequest) -> Iterator[Dovecot]:
+    """Dovecot as it is (MOVE), and one that offers only UIDPLUS (COPY, \\Deleted, UID
+    EXPUNGE)."""
+    capability = None if request.param == "move" else "IMAP4rev1 LITERAL+ UIDPLUS"
+    with running_dovecot(capability=capability) as server:
+        yield server
+
+
+def imap_settings(settings: Settings, server: Dovecot) -> Settings:
+    return replace(settings, bounces=replace(
+        settings.bounces, imap_host=server.host, imap_port=server.port, imap_security="none",
+        imap_user=server.user, imap_password=server.password,
+    ))
+
+
+def folder(conn: imaplib.IMAP4, name: str) -> dict[str, str]:
+    """Message-ID -> flags of every message in an IMAP folder."""
+    kind, _ = conn.select(f'"{name}"', readonly=True)
+    if kind != "OK":
+        return {}
+    _, data = conn.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+    found = {}
+    for item in data:
+        if isinstance(item, tuple):
+            flags = re.search(rb"FLAGS \(([^)]*)\)", item[0])
+            mid = re.search(rb"<[^>]+>", item[1])
+            if mid:
+                found[mid[0].decode()] = flags[1].decode() if flags else ""
+    return found
+
+
+def test_imap_notifications_are_moved_and_other_mail_stays_unseen(
+    world: World, sent: dict[str, Sent], dovecot: Dovecot
+) -> None:
+    ada, bob = sent["ada@example.org"], sent["bob@example.org"]
+    conn = dovecot.connect()
+    try:
+        conn.append("INBOX", None, None, render("reply.eml", ada))
+        conn.append("INBOX", r"(\Deleted)", None, render("vacation.eml", ada))
+        conn.append("INBOX", None, None, render("rfc3464-failed.eml", bob))
+        conn.append("INBOX", None, None, render("rfc3464-failed.eml", ada, verp=forged(ada)))
+        settings = imap_settings(world.settings, dovecot)
+        report = process_imap(settings, log=world.lines.append, clock=world.clock)
+        assert (report.hard, report.unmatched, report.left_alone) == (1, 1, 2)
+        assert [a for a, _ in report.suppressed] == ["bob@example.org"]
+        inbox = folder(conn, "INBOX")
+        # The reply is unseen still; what somebody flagged \Deleted was not expunged.
+        assert inbox == {"<d5e8a1f0-reply@example.org>": "",
+                         "<vacation-1715000420@example.org>": "\\Deleted"}
+        assert list(folder(conn, "processed")) == ["<20240506070009.4VXyz1Qb2@mx.example.org>"]
+        assert list(folder(conn, "unmatched")) == ["<20240506070009.4VXyz1Qb2@mx.example.org>"]
+        # A second pass finds nothing new to do.
+        again = process_imap(settings, log=world.lines.append, clock=world.clock)
+        assert (again.hard, again.unmatched, again.left_alone) == (0, 0, 2)
+    finally:
+        conn.logout()
+    assert world.member("bob@example.org")[0] == "suppressed"
+    assert world.member("ada@example.org")[0] == "confirmed"
+    assert dovecot.password not in "\n".join(world.lines)
+
+
+def test_a_wrong_imap_password_is_a_clear_error_that_does_not_show_it(world: World) -> None:
+    with running_dovecot() as server:
+        settings = imap_settings(world.settings, server)
+        settings = replace(settings, bounces=replace(settings.bounces, imap_password="wrong-pw"))
+        with pytest.raises(MailboxError, match="refused the login") as caught:
+            process_imap(settings, log=world.lines.append)
+    assert "wrong-pw" not in str(caught.value)
