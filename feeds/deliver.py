@@ -54,6 +54,9 @@ class Tally:
     deferred: list[Failure] = field(default_factory=list)
     # Of those, the addresses this run stopped mailing for good (see feeds.send).
     suppressed: list[Failure] = field(default_factory=list)
+    # The send stopped at its time limit (seconds), leaving this many messages due.
+    out_of_time: float | None = None
+    left: int = 0
     # A dry run: `written` lists the .eml files, nothing was sent.
     dry_run: bool = False
     written: list[Path] = field(default_factory=list)
@@ -62,7 +65,7 @@ class Tally:
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.deferred
+        return not self.failed and not self.deferred and self.out_of_time is None
 
     def summary(self) -> str:
         parts = [f"wrote {len(self.written)}" if self.dry_run else f"sent {self.sent}"]
@@ -74,6 +77,11 @@ class Tally:
             parts.append(f"{self.skipped} skipped (nothing in their categories)")
         if self.suppressed:
             parts.append(f"{len(self.suppressed)} addresses suppressed")
+        if self.out_of_time is not None:
+            parts.append(
+                f"stopped at the time limit ({self.out_of_time:g} s) with {self.left} left due"
+                " for the next run"
+            )
         return ", ".join(parts)
 
     def failure_lines(self, most: int = 10) -> list[str]:
@@ -97,18 +105,26 @@ class _Schedule:
     """Jobs in order, read lazily from `source` (memory does not grow with the list), each
     retried no sooner than its backoff allows; done when the source is empty and all are idle."""
 
-    def __init__(self, source: Iterable[Job]) -> None:
+    def __init__(self, source: Iterable[Job], *, time_limit: float | None = None) -> None:
         self._source: Iterator[Job] | None = iter(source)
         self._heap: list[tuple[float, int, Job, int]] = []
         self._seq = 0
         self._busy = 0
         self._stopped = False
         self._cond = threading.Condition()
+        self._until = None if time_limit is None else time.monotonic() + time_limit
         self.error: BaseException | None = None
+        # Jobs left untaken because the time limit passed: they stay due in the ledger.
+        self.out_of_time = False
 
     def take(self) -> tuple[Job, int] | None:
         with self._cond:
             while not self._stopped:
+                if self._until is not None and time.monotonic() >= self._until:
+                    self.out_of_time = True
+                    self._stopped = True
+                    self._cond.notify_all()
+                    break
                 wait = self._heap[0][0] - time.monotonic() if self._heap else None
                 if wait is not None and wait <= 0:
                     _, _, job, tries = heapq.heappop(self._heap)
@@ -127,6 +143,8 @@ class _Schedule:
                     self._busy += 1
                     return job, 0
                 if wait is not None:
+                    if self._until is not None:
+                        wait = min(wait, max(0.0, self._until - time.monotonic()))
                     self._cond.wait(wait)
                 elif self._busy:
                     self._cond.wait()
@@ -180,7 +198,7 @@ class _Engine:
         tally: Tally,
         log: LogFn,
     ) -> None:
-        self.schedule = _Schedule(jobs)
+        self.schedule = _Schedule(jobs, time_limit=smtp.send_time_limit)
         self.build = build
         self.ledger = ledger
         self.smtp = smtp
@@ -318,6 +336,9 @@ def deliver(
         raise
     if progress is not None:
         progress(engine.finished, total)
+    if engine.schedule.out_of_time:
+        tally.out_of_time = smtp.send_time_limit
+        tally.left = total - engine.finished
     if engine.fatal is None and engine.schedule.error is not None:
         engine.fatal = engine.schedule.error
     if engine.fatal is not None:

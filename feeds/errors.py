@@ -64,6 +64,9 @@ class StateError(FeedsError):
 class LockedError(StateError):
     """Another build or send holds the lock."""
 
+    # Seconds the other process has held it, when known.
+    held_for: float = 0.0
+
 
 class OutputError(FeedsError):
     """A file under output/ could not be written."""

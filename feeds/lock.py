@@ -62,7 +62,11 @@ def _acquire(fd: int, path: Path, *, busy: str, hint: str, wait: float) -> None:
                 raise StateError(f"cannot lock: {exc.strerror}", path=str(path)) from exc
         if time.monotonic() >= deadline:
             waited = f"; gave up after waiting {wait:g} s" if wait > 0 else ""
-            raise LockedError(f"{busy}{_holder(fd)}{waited}", path=str(path), hint=hint)
+            error = LockedError(f"{busy}{_holder(fd)}{waited}", path=str(path), hint=hint)
+            # The holder wrote its pid when it took the lock: the file's age is how long
+            # it has held it.
+            error.held_for = max(0.0, time.time() - os.fstat(fd).st_mtime)
+            raise error
         time.sleep(0.05)
 
 

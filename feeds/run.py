@@ -18,6 +18,9 @@ from feeds.errors import FeedsError, LockedError
 from feeds.ledger import due_mark, nothing_due
 
 Log = Callable[[str], None]
+# A run may hold the lock for its send's time limit and a build; this long past that, a run that
+# finds the lock taken reports its holder as stuck.
+STUCK_AFTER = 900.0
 ProgressFn = Callable[[int, int], None]
 
 
@@ -43,7 +46,12 @@ def run(
     try:
         report.build = build(settings, now=now, log=log, wait=wait)
     except LockedError as exc:
-        log(f"skipped: {exc}")
+        if exc.held_for > settings.smtp.send_time_limit + STUCK_AFTER:
+            # Runs that keep finding the lock taken say nothing, so a stuck one must be heard.
+            minutes = exc.held_for / 60
+            report.problems.append(f"{exc}; held for {minutes:.0f} minutes: is it stuck?")
+        else:
+            log(f"skipped: {exc}")
         return report
     except FeedsError as exc:
         report.problems.append(f"build failed: {exc}")

@@ -8,9 +8,12 @@ from every message this module produces, including its base64 forms from AUTH.
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import smtplib
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +38,48 @@ class _Unreachable(Exception):
     pass
 
 
+class _Deadline:
+    """Cuts a connection whose exchange with the server runs past its deadline.
+
+    The socket timeout bounds each read, not an exchange: a server that trickles its reply a
+    byte at a time would hold the sender for ever. One watchdog thread per connection checks
+    the deadline a few times a second and shuts the socket down when it has passed; the
+    blocked read then fails and the message counts as a temporary failure.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until: float | None = None
+        self._conn: smtplib.SMTP | None = None
+        self._thread: threading.Thread | None = None
+        self.expired = False
+
+    def arm(self, conn: smtplib.SMTP, seconds: float) -> None:
+        with self._lock:
+            self._conn, self._until, self.expired = conn, time.monotonic() + seconds, False
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="smtp-deadline",
+                                                daemon=True)
+                self._thread.start()
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._conn, self._until = None, None
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(0.1)
+            with self._lock:
+                if self._until is None or time.monotonic() < self._until:
+                    continue
+                conn, self._conn, self._until, self.expired = self._conn, None, None, True
+            # The socket as it is now: connect() creates it after the deadline is armed.
+            sock: socket.socket | None = getattr(conn, "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):  # already closed: nothing to cut
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
 class Transport:
     """One SMTP connection, opened on first use, reused, and re-opened after a drop."""
 
@@ -44,6 +89,7 @@ class Transport:
         self._conn: smtplib.SMTP | None = None
         self._failures = 0
         self._retry_at = 0.0
+        self._deadline = _Deadline()
 
     def send(
         self, sender: str, recipient: str, data: bytes, before_data: Callable[[], None]
@@ -57,6 +103,8 @@ class Transport:
             # SMTP needs CRLF line ends; smtplib fixes them in str messages, not in bytes.
             data = re.sub(rb"\r?\n", b"\r\n", data)
         stage = "MAIL"
+        # The whole transaction: a few exchanges, and the data at no less than ~10 KB/s.
+        self._deadline.arm(conn, self._smtp.timeout * 3 + len(data) / 10_000)
         try:
             code, reply = conn.mail(sender)
             if code != 250:
@@ -73,11 +121,12 @@ class Transport:
             return self._refused(stage, exc.smtp_code, exc.smtp_error, data_sent=True)
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
+            why = "no complete answer in time" if self._deadline.expired else self._describe(exc)
             return Result(
-                "temporary",
-                f"connection lost at {stage}: {self._describe(exc)}",
-                data_sent=stage == "DATA",
+                "temporary", f"connection lost at {stage}: {why}", data_sent=stage == "DATA"
             )
+        finally:
+            self._deadline.disarm()
         if code == 250:
             return Result("sent", _reply(code, reply), data_sent=True)
         return self._refused(stage, code, reply, data_sent=True)
@@ -142,7 +191,9 @@ class Transport:
             ) from None
         except (smtplib.SMTPException, OSError) as exc:
             self._failures += 1
-            reason = self._describe(exc)
+            reason = "no complete answer in time" if self._deadline.expired else (
+                self._describe(exc)
+            )
             if self._failures >= max(1, self._smtp.max_attempts):
                 raise DeliveryError(
                     f"cannot connect to {self._where} after {self._failures} tries: {reason}"
@@ -157,10 +208,13 @@ class Transport:
         conn: smtplib.SMTP
         if smtp.security == "ssl":
             context = ssl.create_default_context()
-            conn = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout, context=context)
+            conn = smtplib.SMTP_SSL(timeout=smtp.timeout, context=context)
         else:
-            conn = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
+            conn = smtplib.SMTP(timeout=smtp.timeout)
+        # Greeting, hello, TLS and login: a few exchanges, each within the timeout.
+        self._deadline.arm(conn, smtp.timeout * 4)
         try:
+            conn.connect(smtp.host, smtp.port)
             conn.ehlo()
             if smtp.security == "starttls":
                 if not conn.has_extn("starttls"):
@@ -175,6 +229,8 @@ class Transport:
         except BaseException:
             conn.close()
             raise
+        finally:
+            self._deadline.disarm()
         return conn
 
     def _login(self, conn: smtplib.SMTP) -> None:

@@ -4,19 +4,29 @@ cron's mail, a lost state database, broken settings."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import SAMPLE_DIGESTS
+from conftest import SAMPLE_DIGESTS, lock_holder
+from smtp_fixtures import SmtpServer, delivery_settings, smtp_server
 
 from feeds.build import build
 from feeds.check import check
 from feeds.cli import cli
 from feeds.config import Settings, load_settings
+from feeds.errors import DeliveryError
+from feeds.ledger import Ledger
+from feeds.parse import parse_file
+from feeds.subscribers import parse_subscribers
 
+__all__ = ["smtp_server"]
 NOW = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
@@ -149,3 +159,128 @@ def test_a_value_out_of_range_is_refused_when_read_naming_its_key(
         assert result.exit_code == 1, command
         assert says in result.output, command
         assert str(config) in result.output and "Traceback" not in result.output
+
+
+# -- 10: every network wait has a deadline ----------------------------------------------------
+
+
+class Trickle:
+    """An SMTP server on 127.0.0.1 that, from `stage` on (the greeting, or the answer to MAIL),
+    sends its answer one byte at a time and never ends the line: every read gets a byte, the
+    answer never comes."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                if self.stage == "mail":
+                    conn.sendall(b"220 trickle ESMTP\r\n")
+                    conn.recv(1024)  # EHLO
+                    conn.sendall(b"250 trickle\r\n")
+                    conn.recv(1024)  # MAIL FROM
+                conn.sendall(b"250 ")
+                while not self.stop.is_set():
+                    conn.sendall(b"x")
+                    time.sleep(0.05)
+            except OSError:
+                return
+
+
+@pytest.mark.parametrize("stage", ["greeting", "mail"])
+def test_a_server_that_trickles_its_answers_cannot_hold_a_send(
+    tmp_path: Path, stage: str
+) -> None:
+    from feeds.send import Issues, send
+
+    server = Trickle(stage)
+    try:
+        settings = delivery_settings(tmp_path, None, port=server.port, timeout=0.5,
+                                     max_attempts=1)
+        digest = parse_file(SAMPLE_DIGESTS / "2022-08-13.txt", tz=settings.site.tz)
+        ledger = Ledger.open(settings.paths.state)
+        outcome: list[object] = []
+
+        def sending() -> None:
+            try:
+                outcome.append(send(settings, Issues.of([digest]),
+                                    parse_subscribers("ada@example.org,,\n"), ledger, now=NOW,
+                                    retry_delay=0.01))
+            except DeliveryError as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=sending, daemon=True)
+        worker.start()
+        worker.join(60)  # a bound on a hang, not a speed target
+        assert not worker.is_alive(), "the send hung on a trickling server"
+        ledger.close()
+    finally:
+        server.stop.set()
+    (result,) = outcome
+    said = str(result) if isinstance(result, DeliveryError) else result.summary()  # type: ignore[attr-defined]
+    if stage == "greeting":
+        assert isinstance(result, DeliveryError)
+        assert "no complete answer in time" in said
+    else:
+        assert said == "sent 0, 1 deferred to a later run"
+        reply = result.deferred[0].reply  # type: ignore[attr-defined]
+        assert reply.startswith("connection lost at ") and "no complete answer in time" in reply
+
+
+@pytest.mark.smtp
+def test_a_send_stops_at_its_time_limit_and_the_next_one_sends_the_rest(
+    smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    from feeds.send import Issues, send
+
+    smtp_server.handler.delay = 0.2
+    settings = delivery_settings(tmp_path, smtp_server, send_time_limit=0.5)
+    digest = parse_file(SAMPLE_DIGESTS / "2022-08-13.txt", tz=settings.site.tz)
+    people = parse_subscribers("".join(f"r{i}@example.org,,\n" for i in range(12)))
+    tallies = []
+    for _ in range(12):
+        ledger = Ledger.open(settings.paths.state)
+        try:
+            tallies.append(send(settings, Issues.of([digest]), people, ledger, now=NOW,
+                                retry_delay=0.01))
+        finally:
+            ledger.close()
+        if tallies[-1].ok:
+            break
+    first = tallies[0]
+    assert not first.ok and first.left > 0
+    assert "stopped at the time limit (0.5 s)" in first.summary()
+    assert tallies[-1].ok
+    assert smtp_server.handler.copies() == {f"r{i}@example.org": 1 for i in range(12)}
+
+
+def test_a_run_that_finds_the_lock_held_for_hours_reports_it(site: Path) -> None:
+    from feeds.lock import build_lock
+
+    settings = settings_of(site)
+    path = build_lock(settings.paths.state)
+    with lock_holder(path):
+        quiet_run = feeds(site, "run")
+        assert (quiet_run.exit_code, quiet_run.output) == (0, "")
+        hours_ago = time.time() - 3 * 3600
+        os.utime(path, (hours_ago, hours_ago))
+        stuck = feeds(site, "run")
+    assert stuck.exit_code == 1
+    assert "another feeds build is running" in stuck.output
+    assert "held for 180 minutes: is it stuck?" in stuck.output
