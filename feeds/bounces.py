@@ -309,6 +309,12 @@ def process_imap(
     so mail left alone keeps its unread state; the folder is never expunged as a whole."""
     bounces = settings.bounces
     where = f"{bounces.imap_host}:{bounces.imap_port}"
+    source = bounces.imap_folder.casefold()
+    if source in (bounces.processed_folder.casefold(), bounces.unmatched_folder.casefold()):
+        raise ConfigError(
+            f"[bounces] imap_folder {bounces.imap_folder!r} cannot also be where notifications "
+            "are filed", hint="give processed_folder and unmatched_folder names of their own",
+        )
     with _imap_session(bounces, timeout) as conn, _Judge.open(settings, log, clock) as judge:
         try:
             mover = _ImapMover(conn, bounces, log)

@@ -88,7 +88,9 @@ class Failure:
         return "soft" if self.status.startswith("4") else "none"
 
     def describe(self) -> str:
-        words = f"{self.status} {self.diagnostic}".strip()
+        words = self.diagnostic if self.status in self.diagnostic else (
+            f"{self.status} {self.diagnostic}".strip()
+        )
         return words if self.action in ("failed", "") else f"{self.action}: {words}"
 
 

@@ -10,14 +10,20 @@ import base64
 import imaplib
 import mailbox
 import re
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import FIXTURES, SAMPLE_DIGESTS
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 from imap_fixtures import Dovecot, running_dovecot
 from smtp_fixtures import SECRET, SmtpServer, delivery_settings, smtp_server
 
@@ -93,7 +99,7 @@ class World:
         assert found is not None
         return found.status, found.reason
 
-    def deliver(self, data: bytes, *, subdir: str = "new") -> Path:
+    def deliver(self, data: bytes, *, subdir: Literal["new", "cur"] = "new") -> Path:
         """Put a message into the Maildir as a delivery agent would (cur/: seen by a client,
         still unread)."""
         box = mailbox.Maildir(self.maildir, create=True)
@@ -433,3 +439,58 @@ def test_a_wrong_imap_password_is_a_clear_error_that_does_not_show_it(world: Wor
         with pytest.raises(MailboxError, match="refused the login") as caught:
             process_imap(settings, log=world.lines.append)
     assert "wrong-pw" not in str(caught.value)
+
+
+def test_an_imap_server_that_never_answers_is_given_up_after_the_timeout(world: World) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)  # connections complete in the backlog; nothing is ever said
+        host, port = silent.getsockname()
+        settings = replace(world.settings, bounces=replace(
+            world.settings.bounces, imap_host=host, imap_port=port, imap_security="none",
+            imap_user="bounces", imap_password="secret-pw",
+        ))
+        started = time.monotonic()
+        with pytest.raises(MailboxError, match=f"cannot reach IMAP 127.0.0.1:{port}"):
+            process_imap(settings, log=world.lines.append, timeout=0.5)
+    assert time.monotonic() - started < 5
+
+
+def test_the_folder_read_cannot_be_where_notifications_are_filed(world: World) -> None:
+    settings = replace(world.settings, bounces=replace(
+        world.settings.bounces, imap_host="127.0.0.1", imap_security="none",
+        imap_user="bounces", imap_password="pw", processed_folder="inbox",
+    ))
+    with pytest.raises(ConfigError, match="cannot also be where notifications are filed"):
+        process_imap(settings, log=world.lines.append)
+
+
+def test_a_delivered_notice_changes_nobody_and_is_filed_as_processed(
+    world: World, sent: dict[str, Sent]
+) -> None:
+    data = render("rfc3464-failed.eml", sent["ada@example.org"]).replace(
+        b"Action: failed\r\nStatus: 5.1.1", b"Action: delivered\r\nStatus: 2.0.0"
+    )
+    world.deliver(data)
+    report = world.process()
+    assert (report.informational, report.hard, report.suppressed) == (1, 0, [])
+    assert world.member("ada@example.org")[0] == "confirmed"
+    assert len(world.filed("processed")) == 1
+
+
+# The start of a report, for texts that reach the delivery-status parser.
+HEADER = (
+    "From: MAILER-DAEMON@x\r\nContent-Type: multipart/report; report-type=delivery-status;"
+    ' boundary="b"\r\n\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n'
+)
+
+
+@examples(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000) | st.text(max_size=2000).map(lambda t: (HEADER + t).encode()))
+def test_any_bytes_read_as_a_notification_or_a_clear_unreadable(data: bytes) -> None:
+    try:
+        found = dsn.read(data)
+    except dsn.Unreadable as error:
+        assert str(error)
+    else:
+        assert found.failures and all(f.kind in ("hard", "soft", "none") for f in found.failures)
