@@ -17,14 +17,20 @@ from datetime import datetime
 from feeds.identity import Ref, best_link, classify, find_urls
 from feeds.model import Item
 from feeds.parse_lines import CLOSE, OPEN, Entry, Warn, clip
-from feeds.textutil import collapse_spaces, has_cjk, has_ideograph, has_latin, split_zh_en
+from feeds.textutil import (
+    collapse_spaces,
+    has_cjk,
+    has_ideograph,
+    has_latin,
+    split_zh_en,
+    strip_tags,
+)
 
 _AFFILIATION = re.compile(rf"^{OPEN}(?P<inner>.*){CLOSE}$")
 _AMPERSAND = re.compile(r"\s*[&＆]\s*")
 _AUTHOR_SEP = re.compile(r"\s*[,，、]\s*")
 _TRUNCATION = ("…", "...", "等", "et al.", "et al")
-_A_TAG = re.compile(r"<a\b[^>]*?href\s*=\s*[\"']([^\"']+)[\"'][^>]*>", re.IGNORECASE)
-_TAG = re.compile(r"</?[a-zA-Z][^>]*>")
+_A_TAG = re.compile(r"<a\b[^<>]*?href\s*=\s*[\"']([^\"'<>\s]+)[\"'][^<>]*>", re.IGNORECASE)
 _WRAPPED = re.compile(r"^[《【〈](?P<title>.*)[》】〉](?P<rest>.*)$")
 # Page titles saved from a browser end in ` :: SSRN`; the site name is not part of the title.
 _SITE_SUFFIX = re.compile(r"\s+::\s+[^:]{1,40}$")
@@ -47,7 +53,8 @@ def read_entry(entry: Entry, legend: dict[str, str], warn: Warn, *, last: bool) 
         if draft.title_zh:
             draft.title = draft.title_zh
         else:
-            warn(entry.line, f"{label(draft)} has no title; skipped")
+            markup = " (only cut-off HTML markup)" if "<" in entry.title_text else ""
+            warn(entry.line, f"{label(draft)} has no title{markup}; skipped")
             return None
     if draft.title_zh is None and not has_latin(draft.title) and has_cjk(draft.title):
         # A Chinese-only title is both the title and the Chinese title.
@@ -91,9 +98,10 @@ class Draft:
         if extra:
             self._body_line(extra, -1, zh, en)
         paragraph, gap = 0, False
-        for _, text in entry.body:
+        for _, line in entry.body:
+            text = self._unmark(line)
             if not text:
-                gap = True
+                gap = gap or not line
                 continue
             if gap:
                 paragraph, gap = paragraph + 1, False
@@ -145,9 +153,10 @@ class Draft:
         """Everything under a weekly pick is commentary; URLs in it are its links."""
         paragraphs: list[list[str]] = [[extra]] if extra else []
         fresh = True
-        for _, text in self.entry.body:
+        for _, line in self.entry.body:
+            text = self._unmark(line)
             if not text:
-                fresh = True
+                fresh = fresh or not line
                 continue
             urls = find_urls(text)
             for _, _, url in urls:
@@ -159,6 +168,14 @@ class Draft:
                 fresh = False
             paragraphs[-1].append(text)
         self.notes = "\n\n".join("\n".join(p) for p in paragraphs) or None
+
+    def _unmark(self, text: str) -> str:
+        """A body line as text: the links of its `<a href>` tags kept, every tag removed."""
+        if "<" not in text:
+            return text
+        for match in _A_TAG.finditer(text):
+            self.add_link(match.group(1))
+        return collapse_spaces(strip_tags(text))
 
     def _strip_urls(self, text: str) -> str:
         urls = find_urls(text)
@@ -219,7 +236,7 @@ def _title_parts(text: str) -> tuple[str, list[Ref], bool, str]:
     links: list[Ref] = []
     if "<" in text:
         links.extend(classify(m.group(1)) for m in _A_TAG.finditer(text))
-        text = _TAG.sub("", text)
+        text = strip_tags(text)
     if "&" in text:
         text = html.unescape(text)
     for start, end, url in reversed(find_urls(text)):

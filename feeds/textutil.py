@@ -109,6 +109,8 @@ def split_lines(text: str) -> list[str]:
     if "\xa0" in text:
         # The 2022 digests use U+00A0 for blank lines and for gaps in the legend.
         text = text.replace("\xa0", " ")
+    if _UNCLEAN.search(text) is not None:
+        text = _DROPPED.sub("", _SPACE_LIKE.sub(" ", text))
     return [line.rstrip() for line in text.split("\n")]
 
 
@@ -211,6 +213,29 @@ INVISIBLE = re.compile(f"[{_C0}{_C1}{_UNENCODABLE}{_BIDI}\u200b\u200e\u200f\ufef
 # What a mail header must not carry: any line break (header injection), tabs included, and the
 # invisible characters above.
 HEADER_UNSAFE = re.compile(f"[\x00-\x1f{_C1}{_UNENCODABLE}{_BIDI}\u2028\u2029]+")
+
+
+# What a digest's text loses on reading, so no item carries it: characters that separate words
+# (tab, form feed, NEL, U+2028) become spaces; other controls, bidi overrides and what UTF-8
+# cannot encode go. Only LF remains of the line ends, and only between lines.
+_SPACE_LIKE = re.compile("[\t\x0b\x0c\x1c-\x1f\x85\u2028\u2029]")
+_DROPPED = re.compile(f"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f{_UNENCODABLE}{_BIDI}]")
+_UNCLEAN = re.compile(f"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029{_UNENCODABLE}{_BIDI}]")
+
+# Elements a web page saved as text leaves behind. Only these names count as markup, so that
+# `a<b` in a formula or `<Something>` in a title stays text.
+_ELEMENTS = (
+    "a|abbr|b|big|blockquote|body|br|center|cite|code|del|div|em|font|h[1-6]|head|hr|html|i|"
+    "iframe|img|ins|li|link|mark|meta|ol|p|pre|q|s|script|small|span|strike|strong|style|sub|"
+    "sup|table|tbody|td|th|thead|tr|u|ul"
+)
+# A whole tag, or one cut off by the end of the text or by the next tag (`<a href="ht`).
+HTML_TAG = re.compile(rf"</?(?:{_ELEMENTS})(?=[\s/>]|$)[^<>]*(?:>|$|(?=<))", re.IGNORECASE)
+
+
+def strip_tags(text: str) -> str:
+    """`text` without HTML tags (their text stays), including one cut off at its end."""
+    return HTML_TAG.sub("", text) if "<" in text else text
 
 
 def strip_illegal(text: str) -> str:

@@ -484,6 +484,48 @@ def test_text_without_entries_is_a_digest_with_a_warning() -> None:
     assert [w.message for w in digest.warnings] == ["no entries found"]
 
 
+# -- clean text: nothing a reader cannot see, no markup ------------------------------------
+
+
+def test_control_and_bidi_characters_never_reach_an_item() -> None:
+    text = (
+        "1、[LG] Deep\x07 Nets\x1b[31m \u202eevil\x85Title\tHere\n"
+        "A Auth\x00or, B\x9b Author\n"
+        "[MIT\x0c & CMU]\n"
+        "中文摘要\x08。 We study\x01 nets with\ttabs and more words.\n"
+        "https://arxiv.org/abs/2101.00001\x7f\n"
+    )
+    item = parse_text(text, source="x", tz=SHANGHAI).items[0]
+    assert item.title == "Deep Nets[31m evil Title Here"
+    assert item.authors == ("A Author", "B Author")
+    assert item.affiliations == ("MIT", "CMU")
+    assert item.abstract == "We study nets with tabs and more words."
+    assert item.url == "https://arxiv.org/abs/2101.00001"
+
+
+def test_a_file_cut_inside_a_title_link_gives_a_warning_not_a_title_of_markup() -> None:
+    text = "1、[LG] First Paper\nA Author\nhttps://arxiv.org/abs/2101.00001\n\n2、[LG] <a href=\"ht"
+    digest = parse_text(text, source="x", tz=SHANGHAI)
+    assert [item.title for item in digest.items] == ["First Paper"]
+    assert (5, "entry 2 has no title (only cut-off HTML markup); skipped") in [
+        (w.line, w.message) for w in digest.warnings
+    ]
+
+
+def test_html_tags_in_an_entry_body_become_links_and_plain_text() -> None:
+    text = (
+        "No 1. 《A Pick》\n"
+        "Read <b>this</b> at <a href=\"https://arxiv.org/abs/2101.00009\">the paper</a>, "
+        "where $a<b$ holds.<br/>\n"
+        "More <i>notes</i> and a cut <a href=\"ht\n"
+    )
+    item = parse_text(text, source="x", tz=SHANGHAI).items[0]
+    assert item.notes == (
+        "Read this at the paper, where $a<b$ holds.\nMore notes and a cut"
+    )
+    assert item.key == "arxiv:2101.00009"
+
+
 # -- scale: any number of entries, each read once -------------------------------------------
 
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds.errors import ParseError
-from feeds.model import Digest
+from feeds.model import Digest, Item
 from feeds.parse import parse_text
 from feeds.textutil import decode
 
@@ -34,12 +34,39 @@ ENTRY_LINE = re.compile(
     r"|^\s*No\s*\d|\">No\s*\d"
 )
 KEY = re.compile(r"^(arxiv|openreview|doi|weibo|title):\S+$")
+# What no item field may carry: C0 and C1 controls (a newline only in the multi-line fields),
+# bidi embeddings, overrides and isolates, lone surrogates, and HTML tags (whole or cut off).
+UNCLEAN = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+MARKUP = re.compile(r"</?(?:a|b|i|br|p|div|span|em|strong|font|img)(?:[\s/>]|$)", re.IGNORECASE)
+MULTI_LINE = {"summary_zh", "abstract", "notes"}
 
 line_mixtures = st.lists(st.sampled_from(SEED_LINES), min_size=1, max_size=60)
 # Seed lines, noise and arbitrary text in any order, with any line ends.
 mixed = st.lists(
     st.one_of(st.sampled_from(SEED_LINES), st.text(max_size=80)), min_size=1, max_size=40
 )
+# What a damaged or hostile file puts inside lines: controls, direction overrides, markup.
+NASTY = st.sampled_from(
+    [
+        "\x00", "\x07", "\t", "\x0b", "\x0c", "\x1b[31m", "\x7f", "\x85", "\x9b",
+        "\u2028", "\u202e", "\u2066", "\ud800", '<a href="ht', '<a href="https://arxiv.org/abs/2101.00001">',
+        "</a>", "<b>", "<br/>", "<", ">", "\ufeff",
+    ]
+)
+
+
+@st.composite
+def soiled_lines(draw: st.DrawFn) -> str:
+    """Seed lines with nasty fragments put in anywhere, and a line cut anywhere at the end."""
+    lines = draw(st.lists(st.sampled_from(SEED_LINES), min_size=1, max_size=30))
+    out = []
+    for line in lines:
+        for _ in range(draw(st.integers(0, 3))):
+            at = draw(st.integers(0, len(line)))
+            line = line[:at] + draw(NASTY) + line[at:]
+        out.append(line)
+    text = "\n".join(out)
+    return text[: draw(st.integers(0, len(text)))] if draw(st.booleans()) else text
 
 
 def parse_or_error(text: str, filename: str | None = None) -> Digest | None:
@@ -61,7 +88,24 @@ def check_invariants(digest: Digest) -> None:
         assert item.guid
         assert item.published == digest.date
         assert item.digest_id == digest.id
+        check_clean(item)
     assert [w.line for w in digest.warnings] == sorted(w.line for w in digest.warnings)
+
+
+def check_clean(item: Item) -> None:
+    """Every string field of `item` is clean text."""
+    fields = item.as_dict()
+    strings: list[tuple[str, str]] = [
+        (name, value) for name, value in fields.items() if isinstance(value, str)
+    ]
+    strings += [("authors", a) for a in item.authors]
+    strings += [("affiliations", a) for a in item.affiliations]
+    strings += [("links", link.href) for link in item.links]
+    for name, value in strings:
+        assert not UNCLEAN.search(value), (name, value)
+        assert not MARKUP.search(value), (name, value)
+        if name not in MULTI_LINE:
+            assert "\n" not in value, (name, value)
 
 
 @SETTINGS
@@ -99,3 +143,9 @@ def test_every_entry_line_of_a_seed_mixture_gives_an_item_or_a_warning(
 @given(mixed, st.sampled_from([None, "2021-03-30.txt", "20210330-weekly.txt", "x.txt"]))
 def test_seed_lines_mixed_with_noise_never_raise(parts: list[str], filename: str | None) -> None:
     parse_or_error("\n".join(parts), filename=filename)
+
+
+@SETTINGS
+@given(soiled_lines())
+def test_any_text_gives_items_whose_every_string_field_is_clean(text: str) -> None:
+    parse_or_error(text)

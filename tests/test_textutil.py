@@ -14,6 +14,7 @@ from feeds.textutil import (
     fit,
     split_lines,
     split_zh_en,
+    strip_tags,
     wrap,
 )
 
@@ -47,7 +48,22 @@ def test_chinese_summary_and_english_abstract_split_where_the_chinese_ends(
 
 def test_lines_are_numbered_as_an_editor_numbers_them() -> None:
     text = "\ufeffa\r\nb\rc\n\u00a0\nd\x0ce\u2028f"
-    assert split_lines(text) == ["a", "b", "c", "", "d\x0ce\u2028f"]
+    # Form feeds and U+2028 separate words, not lines: they become spaces.
+    assert split_lines(text) == ["a", "b", "c", "", "d e f"]
+
+
+def test_lines_lose_controls_and_direction_overrides() -> None:
+    text = "a\tb\x00c\x1b[1m\x7f\x85d\x9b\u202ee\u2066f\ud800g\x1fh\n"
+    assert split_lines(text) == ["a bc[1m defg h", ""]
+
+
+def test_html_tags_go_and_their_text_stays_even_when_cut_off() -> None:
+    assert strip_tags('x <a href="u">link</a> and <B>bold</B><br/>') == "x link and bold"
+    assert strip_tags('cut <a href="ht') == "cut "
+    assert strip_tags('twice <a href="ht<a href="ht') == "twice "
+    assert strip_tags("math $a<b$, a <Generic> title, 1 < 2 > 0") == (
+        "math $a<b$, a <Generic> title, 1 < 2 > 0"
+    )
 
 
 def test_utf8_with_bom_and_gb18030_decode_to_the_same_text() -> None:
