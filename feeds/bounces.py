@@ -138,7 +138,9 @@ class _Judge:
         for address in notification.delivered_to:
             if not _carries_token(address):
                 continue
-            found = verp.read_token(address, secret) if secret else None
+            if not secret:
+                return f"VERP token in {address} cannot be checked without FEEDS_UNSUBSCRIBE_SECRET"
+            found = verp.read_token(address, secret)
             if found is None:
                 # Not made by us, or altered on the way: trusting its quoted Message-ID
                 # instead would let whoever forged it suppress somebody.
