@@ -15,12 +15,15 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from feeds.config import Settings, load_settings
-from feeds.errors import FeedsError
+from feeds.errors import FeedsError, display_path
+
+if TYPE_CHECKING:
+    from feeds.audience import Audience
 
 
 class Failed(click.ClickException):
@@ -31,11 +34,24 @@ class Failed(click.ClickException):
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
+def user_errors(state: Path | None = None) -> Iterator[None]:
+    """Our errors, and SQLite's on the state database at `state`, as one line each."""
+    import sqlite3
+
     try:
         yield
     except FeedsError as exc:
         raise Failed(str(exc)) from exc
+    except sqlite3.Error as exc:
+        if state is None:
+            raise
+        from feeds.state import explain
+
+        raise Failed(str(explain(exc, state))) from exc
+    except OSError as exc:
+        # The last line of defence: a file the tool could not read or write, in one line.
+        where = f"{display_path(exc.filename)}: " if exc.filename else ""
+        raise Failed(f"{where}{exc.strerror or exc}") from exc
 
 
 def now() -> datetime:
@@ -60,6 +76,15 @@ class Session:
     def log(self, message: str) -> None:
         if self.verbose:
             click.echo(message, err=True)
+
+    @contextmanager
+    def audience(self) -> Iterator[Audience]:
+        """The subscribers table, with its errors (and SQLite's) reported as one line."""
+        from feeds.audience import Audience
+
+        state = self.settings.paths.state
+        with user_errors(state), Audience.open(state) as audience:
+            yield audience
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -178,7 +203,7 @@ def build(
         paths = replace(paths, input=input_dir.resolve())
     if output_dir is not None:
         paths = replace(paths, output=output_dir.resolve())
-    with user_errors():
+    with user_errors(settings.paths.state):
         report = run_build(
             replace(settings, paths=paths), now=now(), log=obj.log, force=force, wait=wait
         )
@@ -226,7 +251,7 @@ def send(
     settings = obj.settings
     moment = now()
     box = (outbox or settings.paths.state.parent / "outbox").resolve() if dry_run else None
-    with user_errors():
+    with user_errors(settings.paths.state):
         if to_address is not None:
             issues = Issues.published(settings.paths.state)
             result = send_test(
@@ -270,7 +295,7 @@ def run(obj: Session, wait: float) -> None:
     from feeds.run import run as run_cron
 
     settings = obj.settings
-    with Progress(enabled=obj.verbose > 0) as progress:
+    with user_errors(settings.paths.state), Progress(enabled=obj.verbose > 0) as progress:
         report = run_cron(settings, now=now(), log=obj.log, wait=wait, progress=progress)
     if obj.verbose and report.build is not None:
         for line in report.build.summary_lines(verbose=True):
@@ -341,9 +366,8 @@ def subscribers_list(obj: Session, as_json: bool, status: str | None) -> None:
     Example:
         feeds subscribers list --status suppressed
     """
-    from feeds.audience import Audience
 
-    with user_errors(), Audience.open(obj.settings.paths.state) as audience:
+    with obj.audience() as audience:
         members = audience.members(status)  # type: ignore[arg-type]
     if as_json:
         click.echo(json.dumps([m.as_dict() for m in members], ensure_ascii=False, indent=2))
@@ -369,7 +393,6 @@ def subscribers_add(obj: Session, address: str, categories: str, name: str) -> N
     Example:
         feeds subscribers add ada@example.org --categories "CV CL" --name Ada
     """
-    from feeds.audience import Audience
     from feeds.subscribers import clean_name, normalize_email, parse_categories
 
     email = normalize_email(address.strip())
@@ -378,7 +401,7 @@ def subscribers_add(obj: Session, address: str, categories: str, name: str) -> N
     codes = parse_categories(categories)
     if codes is None:
         raise Failed(f"invalid categories {categories!r}")
-    with user_errors(), Audience.open(obj.settings.paths.state) as audience:
+    with obj.audience() as audience:
         member = audience.add(email, name=clean_name(name), categories=codes)
     click.echo(f"{member.email} confirmed ({' '.join(sorted(member.categories)) or 'all'})")
 
@@ -394,9 +417,8 @@ def subscribers_remove(obj: Session, address: str) -> None:
     Example:
         feeds subscribers remove ada@example.org
     """
-    from feeds.audience import Audience
 
-    with user_errors(), Audience.open(obj.settings.paths.state) as audience:
+    with obj.audience() as audience:
         if not audience.remove(address.strip()):
             raise Failed(f"{address.strip()} is not subscribed")
     click.echo(f"{address.strip()} unsubscribed")
@@ -412,9 +434,8 @@ def subscribers_unsuppress(obj: Session, address: str) -> None:
     Example:
         feeds subscribers unsuppress ada@example.org
     """
-    from feeds.audience import Audience
 
-    with user_errors(), Audience.open(obj.settings.paths.state) as audience:
+    with obj.audience() as audience:
         if not audience.unsuppress(address.strip()):
             raise Failed(f"{address.strip()} is not suppressed")
     click.echo(f"{address.strip()} confirmed again")
@@ -433,10 +454,9 @@ def subscribers_import(obj: Session, file: Path) -> None:
     Example:
         feeds subscribers import readers.csv
     """
-    from feeds.audience import Audience
     from feeds.subscribers import load_subscribers
 
-    with user_errors(), Audience.open(obj.settings.paths.state) as audience:
+    with obj.audience() as audience:
         report = audience.import_list(load_subscribers(file))
     for note in report.notes(file):
         click.echo(f"warning: {note}", err=True)
@@ -458,9 +478,8 @@ def subscribers_export(obj: Session, file: Path | None) -> None:
     import csv
     import io
 
-    from feeds.audience import Audience
 
-    with user_errors(), Audience.open(obj.settings.paths.state) as audience:
+    with obj.audience() as audience:
         members = audience.members()
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")

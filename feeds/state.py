@@ -25,6 +25,8 @@ from typing import Any, NamedTuple
 from feeds.errors import StateError
 
 SCHEMA_VERSION = 2
+# Seconds a writer waits for another one to finish before giving up with "database is locked".
+BUSY_TIMEOUT = 30.0
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -120,7 +122,9 @@ def connect(path: Path) -> sqlite3.Connection:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
     except (OSError, sqlite3.Error) as exc:
         raise StateError(f"cannot open the state database: {exc}", path=str(path)) from exc
     try:
@@ -132,11 +136,7 @@ def connect(path: Path) -> sqlite3.Connection:
         _migrate(conn, path)
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise StateError(
-            f"the state database is unusable: {exc}",
-            path=str(path),
-            hint="restore it from a backup, or move it aside to start afresh",
-        ) from exc
+        raise explain(exc, path) from exc
     return conn
 
 
@@ -159,14 +159,34 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One atomic unit: committed on success, rolled back on any exception."""
+    """One atomic unit: committed on success, rolled back on any exception, a failed commit
+    (a full disk) included: nothing is ever half-recorded."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+
+
+def explain(exc: sqlite3.Error, path: Path) -> StateError:
+    """An SQLite error as one line for the user: which file, what happened, what to do."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        hint = (
+            f"another process kept it busy for {BUSY_TIMEOUT:g} s: a backup, an sqlite3 shell "
+            "or a stuck run? Try again when it is done"
+        )
+    elif "full" in text:
+        hint = "free some space on the disk that holds it; nothing was half-recorded"
+    elif "readonly" in text or "permission" in text:
+        hint = "check who owns the file and its folder"
+    else:
+        hint = "restore it from a backup, or move it aside to start afresh"
+    what = "failed" if isinstance(exc, sqlite3.OperationalError) else "is unusable"
+    return StateError(f"the state database {what}: {text}", path=str(path), hint=hint)
 
 
 # -- the stamp of the last complete build ----------------------------------------------------
@@ -191,8 +211,16 @@ def read_stamp(state_path: Path) -> dict[str, Any]:
 def write_stamp(state_path: Path, data: dict[str, Any]) -> None:
     path = stamp_path(state_path)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        # Without its stamp the next build is a real one: nothing is lost but time.
+        raise StateError(
+            f"cannot record the finished build: {exc.strerror}", path=str(path),
+            hint="free some space on the disk that holds the state",
+        ) from exc
 
 
 def clear_stamp(state_path: Path) -> None:

@@ -7,6 +7,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -284,3 +287,67 @@ def test_a_run_that_finds_the_lock_held_for_hours_reports_it(site: Path) -> None
     assert stuck.exit_code == 1
     assert "another feeds build is running" in stuck.output
     assert "held for 180 minutes: is it stuck?" in stuck.output
+
+
+# -- 11: SQLite's errors are one line each ----------------------------------------------------
+
+
+def test_a_state_database_locked_by_another_process_is_one_line(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert feeds(site, "build").exit_code == 0
+    state = site / "state" / "feeds.sqlite3"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sqlite3, time\n"
+         f"conn = sqlite3.connect({str(state)!r}, isolation_level=None)\n"
+         "conn.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        monkeypatch.setattr("feeds.state.BUSY_TIMEOUT", 0.3)
+        result = feeds(site, "build", "--force")
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert result.exit_code == 1
+    (line,) = result.output.splitlines()
+    assert line.startswith(f"error: {state}: the state database failed: database is locked")
+    assert "another process kept it busy" in line
+
+
+def test_a_full_disk_under_the_state_is_one_line_and_nothing_half_recorded(
+    tmp_path: Path,
+) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=150k", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("a small file system for the state needs `mount` (root)")
+    try:
+        site = tmp_path / "site"
+        (site / "digests").mkdir(parents=True)
+        for sample in sorted(SAMPLE_DIGESTS.glob("*.txt")):
+            shutil.copy(sample, site / "digests" / sample.name)
+        (site / "feeds.toml").write_text(
+            f'[paths]\nstate = "{disk / "feeds.sqlite3"}"\n', encoding="utf-8"
+        )
+        result = feeds(site, "build")
+        assert result.exit_code == 1
+        (line,) = result.output.splitlines()
+        assert line.startswith(f"error: {disk / 'feeds.sqlite3'}: the state database failed:")
+        assert "full" in line and "nothing was half-recorded" in line
+        # What was committed is whole: the database opens and holds whole digests only.
+        conn = sqlite3.connect(disk / "feeds.sqlite3")
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            orphans = conn.execute(
+                "SELECT COUNT(*) FROM items WHERE content_hash NOT IN"
+                " (SELECT content_hash FROM digests WHERE header IS NOT NULL)"
+            ).fetchone()
+            assert orphans == (0,)
+        finally:
+            conn.close()
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
