@@ -229,9 +229,18 @@ def build(
     help="Send one test copy of DIGEST_ID (default: the newest) to ADDRESS only, outside "
     "the ledger.",
 )
+@click.option(
+    "--fresh-start", is_flag=True,
+    help="The state database was lost: take every published issue as sent and go on.",
+)
 @click.pass_obj
 def send(
-    obj: Session, digest_id: str | None, dry_run: bool, outbox: Path | None, to_address: str | None
+    obj: Session,
+    digest_id: str | None,
+    dry_run: bool,
+    outbox: Path | None,
+    to_address: str | None,
+    fresh_start: bool,
 ) -> None:
     """Email the newsletters: each digest to each subscriber exactly once.
 
@@ -262,7 +271,7 @@ def send(
         with Progress(enabled=True) as progress:
             tally = send_due(
                 settings, now=moment, digest_id=digest_id, outbox=box, progress=progress,
-                log=obj.log,
+                log=obj.log, fresh_start=fresh_start,
             )
     for note in tally.notes:
         click.echo(f"warning: {note}", err=True)
@@ -279,8 +288,12 @@ def send(
     "--wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
     help="Seconds to wait for another build holding the lock, then give up.",
 )
+@click.option(
+    "--fresh-start", is_flag=True,
+    help="The state database was lost: take every published issue as sent and go on.",
+)
 @click.pass_obj
-def run(obj: Session, wait: float) -> None:
+def run(obj: Session, wait: float, fresh_start: bool) -> None:
     """Build, then send what is due: the command for cron.
 
     Quiet when all went well (-v says what was done); on any failure, one `error:` line per
@@ -296,7 +309,10 @@ def run(obj: Session, wait: float) -> None:
 
     settings = obj.settings
     with user_errors(settings.paths.state), Progress(enabled=obj.verbose > 0) as progress:
-        report = run_cron(settings, now=now(), log=obj.log, wait=wait, progress=progress)
+        report = run_cron(
+            settings, now=now(), log=obj.log, wait=wait, progress=progress,
+            fresh_start=fresh_start,
+        )
     if obj.verbose and report.build is not None:
         for line in report.build.summary_lines(verbose=True):
             if not line.startswith("error:"):

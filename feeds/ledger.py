@@ -219,6 +219,21 @@ class Ledger:
             if only is not None:
                 self._add(conn, only, sorted(listed), now)
 
+    def adopt(self, digests: Sequence[DigestRef], recipients: Collection[str]) -> None:
+        """Take these digests as sent to these recipients, queueing nothing: a fresh start after
+        the state was lost, so that the next send mails only what comes next."""
+        now = self._now()
+        with self._writing() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO ledger_digests (digest_id, digest_date, registered)"
+                " VALUES (?, ?, ?)",
+                [(d.id, _format_time(d.date), now) for d in digests],
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO ledger_subscribers (recipient, enrolled) VALUES (?, ?)",
+                [(r.lower(), now) for r in recipients],
+            )
+
     @staticmethod
     def _add(conn: sqlite3.Connection, digest_id: str, recipients: Sequence[str], now: str) -> None:
         conn.executemany(

@@ -39,6 +39,7 @@ def run(
     log: Log,
     wait: float = 0.0,
     progress: ProgressFn | None = None,
+    fresh_start: bool = False,
 ) -> RunReport:
     """Build, then send what is due. A run that finds another build at work leaves it alone;
     one that finds another send at work leaves the sending to it."""
@@ -77,7 +78,9 @@ def run(
     from feeds.send import send_due
 
     try:
-        tally = send_due(settings, now=now, progress=progress, log=log)
+        tally = send_due(
+            settings, now=now, progress=progress, log=log, fresh_start=fresh_start
+        )
     except LockedError as exc:
         log(f"send skipped: {exc}")
         return report

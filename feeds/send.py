@@ -20,7 +20,7 @@ from feeds import lock, verp
 from feeds.audience import Audience
 from feeds.config import Settings
 from feeds.deliver import LogFn, ProgressFn, Tally, deliver, silent
-from feeds.errors import ConfigError, DeliveryError
+from feeds.errors import ConfigError, DeliveryError, StateError, display_path
 from feeds.ledger import DigestRef, Entry, Ledger, due_mark, nothing_due
 from feeds.model import Digest
 from feeds.output import write_private
@@ -142,6 +142,36 @@ def _bounced(settings: Settings, audience: Audience, tally: Tally, log: LogFn) -
         log(f"suppressed {failure.recipient}: {failure.reply}")
 
 
+def _check_record(settings: Settings, audience: Audience, *, fresh_start: bool, log: LogFn) -> None:
+    from feeds import state
+
+    paths = settings.paths
+    conn = state.connect(paths.state)
+    try:
+        lost = state.get_meta(conn, state.LOST)
+        if lost is None:
+            return
+        if not fresh_start:
+            raise StateError(
+                f"the state database was new when the build of {lost[:16]} found earlier "
+                f"output in {display_path(paths.output)}: the record of what was sent is "
+                "lost, and sending now could mail the archive again",
+                path=str(paths.state),
+                hint="restore the state database from a backup, or run with --fresh-start to "
+                "take every published issue as sent",
+            )
+        ledger = Ledger.open(paths.state)
+        try:
+            ledger.adopt(Issues.published(paths.state).refs, audience.recipients().keys())
+        finally:
+            ledger.close()
+        with state.transaction(conn):
+            conn.execute("DELETE FROM meta WHERE key = ?", (state.LOST,))
+        log("fresh start: every published issue is taken as sent")
+    finally:
+        conn.close()
+
+
 def envelope_for(settings: Settings, message_id: str) -> str:
     """The `MAIL FROM` of one message: a VERP address when `[newsletter] bounce_address` is
     set, so that its bounce names it; the plain sender address otherwise."""
@@ -199,9 +229,14 @@ def send_due(
     retry_delay: float = 1.0,
     progress: ProgressFn | None = None,
     log: LogFn = silent,
+    fresh_start: bool = False,
 ) -> Tally:
     """`feeds send`: take the send lock (not for a dry run), take in the subscriber list file if
     it changed, and send what is due to the confirmed subscribers.
+
+    A state database found new beside earlier output (deleted, emptied) has lost the record of
+    what was sent: sending is refused, unless `fresh_start` accepts it, which takes every
+    published digest as sent to every subscriber and mails nothing of the archive.
 
     When nothing was left due by the last run and neither the build nor the audience changed
     since, it returns at once without loading anything (`ledger.nothing_due`)."""
@@ -215,6 +250,8 @@ def send_due(
     with nullcontext() if outbox is not None else sending, Audience.open(paths.state) as audience:
         taken = audience.sync_list(paths.subscribers)
         notes = taken.notes(paths.subscribers) if taken else []
+        if outbox is None:
+            _check_record(settings, audience, fresh_start=fresh_start, log=log)
         mark = due_mark(paths.state, audience.signature())
         if outbox is None and digest_id is None and nothing_due(paths.state, mark):
             log("nothing new to send")

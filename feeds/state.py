@@ -25,6 +25,8 @@ from typing import Any, NamedTuple
 from feeds.errors import StateError
 
 SCHEMA_VERSION = 2
+# Meta key set when a build found the database new beside earlier output (see feeds.send).
+LOST = "lost_state"
 # Seconds a writer waits for another one to finish before giving up with "database is locked".
 BUSY_TIMEOUT = 30.0
 
@@ -155,6 +157,16 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         conn.executescript(
             f"BEGIN IMMEDIATE;{steps}{_TABLES}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
         )
+
+
+def looks_whole(path: Path) -> bool:
+    """Whether `path` is an SQLite database at first sight (its header), without opening it:
+    a deleted, emptied or overwritten state is never taken for an unchanged one."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
 
 
 @contextmanager

@@ -64,6 +64,10 @@ class SubscriberList:
     def errors(self) -> tuple[Problem, ...]:
         return tuple(p for p in self.problems if p.severity == "error")
 
+    def keys(self) -> list[str]:
+        """The ledger's identities of the subscribers."""
+        return [s.key for s in self.subscribers]
+
 
 def load_subscribers(path: Path) -> SubscriberList:
     """Read the subscriber list; a missing or unreadable file is an error, a bad row is not."""

@@ -351,3 +351,60 @@ def test_a_full_disk_under_the_state_is_one_line_and_nothing_half_recorded(
             conn.close()
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+# -- 2: a lost state database never re-mails the archive ---------------------------------------
+
+
+@pytest.fixture
+def mailing(site: Path, smtp_server: SmtpServer) -> Path:
+    """The site with a subscriber list and the SMTP server, after one run that mailed the
+    newest issue to both subscribers."""
+    (site / "feeds.toml").write_text(
+        f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_server.port}\nsecurity = "none"\n'
+        "max_attempts = 1\n", encoding="utf-8",
+    )
+    (site / "subscribers.csv").write_text(
+        "email,name,categories\nada@example.org,,\nbob@example.org,,\n", encoding="utf-8"
+    )
+    assert feeds(site, "run").exit_code == 0
+    assert smtp_server.handler.copies() == {"ada@example.org": 1, "bob@example.org": 1}
+    return site
+
+
+@pytest.mark.smtp
+@pytest.mark.parametrize("damage", ["deleted", "emptied", "garbage"])
+def test_a_lost_state_refuses_to_send_until_restored_or_started_afresh(
+    mailing: Path, smtp_server: SmtpServer, damage: str
+) -> None:
+    state = mailing / "state" / "feeds.sqlite3"
+    for extra in (state.with_name(state.name + "-wal"), state.with_name(state.name + "-shm")):
+        extra.unlink(missing_ok=True)
+    if damage == "deleted":
+        state.unlink()
+    elif damage == "emptied":
+        state.write_bytes(b"")
+    else:
+        state.write_bytes(os.urandom(4096))
+
+    refused = feeds(mailing, "run")
+    assert refused.exit_code == 1, refused.output
+    assert refused.output.startswith("error: ")
+    if damage == "garbage":
+        assert "the state database is unusable" in refused.output
+        return
+    assert "the record of what was sent is lost" in refused.output
+    assert "--fresh-start" in refused.output
+    again = feeds(mailing, "run")
+    assert again.exit_code == 1 and "--fresh-start" in again.output
+    assert smtp_server.handler.copies() == {"ada@example.org": 1, "bob@example.org": 1}
+
+    assert feeds(mailing, "run", "--fresh-start").exit_code == 0
+    assert smtp_server.handler.copies() == {"ada@example.org": 1, "bob@example.org": 1}
+    # What comes next goes out as usual, once.
+    (mailing / "digests" / "2024-01-01.txt").write_text(
+        "date: 2024-01-01\n" + (SAMPLE_DIGESTS / "2021-03-30.txt").read_text(encoding="utf-8"),
+        encoding="utf-8",
+    )
+    assert feeds(mailing, "run").exit_code == 0
+    assert smtp_server.handler.copies() == {"ada@example.org": 2, "bob@example.org": 2}
