@@ -327,7 +327,8 @@ def _publish(
     tick = time.perf_counter()
     report.written += output.write_files(paths.output, site_files)
     owned.update(dict.fromkeys(site_files, ""))
-    report.removed = output.remove_files(paths.output, set(owned_before) - set(owned))
+    gone = (set(owned_before) | _in_our_layout(paths.output)) - set(owned)
+    report.removed = output.remove_files(paths.output, gone)
     report.timings["write"] = time.perf_counter() - tick + write_seconds
     report.written.sort()
 
@@ -377,6 +378,23 @@ def _render_issue(task: tuple[Digest, Settings]) -> dict[str, bytes]:
 
     digest, settings = task
     return newsletter.render_issue_files(digest, settings)
+
+
+# The files of the output layout, by folder: whatever a build finds there and did not produce
+# this time is stale (a killed build's newsletter for a digest since removed, say), whatever
+# the record says. Other files (a robots.txt, a CNAME) are the operator's and stay.
+LAYOUT = {"feeds": (".rss", ".atom", ".json", ".html"), "newsletter": (".html", ".txt", ".eml")}
+
+
+def _in_our_layout(root: Path) -> set[str]:
+    found = set()
+    for folder, suffixes in LAYOUT.items():
+        try:
+            names = os.listdir(root / folder)
+        except OSError:
+            continue
+        found.update(f"{folder}/{name}" for name in names if name.endswith(suffixes))
+    return found
 
 
 def _existing_files(root: Path, paths: Iterable[str]) -> set[str]:

@@ -408,3 +408,30 @@ def test_a_lost_state_refuses_to_send_until_restored_or_started_afresh(
     )
     assert feeds(mailing, "run").exit_code == 0
     assert smtp_server.handler.copies() == {"ada@example.org": 2, "bob@example.org": 2}
+
+
+# -- 12: what the build owns and no longer produces is removed --------------------------------
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_files_a_killed_build_left_for_a_digest_since_removed_are_removed(
+    site: Path, force: bool
+) -> None:
+    assert feeds(site, "build").exit_code == 0
+    # What a build killed after writing a new digest's newsletter leaves, before it recorded
+    # owning it; the digest file is then removed.
+    leftovers = [
+        site / "output" / "newsletter" / f"2030-01-01.{ext}" for ext in ("html", "txt", "eml")
+    ]
+    for path in leftovers:
+        path.write_text("stale", encoding="utf-8")
+    (site / "output" / "feeds" / "gone.rss").write_text("<rss/>", encoding="utf-8")
+    mine = site / "output" / "robots.txt"
+    mine.write_text("User-agent: *\n", encoding="utf-8")
+
+    assert feeds(site, "build", *(["--force"] if force else [])).exit_code == 0
+
+    assert not any(path.exists() for path in leftovers)
+    assert not (site / "output" / "feeds" / "gone.rss").exists()
+    assert mine.exists()
+    assert (site / "output" / "newsletter" / "2022-08-13.html").exists()
