@@ -13,12 +13,20 @@ from dataclasses import dataclass, replace
 
 from feeds.links import link_label, primary_link, safe_url
 from feeds.model import Digest, Item
-from feeds.textutil import INVISIBLE
+from feeds.textutil import INVISIBLE, cut
 
 # A list of a hundred authors says nothing more in an email than the first dozen.
 MAX_AUTHORS = 12
 SHORT_ABSTRACT = 300
 PREHEADER_CHARS = 140
+# The most an email shows of one field, whatever made the item: the parser cuts longer fields
+# with a warning, and these keep any one paper far below the size budget.
+TITLE_CHARS = 1_000
+TEXT_CHARS = 20_000
+NAME_CHARS = 300
+SUMMARY_CHARS = 1_000
+# A longer link is no link a reader could follow; it is left out.
+URL_CHARS = 2_000
 
 # What the email leaves out, step by step, when it would exceed the size budget. Each level
 # includes the ones before it; the sentence is shown in the email (and the text part).
@@ -91,16 +99,17 @@ def masthead(digest: Digest) -> tuple[str, str, str | None]:
     """The issue's date, heading and summary line (None without one)."""
     date = digest.id[:10] if digest.id else (digest.date.date().isoformat() if digest.date else "")
     heading = "Weekly picks" if digest.format == "weekly" else "Daily digest"
-    summary = re.sub(r"^摘要\s*[:：]\s*", "", clean_line(digest.summary))
+    summary = re.sub(r"^摘要\s*[:：]\s*", "", _clean_cut(digest.summary, SUMMARY_CHARS))
     if not summary and digest.format == "weekly":
         # A weekly list has no summary line; its title ("2020.7.11周论文精选与精读") says more.
-        summary = clean_line(digest.title)
+        summary = _clean_cut(digest.title, SUMMARY_CHARS)
     return date, heading, summary or None
 
 
 def short_title(item: Item) -> str:
     """The title a list of titles shows: Chinese if there is one, as `_paper_view` cleans it."""
-    return clean_line(item.title_zh) or clean_line(item.title) or "(untitled)"
+    title_zh = _clean_cut(item.title_zh, TITLE_CHARS)
+    return title_zh or _clean_cut(item.title, TITLE_CHARS) or "(untitled)"
 
 
 def shorten(text: str) -> str:
@@ -121,34 +130,38 @@ def distinct(items: Iterable[Item]) -> list[Item]:
 
 
 def _paper_view(item: Item) -> PaperView:
-    title_zh = clean_line(item.title_zh) if item.title_zh else None
-    summary = clean_block(item.summary_zh) if item.summary_zh else None
+    title_zh = _clean_cut(item.title_zh, TITLE_CHARS) or None
+    title = _clean_cut(item.title, TITLE_CHARS)
+    summary = clean_block(cut(item.summary_zh, TEXT_CHARS)) if item.summary_zh else None
     if summary and title_zh and summary.startswith(title_zh):
         # The digest's Chinese summary opens with its Chinese title; don't print it twice.
         summary = summary[len(title_zh) :].lstrip("。. \n") or None
-    authors = [clean_line(a) for a in item.authors if clean_line(a)]
+    authors = [a for a in (_clean_cut(a, NAME_CHARS) for a in item.authors) if a]
     shown = ", ".join(authors[:MAX_AUTHORS])
     if len(authors) > MAX_AUTHORS or item.authors_truncated:
         shown += " et al."
     links: list[tuple[str, str]] = []
     for link in item.links:
-        href = safe_url(link.href)
+        href = safe_url(link.href) if len(link.href) <= URL_CHARS else None
         if href and all(href != h for _, h in links):
             links.append((link_label(link), href))
-    notes = clean_block(item.notes) if item.notes else ""
+    notes = clean_block(cut(item.notes, TEXT_CHARS)) if item.notes else ""
+    url = primary_link(item)
     return PaperView(
         rank=item.rank,
         section=item.section,
-        category=clean_line(item.category) if item.category else None,
-        category_name=clean_line(item.category_name) if item.category_name else None,
+        category=_clean_cut(item.category, NAME_CHARS) or None,
+        category_name=_clean_cut(item.category_name, NAME_CHARS) or None,
         starred=item.starred,
-        title=clean_line(item.title) or title_zh or "(untitled)",
-        title_zh=title_zh if title_zh != clean_line(item.title) else None,
-        url=primary_link(item),
+        title=title or title_zh or "(untitled)",
+        title_zh=title_zh if title_zh != title else None,
+        url=url if url is not None and len(url) <= URL_CHARS else None,
         authors=shown,
-        affiliations=" & ".join(a for a in (clean_line(x) for x in item.affiliations) if a),
+        affiliations=" & ".join(
+            a for a in (_clean_cut(x, NAME_CHARS) for x in item.affiliations[:MAX_AUTHORS]) if a
+        ),
         summary_zh=summary,
-        abstract=clean_block(item.abstract) if item.abstract else None,
+        abstract=clean_block(cut(item.abstract, TEXT_CHARS)) if item.abstract else None,
         notes=tuple(p for p in (s.strip() for s in notes.split("\n\n")) if p),
         links=tuple(links),
     )
@@ -159,6 +172,11 @@ def clean_line(text: str | None) -> str:
     if not text:
         return ""
     return _SPACES.sub(" ", INVISIBLE.sub("", text)).strip()
+
+
+def _clean_cut(text: str | None, limit: int) -> str:
+    """`clean_line` of `text` cut to `limit` characters (cut first: the text may be huge)."""
+    return clean_line(cut(text, limit)) if text else ""
 
 
 def clean_block(text: str | None) -> str:

@@ -210,6 +210,9 @@ def _within_budget(
         elif limit > 1:
             # Titles only and still too big: keep the share of papers that fits, with a margin.
             limit = max(1, min(limit - 1, int(limit * budget / len(raw) * 0.95)))
+        elif limit == 1:
+            # Not even one title fits (a tiny budget): the email only points to the web version.
+            limit = 0
         else:
             return letter, raw
 

@@ -19,6 +19,7 @@ from feeds.model import Item
 from feeds.parse_lines import CLOSE, OPEN, Entry, Warn, clip
 from feeds.textutil import (
     collapse_spaces,
+    cut,
     has_cjk,
     has_ideograph,
     has_latin,
@@ -35,6 +36,11 @@ _WRAPPED = re.compile(r"^[《【〈](?P<title>.*)[》】〉](?P<rest>.*)$")
 # Page titles saved from a browser end in ` :: SSRN`; the site name is not part of the title.
 _SITE_SUFFIX = re.compile(r"\s+::\s+[^:]{1,40}$")
 _TITLE_END = "。！？"
+# The longest title and the longest summary, abstract or commentary an item keeps; no real one
+# comes near, and a longer field (a file glued together, a paste gone wrong) is cut, with a
+# warning, before it swamps every page and email it appears in.
+TITLE_CHARS = 1_000
+TEXT_CHARS = 20_000
 
 
 def read_entry(entry: Entry, legend: dict[str, str], warn: Warn, *, last: bool) -> Draft | None:
@@ -60,6 +66,7 @@ def read_entry(entry: Entry, legend: dict[str, str], warn: Warn, *, last: bool) 
         # A Chinese-only title is both the title and the Chinese title.
         draft.title_zh = draft.title
     draft.category_name = legend.get(entry.category or "")
+    draft.cut_long_fields(warn)
     return draft
 
 
@@ -82,6 +89,24 @@ class Draft:
     key: str = ""
     guid: str = ""
     rank: int = 0
+
+    def cut_long_fields(self, warn: Warn) -> None:
+        """Cut fields over their limit, each cut a warning at the entry's line."""
+        name = label(self)
+        for field, limit in (
+            ("title", TITLE_CHARS),
+            ("title_zh", TITLE_CHARS),
+            ("summary_zh", TEXT_CHARS),
+            ("abstract", TEXT_CHARS),
+            ("notes", TEXT_CHARS),
+        ):
+            value: str | None = getattr(self, field)
+            if value is not None and len(value) > limit:
+                setattr(self, field, cut(value, limit))
+                warn(
+                    self.entry.line,
+                    f"{name}: {field} cut from {len(value):,} to {limit:,} characters",
+                )
 
     def add_link(self, url: str) -> None:
         if all(ref.link.href != url for ref in self.links):

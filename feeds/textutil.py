@@ -194,6 +194,22 @@ def collapse_spaces(text: str) -> str:
     return " ".join(text.split())
 
 
+def cut(text: str, limit: int) -> str:
+    """`text` in at most `limit` characters, a cut marked with `…`.
+
+    The cut falls after the last whole word in the final tenth of the room if there is one
+    (English), else between two characters (Chinese, or one enormous word).
+    """
+    if len(text) <= limit:
+        return text
+    head = text[: max(0, limit - 1)]
+    floor = len(head) - len(head) // 10
+    gap = max(head.rfind(" ", floor), head.rfind("\n", floor))
+    if gap > 0:
+        head = head[:gap]
+    return head.rstrip() + "…"
+
+
 # ---------------------------------------------------------------------------------------------
 # Characters no output may carry
 

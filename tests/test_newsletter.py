@@ -519,6 +519,35 @@ def test_the_web_version_of_a_shortened_email_is_complete() -> None:
     assert len(eml) <= SETTINGS.newsletter.size_budget
 
 
+def test_one_paper_with_a_huge_title_and_abstract_stays_within_the_budget() -> None:
+    # Items made by hand, not by the parser: the budget holds whatever the fields hold.
+    huge = letter_item(
+        1,
+        title="Enormous " * 2_500_000,
+        title_zh="巨" * 3_000_000,
+        abstract="word " * 300_000,
+        summary_zh="摘" * 300_000,
+        authors=("A " * 100_000,),
+        affiliations=("Lab " * 100_000,),
+        url="https://example.org/" + "x" * 3_000_000,
+        links=(Link("other", "https://example.org/" + "y" * 3_000_000),),
+    )
+    digest = letter_digest([huge], summary="摘要:" + "长" * 3_000_000)
+    files = newsletter.render_issue_files(digest, SETTINGS)
+    assert len(files["newsletter/2021-03-30.eml"]) <= SETTINGS.newsletter.size_budget
+    for name in ("newsletter/2021-03-30.html",):
+        html = files[name].decode()
+        assert html.rstrip().endswith("</html>")
+        assert doc(html).cssselect(".footer")
+        assert len(html) < 1_000_000
+    letter = newsletter.render_newsletter(digest, SETTINGS)
+    assert letter is not None
+    assert eml_size(letter) <= SETTINGS.newsletter.size_budget
+    assert letter.html.rstrip().endswith("</html>")
+    assert doc(letter.html).cssselect(".footer")
+    assert "1 paper" in letter.text
+
+
 # ---------------------------------------------------------------------------------------------
 # Files, archive, determinism
 

@@ -526,6 +526,28 @@ def test_html_tags_in_an_entry_body_become_links_and_plain_text() -> None:
     assert item.key == "arxiv:2101.00009"
 
 
+def test_oversized_fields_are_cut_at_a_word_with_a_warning_each() -> None:
+    title = "Word " * 400  # 2,000 characters
+    abstract = "We study " + "long words " * 3_000
+    summary = "中" * 30_000 + "。"
+    text = (
+        f"1、[LG] {title}\nA Author\n[Lab]\n{summary}\n\n{abstract}\n"
+        "https://arxiv.org/abs/2101.00001\n"
+    )
+    digest = parse_text(text, source="x", tz=SHANGHAI)
+    item = digest.items[0]
+    assert len(item.title) <= 1_000 and item.title.endswith("Word…")
+    assert item.abstract is not None and len(item.abstract) <= 20_000
+    assert item.abstract.endswith("words…")
+    assert item.summary_zh == "中" * 19_999 + "…"
+    assert [(w.line, w.message) for w in digest.warnings] == [
+        (1, "entry 1: title cut from 1,999 to 1,000 characters"),
+        (1, "entry 1: title_zh cut from 30,000 to 1,000 characters"),
+        (1, "entry 1: summary_zh cut from 30,001 to 20,000 characters"),
+        (1, f"entry 1: abstract cut from {len(abstract.strip()):,} to 20,000 characters"),
+    ]
+
+
 # -- scale: any number of entries, each read once -------------------------------------------
 
 

@@ -9,6 +9,7 @@ from feeds.textutil import (
     HEADER_UNSAFE,
     INVISIBLE,
     XML_ILLEGAL,
+    cut,
     decode,
     display_width,
     fit,
@@ -159,3 +160,10 @@ def test_xml_illegal_characters_are_a_subset_of_what_an_email_drops() -> None:
     # A header also loses every line break and tab (header injection).
     header = "".join(HEADER_UNSAFE.findall(every))
     assert set("\t\n\r\u2028\u2029\u202e") <= set(header)
+
+
+def test_a_cut_ends_at_a_word_or_between_characters_and_is_marked() -> None:
+    assert cut("short", 10) == "short"
+    assert cut("one two three four five six", 20) == "one two three four…"
+    assert cut("中文" * 10, 7) == "中文中文中文…"
+    assert cut("x" * 50, 10) == "x" * 9 + "…"
