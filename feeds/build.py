@@ -387,7 +387,7 @@ LAYOUT = {"feeds": (".rss", ".atom", ".json", ".html"), "newsletter": (".html", 
 
 
 def _in_our_layout(root: Path) -> set[str]:
-    found = set()
+    found: set[str] = set()
     for folder, suffixes in LAYOUT.items():
         try:
             names = os.listdir(root / folder)

@@ -167,10 +167,16 @@ def read(
     present = set(sources)
 
     first_seen: dict[str, datetime] = {}
+    # Content that replaced another in the same file, with the id the other was published as.
+    edited: dict[str, str] = {}
     for content_hash in sorted(present):
         known = rows.get(content_hash)
-        inherited = _inherited_first_seen(sources[content_hash].name, files_before, rows, present)
-        first_seen[content_hash] = known.first_seen if known else inherited or now
+        before = _replaced(sources[content_hash].name, files_before, rows, present)
+        first_seen[content_hash] = (
+            known.first_seen if known else before.first_seen if before else now
+        )
+        if known is None and before is not None and before.assigned_id:
+            edited[content_hash] = before.assigned_id
     stale = sorted(h for h in present if h not in rows or rows[h].parser != parser_fp)
     results = workers.map(_parse, [(sources[h], tz) for h in stale], chunksize=16)
     failed: set[str] = set()
@@ -213,7 +219,12 @@ def read(
     result.headers = resolve(headers, first_seen, rows, tz)
     with state.transaction(conn):
         state.save_file_rows(conn, files, files_before)
-        store.assign(conn, {h: (d.id, _date(d)) for h, d in result.headers.items()})
+        store.assign(
+            conn,
+            {h: (d.id, _date(d)) for h, d in result.headers.items()},
+            {h: old for h, old in edited.items()
+             if h in result.headers and result.headers[h].id != old},
+        )
     result.digests = list(store.load_digests(conn, result.headers, texts=False).values())
     result.errors.sort()
     return result
@@ -237,18 +248,18 @@ def _parse(task: tuple[Path, ZoneInfo]) -> tuple[Digest | None, str | None]:
         return None, f"{path}: cannot parse: {exc!r}"
 
 
-def _inherited_first_seen(
+def _replaced(
     name: str,
     files_before: dict[str, state.FileRow],
     rows: dict[str, store.DigestRow],
     present: set[str],
-) -> datetime | None:
-    """A file edited in place keeps the first-seen time of the content it replaced."""
+) -> store.DigestRow | None:
+    """The content a file edited in place had before: the new content keeps its first-seen
+    time, and if its id changed (a corrected date), it is the same issue under a new id."""
     before = files_before.get(name)
     if before is None or before.content_hash in present:
         return None
-    row = rows.get(before.content_hash)
-    return row.first_seen if row else None
+    return rows.get(before.content_hash)
 
 
 def resolve(

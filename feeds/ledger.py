@@ -93,6 +93,9 @@ class DigestRef:
 
     id: str
     date: datetime | None
+    # The id an earlier version of this digest was published under (its date was corrected):
+    # the same issue, already sent under that id, so never news again.
+    replaces: str | None = None
 
 
 def utc_now() -> datetime:
@@ -212,7 +215,8 @@ class Ledger:
                 "INSERT INTO ledger_subscribers (recipient, enrolled) VALUES (?, ?)",
                 [(r, now) for r in fresh],
             )
-            for digest in _news(new, known=bool(known), newest_known=newest_known):
+            fresh_news = [d for d in new if d.replaces is None or d.replaces not in known]
+            for digest in _news(fresh_news, known=bool(known), newest_known=newest_known):
                 self._add(conn, digest.id, existing, now)
             if digests:
                 self._add(conn, digests[0].id, fresh, now)

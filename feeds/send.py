@@ -59,7 +59,7 @@ class Issues:
             found = store.published(conn)
         finally:
             conn.close()
-        found.sort(key=lambda row: (row[2], row[1]), reverse=True)
+        found.sort(key=lambda row: (row.date, row.id), reverse=True)
 
         def load(ids: Collection[str]) -> Mapping[str, Digest]:
             conn = state.connect(state_path)
@@ -68,7 +68,7 @@ class Issues:
             finally:
                 conn.close()
 
-        return cls(tuple(DigestRef(digest_id, date) for _, digest_id, date in found), load)
+        return cls(tuple(DigestRef(p.id, p.date, p.replaces) for p in found), load)
 
 
 def send(

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS digests (
     first_seen TEXT NOT NULL,      -- ISO time the build first saw these bytes
     assigned_id TEXT,              -- the digest id published (with a suffix on collisions)
     date TEXT,                     -- the digest date published (resolved for undated digests)
+    replaces TEXT,                 -- the id this content was published under before an edit
     parser TEXT,                   -- fingerprint of the parser that produced the cached parse
     header TEXT                    -- the Digest's own fields as JSON, without its items
 );
@@ -110,6 +111,7 @@ ALTER TABLE digests DROP COLUMN parsed;
 ALTER TABLE digests DROP COLUMN light;
 ALTER TABLE digests ADD COLUMN date TEXT;
 ALTER TABLE digests ADD COLUMN header TEXT;
+ALTER TABLE digests ADD COLUMN replaces TEXT;
 UPDATE digests SET parser = NULL;
 """
 

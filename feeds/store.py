@@ -148,8 +148,13 @@ def record_first_seen(conn: sqlite3.Connection, content_hash: str, first_seen: d
     )
 
 
-def assign(conn: sqlite3.Connection, published: Mapping[str, tuple[str, datetime]]) -> None:
-    """Record the id and date each digest (by content hash) is published under."""
+def assign(
+    conn: sqlite3.Connection,
+    published: Mapping[str, tuple[str, datetime]],
+    replaces: Mapping[str, str] | None = None,
+) -> None:
+    """Record the id and date each digest (by content hash) is published under, and for an
+    edit that changed the id (a corrected date), the id it replaces."""
     conn.executemany(
         "UPDATE digests SET assigned_id = ?, date = ? WHERE content_hash = ? "
         "AND (assigned_id IS NOT ? OR date IS NOT ?)",
@@ -158,22 +163,36 @@ def assign(conn: sqlite3.Connection, published: Mapping[str, tuple[str, datetime
             for h, (digest_id, date) in published.items()
         ],
     )
+    conn.executemany(
+        "UPDATE digests SET replaces = ? WHERE content_hash = ?",
+        [(old, h) for h, old in (replaces or {}).items()],
+    )
 
 
-def published(conn: sqlite3.Connection) -> list[tuple[str, str, datetime]]:
-    """(content hash, id, date) of every digest the last complete build published."""
+class Published(NamedTuple):
+    content_hash: str
+    id: str
+    date: datetime
+    # The id an earlier version of the same file was published under, when an edit changed it.
+    replaces: str | None
+
+
+def published(conn: sqlite3.Connection) -> list[Published]:
+    """Every digest the last complete build published."""
     row = conn.execute("SELECT value FROM meta WHERE key = 'published'").fetchone()
     hashes = set(json.loads(row[0] if row else "[]"))
     rows = conn.execute(
-        "SELECT content_hash, assigned_id, date FROM digests WHERE assigned_id IS NOT NULL "
-        "AND date IS NOT NULL"
+        "SELECT content_hash, assigned_id, date, replaces FROM digests"
+        " WHERE assigned_id IS NOT NULL AND date IS NOT NULL"
     )
-    return [(h, i, datetime.fromisoformat(d)) for h, i, d in rows if h in hashes]
+    return [
+        Published(h, i, datetime.fromisoformat(d), r) for h, i, d, r in rows if h in hashes
+    ]
 
 
 def load_published(conn: sqlite3.Connection, ids: Collection[str]) -> dict[str, Digest]:
     """Digests the last complete build published, by id, in full, named and dated as published."""
-    wanted = {h: (i, d) for h, i, d in published(conn) if i in ids}
+    wanted = {p.content_hash: (p.id, p.date) for p in published(conn) if p.id in ids}
     headers = {}
     for h, header in load_headers(conn, wanted).items():
         digest_id, date = wanted[h]

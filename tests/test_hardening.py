@@ -435,3 +435,36 @@ def test_files_a_killed_build_left_for_a_digest_since_removed_are_removed(
     assert not (site / "output" / "feeds" / "gone.rss").exists()
     assert mine.exists()
     assert (site / "output" / "newsletter" / "2022-08-13.html").exists()
+
+
+# -- 3: a corrected date does not mail the issue again -----------------------------------------
+
+
+@pytest.mark.smtp
+def test_a_corrected_date_publishes_the_issue_under_its_new_id_without_mailing_it_again(
+    mailing: Path, smtp_server: SmtpServer
+) -> None:
+    newest = mailing / "digests" / "2022-08-13.txt"
+    newest.write_text(
+        "date: 2022-08-14\n" + newest.read_text(encoding="utf-8"), encoding="utf-8"
+    )
+
+    assert feeds(mailing, "run").exit_code == 0
+
+    assert smtp_server.handler.copies() == {"ada@example.org": 1, "bob@example.org": 1}
+    assert (mailing / "output" / "newsletter" / "2022-08-14.html").is_file()
+    assert not (mailing / "output" / "newsletter" / "2022-08-13.html").exists()
+    # Corrected twice: still the same issue.
+    newest.write_text(
+        newest.read_text(encoding="utf-8").replace("date: 2022-08-14", "date: 2022-08-15"),
+        encoding="utf-8",
+    )
+    assert feeds(mailing, "run").exit_code == 0
+    assert smtp_server.handler.copies() == {"ada@example.org": 1, "bob@example.org": 1}
+    # A digest that is new goes out as ever.
+    (mailing / "digests" / "2024-01-01.txt").write_text(
+        "date: 2024-01-01\n" + (SAMPLE_DIGESTS / "2021-03-30.txt").read_text(encoding="utf-8"),
+        encoding="utf-8",
+    )
+    assert feeds(mailing, "run").exit_code == 0
+    assert smtp_server.handler.copies() == {"ada@example.org": 2, "bob@example.org": 2}
