@@ -195,7 +195,7 @@ class _Judge:
             if self.audience.soft_bounce(
                 recipient, reply, limit=bounces.soft_limit, reset_days=bounces.soft_reset_days
             ):
-                reason = f"temporary failures on {bounces.soft_limit} days: {reply}"
+                reason = f"{bounces.soft_limit} days of temporary failures: {reply}"
                 self.report.suppressed.append((recipient, reason))
                 return self._processed(label, f"temporary failure: {about}: suppressed ({reply})")
             return self._processed(
@@ -253,7 +253,7 @@ def process_maildir(
                     log(f"{sub}/{path.name}: gone before it was read (another reader moved it)")
                     continue
                 if verdict is not None:
-                    log(f"{verdict.line} -> {verdict.folder}")
+                    log(f"{verdict.line} -> {targets[verdict.folder].name}")
     return judge.report
 
 
