@@ -30,7 +30,7 @@ from feeds.identity import (
 from feeds.model import DateSource, Digest, DigestFormat, ParseWarning
 from feeds.parse_entry import Draft, label, read_entry
 from feeds.parse_lines import Lines, Warn, read_lines
-from feeds.textutil import decode_with_notes, fit, normalize_title, split_lines
+from feeds.textutil import decode_with_notes, display_path, fit, normalize_title, split_lines
 
 __all__ = ["format_table", "normalize_title", "parse_file", "parse_text", "weibo_post_time"]
 
@@ -52,7 +52,7 @@ def parse_file(path: Path, *, tz: ZoneInfo) -> Digest:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ParseError(f"cannot read: {exc.strerror or exc}", path=source) from exc
+        raise ParseError(f"cannot read: {exc.strerror or type(exc).__name__}", path=source) from exc
     text, notes = decode_with_notes(data, path=source)
     digest = parse_text(
         text,
@@ -236,7 +236,8 @@ def format_table(digest: Digest) -> str:
     """A readable table of one digest: rank, category, star, title, authors, link, date."""
     when = digest.date.isoformat() if digest.date else "undated"
     head = (
-        f"{digest.source}: {digest.format} digest {digest.id or '(no id yet)'}, {when} "
+        f"{display_path(digest.source)}: {digest.format} digest "
+        f"{digest.id or '(no id yet)'}, {when} "
         f"({digest.date_source}), {len(digest.items)} items, {len(digest.warnings)} warnings"
     )
     rows = [head, f"{'#':>3} {'cat':<7} * {fit('title', 60)} {'au':>3} {'link':<44} date"]

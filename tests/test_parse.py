@@ -620,6 +620,14 @@ def test_the_table_shows_rank_category_star_title_authors_link_and_date() -> Non
     assert lines[2].split()[-2:] == ["https://zhuanlan.zhihu.com/p/141141365", "2020-07-11"]
 
 
+def test_the_table_quotes_a_file_name_with_a_line_break(tmp_path: Path) -> None:
+    path = tmp_path / "2021-03-30.txt\nerror: forged"
+    path.write_bytes(seed("000").read_bytes())
+    table = format_table(parse(path))
+    assert table.splitlines()[0].startswith(repr(str(path)) + ": daily digest 2021-03-30")
+    assert not any(line.startswith("error:") for line in table.splitlines())
+
+
 def imported_modules(name: str) -> set[str]:
     """The modules of the package that module `name` imports, anywhere in it."""
     import ast

@@ -11,6 +11,7 @@ from feeds.textutil import (
     XML_ILLEGAL,
     cut,
     decode,
+    display_path,
     display_width,
     fit,
     split_lines,
@@ -167,3 +168,13 @@ def test_a_cut_ends_at_a_word_or_between_characters_and_is_marked() -> None:
     assert cut("one two three four five six", 20) == "one two three four…"
     assert cut("中文" * 10, 7) == "中文中文中文…"
     assert cut("x" * 50, 10) == "x" * 9 + "…"
+
+
+def test_a_file_name_is_shown_as_is_unless_it_holds_something_unusual() -> None:
+    assert display_path("digests/2021-03-30.txt") == "digests/2021-03-30.txt"
+    assert display_path("digests/论文精选.txt") == "digests/论文精选.txt"
+    assert display_path("x.txt\nerror: forged") == "'x.txt\\nerror: forged'"
+    assert display_path("my digest.txt") == "'my digest.txt'"
+    assert display_path("evil\u202etxt.exe") == "'evil\\u202etxt.exe'"
+    assert display_path("\udcff.txt") == "'\\udcff.txt'"
+    assert display_path("") == "''"
