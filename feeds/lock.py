@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from feeds.errors import LockedError, StateError
+from feeds.output import private_folder
 
 
 def build_lock(state: Path) -> Path:
@@ -36,7 +37,7 @@ def held(path: Path, *, busy: str, hint: str, wait: float = 0.0) -> Iterator[Non
     taken. Not re-entrant: a process that asks twice for the same lock waits for itself.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(path.parent)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise StateError(f"cannot open the lock file: {exc.strerror}", path=str(path)) from exc

@@ -66,7 +66,7 @@ def write_private(path: Path, data: bytes) -> None:
     """Write one file readable by its owner only (0600), atomically: subscriber addresses and
     personal unsubscribe links are not for other users of the machine."""
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_folder(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=".tmp")
     except OSError as exc:
         raise OutputError(f"cannot write: {exc.strerror}", path=str(path)) from exc
@@ -79,6 +79,17 @@ def write_private(path: Path, data: bytes) -> None:
         if isinstance(exc, OSError):
             raise OutputError(f"cannot write: {exc.strerror}", path=str(path)) from exc
         raise
+
+
+def private_folder(folder: Path) -> None:
+    """Create `folder` and any missing parent readable by its owner only (0700); `mkdir`'s
+    own `parents` would create the parents with the default mode."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(mode=0o700, exist_ok=True)
 
 
 def remove_files(root: Path, paths: Iterable[str]) -> list[str]:

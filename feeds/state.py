@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from feeds.errors import StateError
+from feeds.output import private_folder
 
 SCHEMA_VERSION = 2
 # Meta key set when a build found the database new beside earlier output (see feeds.send).
@@ -123,7 +124,7 @@ def connect(path: Path) -> sqlite3.Connection:
     A new database (and its folder) is private to its owner: it holds subscriber addresses.
     """
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_folder(path.parent)
         if not path.exists():
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         conn = sqlite3.connect(

@@ -468,3 +468,24 @@ def test_a_corrected_date_publishes_the_issue_under_its_new_id_without_mailing_i
     )
     assert feeds(mailing, "run").exit_code == 0
     assert smtp_server.handler.copies() == {"ada@example.org": 2, "bob@example.org": 2}
+
+
+# -- 14: addresses and personal links are private to their owner ------------------------------
+
+
+def test_the_state_and_the_dry_run_outbox_are_private_to_their_owner(mailing: Path) -> None:
+    (mailing / "digests" / "2024-01-01.txt").write_text(
+        "date: 2024-01-01\n" + (SAMPLE_DIGESTS / "2021-03-30.txt").read_text(encoding="utf-8"),
+        encoding="utf-8",
+    )
+    assert feeds(mailing, "build").exit_code == 0
+    result = feeds(mailing, "send", "--dry-run")
+    assert result.exit_code == 0, result.output
+    state = mailing / "state"
+    assert state.stat().st_mode & 0o777 == 0o700
+    assert (state / "feeds.sqlite3").stat().st_mode & 0o777 == 0o600
+    messages = sorted((state / "outbox").rglob("*.eml"))
+    assert [p.name for p in messages] == ["ada@example.org.eml", "bob@example.org.eml"]
+    for path in messages:
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert path.parent.stat().st_mode & 0o777 == 0o700
