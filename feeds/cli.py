@@ -532,6 +532,42 @@ def serve(obj: Session, host: str, port: int) -> None:
         run_server(obj.settings, host=host, port=port)
 
 
+@cli.command()
+@click.option(
+    "--maildir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+    help="Read the bounces from this Maildir (default: [bounces] maildir).",
+)
+@click.option("--imap", "use_imap", is_flag=True, help="Read them from [bounces] imap_host.")
+@click.pass_obj
+def bounces(obj: Session, maildir: Path | None, use_imap: bool) -> None:
+    """Read delivery status notifications and stop mailing the addresses that bounce.
+
+    A permanent failure (5.x.x) suppresses the address, temporary ones (4.x.x) count toward
+    [bounces] soft_limit. Each notification is matched to the message it is about (VERP token,
+    then the quoted Message-ID) and moved to the processed or unmatched folder; other mail is
+    left untouched. `feeds run` does this too when [bounces] is set up.
+
+    \b
+    Example:
+        feeds bounces --maildir /var/mail/bounces
+        FEEDS_IMAP_PASSWORD=... feeds bounces --imap
+    """
+    from feeds.bounces import process_imap, process_maildir
+
+    settings = obj.settings
+    folder = maildir or (None if use_imap else settings.bounces.maildir)
+    if folder is None and not settings.bounces.imap_host:
+        raise Failed("no bounce mailbox: pass --maildir DIR, or set [bounces] maildir or imap_host")
+    with user_errors(settings.paths.state):
+        if folder is not None:
+            report = process_maildir(settings, folder, log=obj.log)
+        else:
+            report = process_imap(settings, log=obj.log)
+    click.echo(report.summary())
+    for address, reason in report.suppressed:
+        click.echo(f"suppressed {address}: {reason}")
+
+
 class Progress:
     """A progress bar on a terminal, a log line every ten seconds otherwise (cron's mail)."""
 

@@ -59,6 +59,20 @@ def run(
         return report
     report.problems += report.build.errors
     paths = settings.paths
+    if settings.bounces.maildir or settings.bounces.imap_host:
+        # Bounces first: an address that bounced since the last run is not mailed again.
+        from feeds.bounces import process_imap, process_maildir
+
+        try:
+            if settings.bounces.maildir:
+                found = process_maildir(settings, settings.bounces.maildir, log=log)
+            else:
+                found = process_imap(settings, log=log)
+        except FeedsError as exc:
+            report.problems.append(f"bounces: {exc}")
+        else:
+            for address, reason in found.suppressed:
+                report.problems.append(f"bounces: suppressed {address}: {reason}")
     try:
         with Audience.open(paths.state) as audience:
             audience.forget_unconfirmed()

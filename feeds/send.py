@@ -8,6 +8,7 @@ a send after ten years of digests decodes one or two of them.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
@@ -359,11 +360,17 @@ def envelope_sender(settings: Settings) -> str:
 
 def message_id(entry: Entry, settings: Settings) -> str:
     """The same for every attempt at one (digest, recipient), so a copy sent again after a crash
-    can be recognised as the same message; it does not reveal the address."""
+    can be recognised as the same message; it does not reveal the address, and with the
+    signing secret set nobody else can compute it."""
     if entry.message_id:
         return entry.message_id
-    seed = f"{settings.newsletter.list_id}\0{entry.digest_id}\0{entry.recipient}"
-    digest = hashlib.sha256(seed.encode("utf-8")).hexdigest()[:24]
+    seed = f"{settings.newsletter.list_id}\0{entry.digest_id}\0{entry.recipient}".encode()
+    # Keyed when there is a secret: a bounce that quotes a Message-ID suppresses its recipient,
+    # so nobody must be able to make up the Message-ID of another subscriber's copy.
+    secret = settings.unsubscribe_secret
+    digest = (
+        hmac.new(secret.encode(), seed, hashlib.sha256) if secret else hashlib.sha256(seed)
+    ).hexdigest()[:24]
     domain = envelope_sender(settings).rpartition("@")[2] or "localhost"
     return f"<{entry.digest_id}.{digest}@{domain}>"
 

@@ -503,3 +503,33 @@ def test_any_bytes_read_as_a_notification_or_a_clear_unreadable(data: bytes) -> 
         assert str(error)
     else:
         assert found.failures and all(f.kind in ("hard", "soft", "none") for f in found.failures)
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def test_feeds_bounces_reads_a_maildir_and_names_who_it_suppressed(
+    world: World, sent: dict[str, Sent], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from feeds.cli import cli
+
+    world.deliver(render("rfc3464-failed.eml", sent["bob@example.org"]))
+    world.deliver((BOUNCES / "reply.eml").read_bytes())
+    config = tmp_path / "bounces.toml"
+    config.write_text(
+        f'[paths]\nstate = "{world.settings.paths.state}"\n'
+        f'[newsletter]\nbounce_address = "{BOUNCE_ADDRESS}"\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(
+        cli, ["-c", str(config), "bounces", "--maildir", str(world.maildir)],
+        env={"FEEDS_UNSUBSCRIBE_SECRET": SECRET},
+    )
+    assert result.exit_code == 0, result.output
+    assert "suppressed bob@example.org:" in result.output
+    assert world.member("bob@example.org")[0] == "suppressed"
+    assert len(list((world.maildir / "new").iterdir())) == 1  # the person's reply stays
+    nowhere = CliRunner().invoke(cli, ["-c", str(config), "bounces"])
+    assert nowhere.exit_code == 1 and "no bounce mailbox" in nowhere.output
