@@ -27,12 +27,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import feeds
 from feeds import inputs, lock, output, state
-from feeds.assemble import assemble
 from feeds.config import Settings
-from feeds.model import BuildContext, Digest
-from feeds.workers import Workers
+
+# The real build's stages are imported where it starts: a no-op build, the common cron case,
+# decides from stat calls alone.
+if TYPE_CHECKING:
+    from feeds.model import BuildContext, Digest
+    from feeds.workers import Workers
 
 Log = Callable[[str], None]
 
@@ -54,6 +59,7 @@ RENDER_MODULES = (
 )
 # The libraries rendering uses: an upgrade of any re-renders everything.
 RENDER_LIBRARIES = ("feedgen", "jinja2", "markupsafe", "premailer", "cssutils", "lxml")
+PACKAGE = Path(feeds.__file__).resolve().parent
 # Digests whose full text is loaded at once while newsletters are rendered.
 RENDER_CHUNK = 64
 # Newsletter files written (and synced to disk) together: a large batch is synced with one
@@ -131,8 +137,7 @@ def build(
         wait=wait,
     ):
         listing = inputs.scan(paths.input)
-        render_fp = render_fingerprint(settings)
-        stamp = _stamp(settings, listing, render_fp)
+        stamp = _stamp(settings, listing)
         last = state.read_stamp(paths.state)
         if not force and last.get("stamp") == stamp and state.looks_whole(paths.state):
             report.noop = True
@@ -145,6 +150,8 @@ def build(
             lost = not state.looks_whole(paths.state) and _published_before(paths.output)
             conn = state.connect(paths.state)
             try:
+                from feeds.workers import Workers
+
                 if lost and state.get_meta(conn, state.LOST) is None:
                     # A new database beside earlier output: the record of what was sent is
                     # gone, and a send must not take the archive for news (feeds.send).
@@ -152,13 +159,13 @@ def build(
                         state.set_meta(conn, state.LOST, now.isoformat())
                     log(f"{paths.state} is new but {paths.output} holds earlier builds")
                 with Workers() as workers:
-                    _publish(conn, settings, now, log, report, listing, render_fp, force, workers)
+                    _publish(conn, settings, now, log, report, listing, force, workers)
             finally:
                 conn.close()
             state.write_stamp(
                 paths.state,
                 {
-                    "stamp": _stamp(settings, listing, render_fp),
+                    "stamp": _stamp(settings, listing),
                     "digests": report.digests,
                     "papers": report.papers,
                     "errors": report.errors,
@@ -192,11 +199,13 @@ def render_fingerprint(settings: Settings) -> str:
 
 
 def _tree_stat(root: Path) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of the files under `root`, bytecode caches and hidden files
+    aside."""
     out = []
     for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__")))
         for name in names:
-            if not name.startswith("."):
+            if not name.startswith(".") and not name.endswith(".pyc"):
                 path = os.path.join(folder, name)
                 st = os.stat(path)
                 out.append((os.path.relpath(path, root), st.st_size, st.st_mtime_ns))
@@ -226,11 +235,13 @@ def _library_versions() -> list[str]:
     return sorted(found)
 
 
-def _stamp(settings: Settings, listing: inputs.Scan, render_fp: str) -> str:
-    """Everything a build's output depends on, as one comparable string (no file is read).
-
-    With the output folders' mtimes: a folder's mtime changes when a file in it is created,
-    removed or renamed, so deleting output files by hand makes the next build a real one.
+def _stamp(settings: Settings, listing: inputs.Scan) -> str:
+    """Everything a build's output depends on, as one comparable string, from stat calls only:
+    the input files, the settings, the templates, the package's own files and the rendering
+    libraries (an edit anywhere makes the next build a real one; whether it re-renders the
+    newsletters is `render_fingerprint`'s to say), and the output folders' mtimes (a folder's
+    mtime changes when a file in it is created, removed or renamed, so deleting output files
+    by hand makes the next build a real one).
     """
     output_dir = settings.paths.output
     marks = []
@@ -239,8 +250,12 @@ def _stamp(settings: Settings, listing: inputs.Scan, render_fp: str) -> str:
             marks.append(os.stat(folder).st_mtime_ns)
         except OSError:
             marks.append(-1)
-    parser_fp = inputs.parser_fingerprint(settings)
-    return repr([str(settings.paths.input), str(output_dir), marks, render_fp, parser_fp, listing])
+    return repr([
+        str(settings.paths.input), str(output_dir), marks, repr(settings.site),
+        repr(settings.newsletter), repr(settings.web), str(settings.paths.templates),
+        _tree_stat(settings.paths.templates), _tree_stat(PACKAGE), _library_versions(),
+        listing,
+    ])
 
 
 # -- the real build ----------------------------------------------------------------------------
@@ -253,11 +268,13 @@ def _publish(
     log: Log,
     report: BuildReport,
     listing: inputs.Scan,
-    render_fp: str,
     force: bool,
     workers: Workers,
 ) -> None:
+    from feeds.assemble import assemble
+
     paths = settings.paths
+    render_fp = render_fingerprint(settings)
     for leftover in output.remove_temporaries(paths.output):
         log(f"removed a temporary file left by a killed build: {leftover}")
 

@@ -7,18 +7,20 @@ so the CLI can print one clear line instead of a traceback and exit non-zero for
 from __future__ import annotations
 
 import os
-import re
-
-# What a path may hold to be printed as it is: anything else (a line break that would forge
-# an `error:` line in cron's mail, a control character, a space) gets it quoted.
-_PLAIN_PATH = re.compile(r"[\w./@+,=~%-]+")
 
 
 def display_path(path: str | os.PathLike[str]) -> str:
-    """A path as messages print it: as it is when plain, else quoted with escapes, like a
-    Python string (`'digests/a\\nerror: b.txt'`), so it always stays on one line."""
+    """A file name as a message shows it: as is when every character is visible and none is a
+    space, else quoted and escaped like a Python string (`'a\\nb.txt'`).
+
+    A name is the one part of a message that comes from outside: a line break in it could
+    forge a line of its own (`error: ...`) in the mail cron sends, and a bidi override could
+    make it read backwards.
+    """
     text = os.fspath(path)
-    return text if _PLAIN_PATH.fullmatch(text) else repr(text)
+    if text and text.isprintable() and " " not in text:
+        return text
+    return repr(text)
 
 
 class FeedsError(Exception):

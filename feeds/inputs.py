@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from stat import S_ISLNK, S_ISREG
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 from zoneinfo import ZoneInfo
 
 import feeds
@@ -26,7 +26,9 @@ from feeds import state, store
 from feeds.config import Settings
 from feeds.errors import ConfigError, FeedsError, display_path
 from feeds.model import Digest
-from feeds.workers import Workers
+
+if TYPE_CHECKING:
+    from feeds.workers import Workers
 
 Listing = list[tuple[str, int, int]]
 

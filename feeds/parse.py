@@ -19,7 +19,7 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from feeds.errors import ParseError
+from feeds.errors import ParseError, display_path
 from feeds.identity import (
     date_in_filename,
     identify,
@@ -30,7 +30,7 @@ from feeds.identity import (
 from feeds.model import DateSource, Digest, DigestFormat, ParseWarning
 from feeds.parse_entry import Draft, label, read_entry
 from feeds.parse_lines import Lines, Warn, read_lines
-from feeds.textutil import decode_with_notes, display_path, fit, normalize_title, split_lines
+from feeds.textutil import decode_with_notes, fit, normalize_title, split_lines
 
 __all__ = ["format_table", "normalize_title", "parse_file", "parse_text", "weibo_post_time"]
 

@@ -190,19 +190,6 @@ def normalize_title(title: str) -> str:
     return " ".join(_NON_WORD.sub(" ", folded).split())
 
 
-def display_path(path: str) -> str:
-    """A file name as a message shows it: as is when every character is visible and none is a
-    space, else quoted and escaped like a Python string (`'a\\nb.txt'`).
-
-    A name is the one part of a message that comes from outside: a line break in it could
-    forge a line of its own (`error: ...`) in the mail cron sends, and a bidi override could
-    make it read backwards.
-    """
-    if path and path.isprintable() and " " not in path:
-        return path
-    return repr(path)
-
-
 def collapse_spaces(text: str) -> str:
     return " ".join(text.split())
 

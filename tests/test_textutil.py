@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from feeds.errors import ParseError
+from feeds.errors import ParseError, display_path
 from feeds.textutil import (
     HEADER_UNSAFE,
     INVISIBLE,
     XML_ILLEGAL,
     cut,
     decode,
-    display_path,
     display_width,
     fit,
     split_lines,
