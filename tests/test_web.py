@@ -135,9 +135,16 @@ def live(make_app: Callable[[str], Flask]) -> Iterator[tuple[str, Flask]]:
     try:
         yield base, holder["app"]
     finally:
-        server.close()
-        server.task_dispatcher.shutdown()
+        # Closed from the server's own loop: a socket closed under its select() from this
+        # thread would fail the loop. With every socket gone, the loop ends.
+        def close_all() -> None:
+            for dispatcher in list(server._map.values()):
+                dispatcher.close()
+
+        server.trigger.pull_trigger(close_all)
         thread.join(timeout=5)
+        server.task_dispatcher.shutdown()
+        assert not thread.is_alive()
 
 
 def fetch(
