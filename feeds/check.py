@@ -129,7 +129,10 @@ def _check_subscribers(settings: Settings, report: CheckReport, categories: set[
     path = settings.paths.subscribers
     if not path.exists():
         report.findings.append(
-            Finding("warning", str(path), "no subscriber list: `feeds run` sends nothing")
+            Finding(
+                "warning", display_path(path),
+                "no subscriber list file: only subscribers in the state database get mail",
+            )
         )
         return
     try:

@@ -218,7 +218,8 @@ def build(
 @click.option(
     "--dry-run", is_flag=True,
     help="Write the messages that would go out as .eml files (see --outbox); connect to "
-    "nothing and record nothing.",
+    "nothing and record no delivery (a changed subscriber list file is taken in, as by any "
+    "run).",
 )
 @click.option(
     "--outbox", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -276,7 +277,7 @@ def send(
     for note in tally.notes:
         click.echo(f"warning: {note}", err=True)
     for line in tally.failure_lines(most=1000):
-        click.echo(f"failed: {line}", err=True)
+        click.echo(f"error: {line}", err=True)
     where = f" into {box}" if box else ""
     click.echo(f"{tally.summary()}{where}")
     if not tally.ok:
@@ -299,7 +300,7 @@ def run(obj: Session, wait: float, fresh_start: bool) -> None:
     Quiet when all went well (-v says what was done); on any failure, one `error:` line per
     problem and exit status 1, so cron mails it. Safe to start every few minutes: a run
     finding another one at work leaves it alone, and a run with nothing new to do ends at
-    once. Without a subscriber list it only builds.
+    once. Without a confirmed subscriber it only builds.
 
     \b
     Example:

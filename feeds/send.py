@@ -249,6 +249,7 @@ def send_due(
         hint="it will send what is due; try again when it has finished",
     )
     with nullcontext() if outbox is not None else sending, Audience.open(paths.state) as audience:
+        # A dry run too: it shows what the next run would send, to the list as it now is.
         taken = audience.sync_list(paths.subscribers)
         notes = taken.notes(paths.subscribers) if taken else []
         if outbox is None:

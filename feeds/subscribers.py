@@ -24,6 +24,8 @@ Severity = Literal["error", "warning"]
 _CATEGORY = re.compile(r"[A-Za-z][A-Za-z0-9.-]{0,31}\Z")
 _CATEGORY_SPLIT = re.compile(r"[\s,;]+")
 _COLUMNS = ("email", "name", "categories")
+# `feeds subscribers export` adds each subscriber's state: only confirmed rows are taken back.
+_STATUS = "status"
 MAX_NAME = 200
 
 
@@ -119,7 +121,7 @@ def parse_subscribers(text: str, *, source: str = "subscribers.csv") -> Subscrib
             first_row = False
             header = tuple(cell.strip().lower() for cell in row)
             if "email" in header:
-                unknown = [c for c in header if c and c not in _COLUMNS]
+                unknown = [c for c in header if c and c not in (*_COLUMNS, _STATUS)]
                 if unknown:
                     problems.append(
                         Problem(start, f"unknown column(s) {', '.join(unknown)}", "warning")
@@ -129,6 +131,11 @@ def parse_subscribers(text: str, *, source: str = "subscribers.csv") -> Subscrib
         record = dict(zip(columns, row, strict=False))
         if len(row) > len(columns) and any(cell.strip() for cell in row[len(columns) :]):
             problems.append(Problem(start, f"{len(row)} fields, expected {len(columns)}"))
+            continue
+        status = record.get(_STATUS, "").strip().lower()
+        if status not in ("", "confirmed"):
+            # Someone who left (or whose mailbox refused mail) is never subscribed by a list.
+            problems.append(Problem(start, f"{status}: not subscribed again", "warning"))
             continue
         subscriber = _subscriber(record, start, problems)
         if subscriber is None:

@@ -340,3 +340,25 @@ def test_every_newsletter_carries_the_endpoints_links_in_both_parts() -> None:
         assert body is not None
         text = body.get_content()
         assert leave in text and choose in text, kind
+
+
+def test_an_exported_list_taken_back_subscribes_only_the_confirmed(
+    project: Path, tmp_path: Path
+) -> None:
+    for who in ("ada@example.org", "bob@example.org"):
+        assert feeds(project, "subscribers", "add", who).exit_code == 0
+    assert feeds(project, "subscribers", "remove", "bob@example.org").exit_code == 0
+    backup = tmp_path / "backup.csv"
+    assert feeds(project, "subscribers", "export", str(backup)).exit_code == 0
+
+    fresh = Audience.open(tmp_path / "fresh" / "feeds.sqlite3")
+    try:
+        from feeds.subscribers import load_subscribers
+
+        report = fresh.import_list(load_subscribers(backup))
+        assert report.added == 1
+        assert [m.email for m in fresh.members("confirmed")] == ["ada@example.org"]
+        assert fresh.get("bob@example.org") is None
+        assert report.problems == ["3: unsubscribed: not subscribed again"]
+    finally:
+        fresh.close()

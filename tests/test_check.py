@@ -101,7 +101,7 @@ def test_a_missing_subscriber_list_is_only_a_warning(project: Path) -> None:
     report = check(_settings(project))
 
     assert not report.failed()
-    assert any("no subscriber list" in w.message for w in report.warnings)
+    assert any("no subscriber list file" in w.message for w in report.warnings)
 
 
 def test_the_smtp_server_is_tried_when_asked(project: Path, smtp_server: SmtpServer) -> None:

@@ -12,7 +12,7 @@ from conftest import REGENERATE, ROOT, SAMPLE_DIGESTS, make_digest, make_item
 from lxml import etree
 from lxml import html as lxml_html
 
-from feeds.build import assemble
+from feeds.assemble import assemble
 from feeds.catalog import feed_list, select
 from feeds.config import Settings
 from feeds.model import BuildContext, Link
