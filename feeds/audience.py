@@ -133,7 +133,7 @@ class Audience:
     ) -> None:
         self._conn = conn
         self._clock = clock
-        conn.executescript(_SCHEMA)
+        create_tables(conn)
 
     @classmethod
     def open(cls, path: Path, *, clock: Callable[[], datetime] = utc_now) -> Audience:
@@ -471,6 +471,12 @@ class Audience:
                 (status, now, reason[:500], now, email.lower(), "pending", "confirmed", *also),
             ).rowcount
         return bool(changed)
+
+
+def create_tables(conn: sqlite3.Connection) -> None:
+    """The audience's tables in the state database, if they are not there yet (the ledger
+    reads them too)."""
+    conn.executescript(_SCHEMA)
 
 
 def _member(row: tuple[object, ...]) -> Member:

@@ -49,6 +49,8 @@ class Tally:
     queued: int = 0
     sent: int = 0
     skipped: int = 0
+    # Recipients who unsubscribed (or bounced) while the send was under way: not mailed.
+    cancelled: int = 0
     resent_in_doubt: int = 0
     failed: list[Failure] = field(default_factory=list)
     deferred: list[Failure] = field(default_factory=list)
@@ -75,6 +77,8 @@ class Tally:
             parts.append(f"{len(self.deferred)} deferred to a later run")
         if self.skipped:
             parts.append(f"{self.skipped} skipped (nothing in their categories)")
+        if self.cancelled:
+            parts.append(f"{self.cancelled} not sent (left during the send)")
         if self.suppressed:
             parts.append(f"{len(self.suppressed)} addresses suppressed")
         if self.out_of_time is not None:
@@ -243,6 +247,10 @@ class _Engine:
             data,
             lambda: self.ledger.mark_sending(job.digest_id, job.recipient, job.message_id),
         )
+        if result.outcome == "cancelled":
+            self.ledger.finish(job.digest_id, job.recipient, "cancelled", result.reply)
+            self._final(cancelled=True)
+            return None, tries
         if result.outcome == "unreachable":
             # Nothing was tried for this recipient: hand the job on, the transport backs off.
             self.log(f"cannot connect, will retry: {result.reply}")
@@ -275,6 +283,7 @@ class _Engine:
         *,
         sent: bool = False,
         skipped: bool = False,
+        cancelled: bool = False,
         failed: Failure | None = None,
         deferred: Failure | None = None,
     ) -> None:
@@ -282,6 +291,7 @@ class _Engine:
             self.finished += 1
             self.tally.sent += sent
             self.tally.skipped += skipped
+            self.tally.cancelled += cancelled
             if failed is not None:
                 self.tally.failed.append(failed)
             if deferred is not None:

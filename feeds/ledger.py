@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from feeds import state
+from feeds import audience, state
 from feeds.errors import StateError
 
 Status = Literal[
@@ -132,6 +132,7 @@ class Ledger:
         conn.isolation_level = None
         with self._lock:
             conn.executescript(_SCHEMA)
+            audience.create_tables(conn)
 
     @classmethod
     def open(cls, path: Path, *, clock: Callable[[], datetime] = utc_now) -> Ledger:
@@ -324,17 +325,20 @@ class Ledger:
 
     # -- while sending ----------------------------------------------------------------------
 
-    def mark_sending(self, digest_id: str, recipient: str, message_id: str) -> None:
+    def mark_sending(self, digest_id: str, recipient: str, message_id: str) -> bool:
         """Committed before DATA: from here on a crash leaves this row, and only this one, in
-        doubt."""
+        doubt. False, and nothing marked, when the recipient has left since the send began (an
+        unsubscribe or a bounce arriving mid-send is honoured at once)."""
         now = self._now()
         with self._lock:
-            self._conn.execute(
+            changed = self._conn.execute(
                 "UPDATE ledger SET status = 'sending', attempts = attempts + 1, message_id = ?,"
                 " first_attempt = COALESCE(first_attempt, ?), updated = ?"
-                " WHERE digest_id = ? AND recipient = ?",
+                " WHERE digest_id = ? AND recipient = ? AND recipient NOT IN (SELECT address"
+                " FROM subscribers WHERE status IN ('unsubscribed', 'suppressed'))",
                 (message_id, now, now, digest_id, recipient),
-            )
+            ).rowcount
+        return bool(changed)
 
     def finish(
         self,

@@ -325,8 +325,8 @@ def send_one(settings: Settings, recipient: str, data: bytes) -> str:
     return result.reply
 
 
-def _nothing() -> None:
-    return None
+def _nothing() -> bool:
+    return True
 
 
 def check_sending(settings: Settings) -> None:

@@ -22,7 +22,7 @@ from typing import Literal
 from feeds.config import PASSWORD_ENV, SmtpSettings
 from feeds.errors import DeliveryError
 
-Outcome = Literal["sent", "temporary", "permanent", "unreachable"]
+Outcome = Literal["sent", "temporary", "permanent", "unreachable", "cancelled"]
 MAX_RETRY_DELAY = 60.0
 
 
@@ -92,9 +92,10 @@ class Transport:
         self._deadline = _Deadline()
 
     def send(
-        self, sender: str, recipient: str, data: bytes, before_data: Callable[[], None]
+        self, sender: str, recipient: str, data: bytes, before_data: Callable[[], bool]
     ) -> Result:
-        """One SMTP transaction: MAIL, RCPT, then `before_data()`, then DATA."""
+        """One SMTP transaction: MAIL, RCPT, then `before_data()`, then DATA; when
+        `before_data()` says no, the transaction is reset and nothing is sent."""
         try:
             conn = self._connection()
         except _Unreachable as exc:
@@ -114,7 +115,9 @@ class Transport:
             if code not in (250, 251):
                 return self._refused(stage, code, reply)
             stage = "DATA"
-            before_data()
+            if not before_data():
+                self._reset()
+                return Result("cancelled", "left before the message went out")
             code, reply = conn.data(data)
         except smtplib.SMTPDataError as exc:
             # The DATA command itself was answered with something other than 354.

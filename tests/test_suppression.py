@@ -187,3 +187,40 @@ def test_the_operator_lists_and_unsuppresses_an_address(tmp_path: Path) -> None:
     assert done.exit_code == 0, done.output
     again = runner.invoke(cli, ["-c", str(config), "subscribers", "unsuppress", "gone@example.org"])
     assert again.exit_code == 1 and "is not suppressed" in again.output
+
+
+def test_an_unsubscribe_arriving_during_a_send_is_honoured_at_once(
+    smtp_server: SmtpServer, tmp_path: Path, clock: Clock
+) -> None:
+    import threading
+
+    from smtp_fixtures import Gate
+
+    settings = delivery_settings(tmp_path, smtp_server)
+    with Audience.open(settings.paths.state, clock=clock) as audience:
+        for who in ("a1@example.org", "a2@example.org", "a3@example.org"):
+            audience.add(who)
+        # The send stops at its second recipient's RCPT; meanwhile the third one leaves.
+        gate = Gate("RCPT", number=2)
+        smtp_server.handler.gate = gate
+
+        def leave() -> None:
+            assert gate.reached.wait(30)
+            with Audience.open(settings.paths.state) as web:
+                web.unsubscribe("a3@example.org", reason="one-click")
+            gate.released.set()
+
+        helper = threading.Thread(target=leave)
+        helper.start()
+        ledger = Ledger.open(settings.paths.state, clock=clock)
+        try:
+            tally = send(settings, Issues.of([digest(0)]), audience.recipients(), ledger,
+                         now=clock.now, retry_delay=0.01, audience=audience)
+            statuses = {e.recipient: (e.status, e.last_reply) for e in ledger.entries()}
+        finally:
+            ledger.close()
+        helper.join()
+    assert smtp_server.handler.copies() == {"a1@example.org": 1, "a2@example.org": 1}
+    assert tally.ok and tally.sent == 2 and tally.cancelled == 1
+    assert "1 not sent (left during the send)" in tally.summary()
+    assert statuses["a3@example.org"] == ("cancelled", "left before the message went out")

@@ -20,7 +20,11 @@ def _transport(server: SmtpServer | None, tmp_path: Path, **smtp: object) -> Tra
 
 def _send(transport: Transport, rcpt: str, data: bytes = MESSAGE) -> tuple[str, str, int]:
     marks: list[str] = []
-    result = transport.send("digest@example.org", rcpt, data, lambda: marks.append(rcpt))
+    def mark() -> bool:
+        marks.append(rcpt)
+        return True
+
+    result = transport.send("digest@example.org", rcpt, data, mark)
     return result.outcome, result.reply, len(marks)
 
 
