@@ -249,9 +249,19 @@ _ELEMENTS = (
 HTML_TAG = re.compile(rf"</?(?:{_ELEMENTS})(?=[\s/>]|$)[^<>]*(?:>|$|(?=<))", re.IGNORECASE)
 
 
+# The start of a tag (with any `<` before it), for what is left after the tags are gone.
+_TAG_START = re.compile(rf"<+(?=/?(?:{_ELEMENTS})(?:[\s/>]|$))", re.IGNORECASE)
+
+
 def strip_tags(text: str) -> str:
-    """`text` without HTML tags (their text stays), including one cut off at its end."""
-    return HTML_TAG.sub("", text) if "<" in text else text
+    """`text` without HTML tags (their text stays), including one cut off at its end.
+
+    Removing a tag can join what surrounds it into another (`<<a href="x">a href="y"`): the
+    `<`s of any tag left after the first pass go too, so that two linear passes always suffice.
+    """
+    if "<" not in text:
+        return text
+    return _TAG_START.sub("", HTML_TAG.sub("", text))
 
 
 def strip_illegal(text: str) -> str:

@@ -177,3 +177,13 @@ def test_a_file_name_is_shown_as_is_unless_it_holds_something_unusual() -> None:
     assert display_path("evil\u202etxt.exe") == "'evil\\u202etxt.exe'"
     assert display_path("\udcff.txt") == "'\\udcff.txt'"
     assert display_path("") == "''"
+
+
+def test_a_tag_joined_by_removing_another_is_removed_too() -> None:
+    from feeds.textutil import strip_tags
+
+    found = strip_tags('<<a href="https://arxiv.org/abs/2101.00001">a href="ht')
+    assert found == 'a href="ht'
+    assert strip_tags("<<<b>b>b>x") == "b>b>x"
+    assert "<" not in strip_tags("<<<<a href='x'>a href='y'>a href='z'>i>")
+    assert strip_tags("1 < 2 and <Something> stays") == "1 < 2 and <Something> stays"
