@@ -71,10 +71,9 @@ def run_sender(subscribers: int, connections: int, port: int) -> dict[str, float
     from datetime import UTC, datetime
 
     from feeds.config import Settings
-    from feeds.deliver import send
     from feeds.ledger import Ledger
-    from feeds.model import BuildContext
     from feeds.parse import parse_file
+    from feeds.send import Issues, send
     from feeds.subscribers import parse_subscribers
 
     base = Settings()
@@ -92,7 +91,7 @@ def run_sender(subscribers: int, connections: int, port: int) -> dict[str, float
             unsubscribe_secret="benchmark-secret",
         )
         digest = parse_file(ROOT / "digests" / "2022-08-13.txt", tz=settings.site.tz)
-        ctx = BuildContext(digests=(digest,), papers=())
+        issues = Issues.of([digest])
         rows = ["email,name,categories"] + [
             f"reader{i}@example.org,Reader {i},{CATEGORY_SETS[i % len(CATEGORY_SETS)]}"
             for i in range(subscribers)
@@ -101,7 +100,7 @@ def run_sender(subscribers: int, connections: int, port: int) -> dict[str, float
         ledger = Ledger.open(settings.paths.state)
         started = time.perf_counter()
         cpu = time.process_time()
-        tally = send(settings, ctx, people, ledger, now=datetime(2022, 8, 14, tzinfo=UTC))
+        tally = send(settings, issues, people, ledger, now=datetime(2022, 8, 14, tzinfo=UTC))
         seconds = time.perf_counter() - started
         cpu = time.process_time() - cpu
         ledger.close()
