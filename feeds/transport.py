@@ -214,6 +214,10 @@ class Transport:
             conn = smtplib.SMTP_SSL(timeout=smtp.timeout, context=context)
         else:
             conn = smtplib.SMTP(timeout=smtp.timeout)
+        # Made without a host (so that the deadline covers the greeting), the object would
+        # check the TLS certificate against an empty name: smtplib takes it from `_host`, which
+        # only its constructor sets.
+        conn._host = smtp.host
         # Greeting, hello, TLS and login: a few exchanges, each within the timeout.
         self._deadline.arm(conn, smtp.timeout * 4)
         try:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from smtp_fixtures import SmtpServer, delivery_settings, smtp_server
+from smtp_fixtures import SmtpServer, delivery_settings, free_port, smtp_server
 
 from feeds.errors import DeliveryError
 from feeds.transport import MAX_RETRY_DELAY, Transport, backoff, scrub
@@ -125,3 +126,35 @@ def test_the_password_and_its_auth_encodings_are_scrubbed() -> None:
 
     assert scrub(text, "hunter2", "mailer") == "535 bad: *** *** ***"
     assert scrub(text, None) == text
+
+
+def test_starttls_checks_the_certificate_against_the_servers_name(tmp_path: Path) -> None:
+    """The connection is made after the object (for the deadline), and TLS still checks the
+    certificate against the configured host: a self-signed one is refused in one line."""
+    import ssl
+    import subprocess
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Sink
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=mail.example.org", "-keyout", str(key), "-out", str(cert)],
+        capture_output=True,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"openssl could not make a certificate: {made.stderr[-200:]!r}")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    port = free_port()
+    controller = Controller(Sink(), hostname="127.0.0.1", port=port, tls_context=context)
+    controller.start()
+    try:
+        base = delivery_settings(tmp_path, None, port=port)
+        transport = Transport(replace(base.smtp, security="starttls"), retry_delay=0.01)
+        with pytest.raises(DeliveryError, match=r"the TLS certificate of 127\.0\.0\.1 did not verify"):
+            transport.send("digest@example.org", "a@example.org", MESSAGE, lambda: True)
+        transport.close()
+    finally:
+        controller.stop()
