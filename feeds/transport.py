@@ -217,7 +217,7 @@ class Transport:
         # Made without a host (so that the deadline covers the greeting), the object would
         # check the TLS certificate against an empty name: smtplib takes it from `_host`, which
         # only its constructor sets.
-        conn._host = smtp.host
+        conn._host = smtp.host  # type: ignore[attr-defined]
         # Greeting, hello, TLS and login: a few exchanges, each within the timeout.
         self._deadline.arm(conn, smtp.timeout * 4)
         try:
