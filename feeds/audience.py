@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ FORGET_PENDING_AFTER = timedelta(days=7)
 # Confirmation and manage emails to one address per day: nobody can flood a stranger's
 # mailbox by submitting the form over and over.
 NOTICES_PER_DAY = 3
+# A subscriber list file changed this recently may still be being written: it waits a run.
+SETTLE_SECONDS = 2.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscribers (
@@ -154,7 +157,14 @@ class Audience:
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
         with state.transaction(self._conn) as conn:
+            before = conn.total_changes
             yield conn
+            if conn.total_changes != before:
+                # Counted with the change, for `signature`: times alone miss two in a second.
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('audience_changes', '1')"
+                    " ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+                )
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -181,10 +191,7 @@ class Audience:
     def signature(self) -> str:
         """Changes whenever anyone joins, leaves or changes categories: with the last build's
         stamp, it tells a run whether anything can be due."""
-        count, newest = self._conn.execute(
-            "SELECT COUNT(*), MAX(updated) FROM subscribers"
-        ).fetchone()
-        return f"{count}:{newest}"
+        return f"audience {state.get_meta(self._conn, 'audience_changes') or 0}"
 
     def recipients(self, source: str = "state") -> SubscriberList:
         """Everyone the newsletter goes to: the confirmed subscribers."""
@@ -260,7 +267,17 @@ class Audience:
                          now, now, now),
                     )
                     report.added += 1
-                elif found.status in ("unsubscribed", "suppressed"):
+                elif _list_removed(found, people.source):
+                    # The list took them off itself: the list may put them back.
+                    conn.execute(
+                        "UPDATE subscribers SET name = ?, categories = ?, status = 'confirmed',"
+                        " left_at = NULL, reason = NULL, updated = ? WHERE address = ?",
+                        (person.name, _codes(person.categories), now, person.key),
+                    )
+                    report.updated += 1
+                elif found.status in ("unsubscribed", "suppressed") or found.left_at:
+                    # Someone who left, even if a stranger has since typed the address into the
+                    # web form (pending again), is subscribed only by their own confirmation.
                     report.kept.append(f"{person.line}: {person.email} is {found.status}")
                 elif found.source == "csv" or found.status == "pending":
                     changed = (
@@ -302,8 +319,18 @@ class Audience:
         mark = f"{path.resolve()} {info.st_size} {info.st_mtime_ns} {info.st_ino}"
         if state.get_meta(self._conn, "subscriber_list") == mark:
             return None
-        report = self.import_list(load_subscribers(path), prune=True)
-        state.set_meta(self._conn, "subscriber_list", mark)
+        people = load_subscribers(path)
+        # A list changed a moment ago may still be being written, and a half-written one would
+        # unsubscribe the rows it does not show yet: it adds and updates now, and removes
+        # nobody until a later run finds it settled.
+        after = path.stat()
+        same = (after.st_size, after.st_mtime_ns, after.st_ino) == (
+            info.st_size, info.st_mtime_ns, info.st_ino
+        )
+        settled = same and time.time() - info.st_mtime >= SETTLE_SECONDS
+        report = self.import_list(people, prune=settled)
+        if settled:
+            state.set_meta(self._conn, "subscriber_list", mark)
         return report
 
     # -- the subscribers themselves ---------------------------------------------------------
@@ -359,8 +386,8 @@ class Audience:
             if row is None or datetime.fromisoformat(row[1]) < now:
                 return None
             conn.execute(
-                "UPDATE subscribers SET status = 'confirmed', consented = ?, updated = ?"
-                " WHERE address = ? AND status = 'pending'",
+                "UPDATE subscribers SET status = 'confirmed', consented = ?, updated = ?,"
+                " left_at = NULL, reason = NULL WHERE address = ? AND status = 'pending'",
                 (_iso(now), _iso(now), row[0]),
             )
             address = str(row[0])
@@ -477,6 +504,10 @@ def create_tables(conn: sqlite3.Connection) -> None:
     """The audience's tables in the state database, if they are not there yet (the ledger
     reads them too)."""
     conn.executescript(_SCHEMA)
+
+
+def _list_removed(member: Member, source: str) -> bool:
+    return member.status == "unsubscribed" and member.reason == f"removed from {Path(source).name}"
 
 
 def _member(row: tuple[object, ...]) -> Member:

@@ -362,3 +362,43 @@ def test_an_exported_list_taken_back_subscribes_only_the_confirmed(
         assert report.problems == ["3: unsubscribed: not subscribed again"]
     finally:
         fresh.close()
+
+
+def test_a_stranger_typing_a_leavers_address_gets_them_no_mail_from_the_list(
+    audience: Audience,
+) -> None:
+    audience.import_list(parse_subscribers(rows("ada@example.org,Ada,")))
+    audience.unsubscribe("ada@example.org", reason="one-click")
+    audience.request("ada@example.org")  # someone else, on the web form
+    report = audience.import_list(parse_subscribers(rows("ada@example.org,Ada,CV")), prune=True)
+    assert report.kept == ["2: ada@example.org is pending"]
+    assert audience.recipients().subscribers == ()
+
+
+def test_a_row_the_list_removed_comes_back_with_the_list(audience: Audience) -> None:
+    both = parse_subscribers(rows("ada@example.org,,", "bob@example.org,,"))
+    audience.import_list(both)
+    audience.import_list(parse_subscribers(rows("ada@example.org,,")), prune=True)
+    assert audience.get("bob@example.org").status == "unsubscribed"  # type: ignore[union-attr]
+    audience.import_list(both, prune=True)
+    assert len(audience.recipients().subscribers) == 2
+
+
+def test_a_list_file_still_being_written_removes_nobody_until_it_settles(
+    audience: Audience, tmp_path: Path
+) -> None:
+    import os
+    import time
+
+    csv = tmp_path / "subscribers.csv"
+    csv.write_text(rows("ada@example.org,,", "bob@example.org,,"), encoding="utf-8")
+    audience.sync_list(csv)
+    csv.write_text(rows("ada@example.org,,"), encoding="utf-8")  # half written, just now
+    report = audience.sync_list(csv)
+    assert report is not None and report.removed == 0
+    assert len(audience.recipients().subscribers) == 2
+    settled = time.time() - 60
+    os.utime(csv, (settled, settled))
+    report = audience.sync_list(csv)
+    assert report is not None and report.removed == 1
+    assert audience.sync_list(csv) is None
