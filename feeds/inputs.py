@@ -163,7 +163,11 @@ def read(
         if row is not None and row.size == size and row.mtime_ns == mtime:
             content_hash = row.content_hash
         else:
-            content_hash = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+            try:
+                content_hash = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+            except OSError as exc:  # unreadable, or gone since the scan: this file only
+                result.errors.append(f"{display_path(folder / name)}: cannot read: {exc.strerror}")
+                continue
         files[name] = state.FileRow(size, mtime, content_hash, row.good_hash if row else None)
         sources.setdefault(content_hash, folder / name)
     present = set(sources)
@@ -177,8 +181,11 @@ def read(
         first_seen[content_hash] = (
             known.first_seen if known else before.first_seen if before else now
         )
-        if known is None and before is not None and before.assigned_id:
-            edited[content_hash] = before.assigned_id
+        # The id it was published under before: its own (a new time zone or parser can move
+        # it), or that of the content it replaced in the same file (a corrected date).
+        previous = known.assigned_id if known else before.assigned_id if before else None
+        if previous:
+            edited[content_hash] = previous
     stale = sorted(h for h in present if h not in rows or rows[h].parser != parser_fp)
     results = workers.map(_parse, [(sources[h], tz) for h in stale], chunksize=16)
     failed: set[str] = set()

@@ -216,7 +216,14 @@ class Ledger:
                 "INSERT INTO ledger_subscribers (recipient, enrolled) VALUES (?, ?)",
                 [(r, now) for r in fresh],
             )
-            fresh_news = [d for d in new if d.replaces is None or d.replaces not in known]
+            renamed = [d for d in new if d.replaces is not None and d.replaces in known]
+            # The same issue under a new id: what was still due under the old one goes on under
+            # the new one (the old id is no longer published), and nothing is queued afresh.
+            conn.executemany(
+                "UPDATE ledger SET digest_id = ? WHERE digest_id = ? AND status IN (?, ?, ?)",
+                [(d.id, d.replaces, *DUE) for d in renamed],
+            )
+            fresh_news = [d for d in new if d not in renamed]
             for digest in _news(fresh_news, known=bool(known), newest_known=newest_known):
                 self._add(conn, digest.id, existing, now)
             if digests:
@@ -335,7 +342,7 @@ class Ledger:
                 "UPDATE ledger SET status = 'sending', attempts = attempts + 1, message_id = ?,"
                 " first_attempt = COALESCE(first_attempt, ?), updated = ?"
                 " WHERE digest_id = ? AND recipient = ? AND recipient NOT IN (SELECT address"
-                " FROM subscribers WHERE status IN ('unsubscribed', 'suppressed'))",
+                " FROM subscribers WHERE status != 'confirmed')",
                 (message_id, now, now, digest_id, recipient),
             ).rowcount
         return bool(changed)

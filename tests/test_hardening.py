@@ -489,3 +489,23 @@ def test_the_state_and_the_dry_run_outbox_are_private_to_their_owner(mailing: Pa
     for path in messages:
         assert path.stat().st_mode & 0o777 == 0o600
         assert path.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_what_was_due_under_a_corrected_id_goes_on_under_the_new_one(tmp_path: Path) -> None:
+    from feeds.ledger import DigestRef
+
+    ledger = Ledger.open(tmp_path / "feeds.sqlite3")
+    try:
+        old = DigestRef("2022-08-13", NOW)
+        ledger.queue([old], ["ada@example.org", "bob@example.org"])
+        ledger.mark_sending("2022-08-13", "ada@example.org", "<m@x.org>")
+        ledger.finish("2022-08-13", "ada@example.org", "sent", "250 ok")
+        new = DigestRef("2022-08-14", NOW, replaces="2022-08-13")
+        ledger.queue([new], ["ada@example.org", "bob@example.org"])
+        rows = {(e.digest_id, e.recipient): e.status for e in ledger.entries()}
+    finally:
+        ledger.close()
+    assert rows == {
+        ("2022-08-13", "ada@example.org"): "sent",
+        ("2022-08-14", "bob@example.org"): "pending",
+    }
