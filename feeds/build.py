@@ -139,7 +139,9 @@ def build(
         listing = inputs.scan(paths.input)
         stamp = _stamp(settings, listing)
         last = state.read_stamp(paths.state)
-        if not force and last.get("stamp") == stamp and state.looks_whole(paths.state):
+        made = state.created(paths.state)
+        same_state = made is not None and last.get("state") == made
+        if not force and same_state and last.get("stamp") == stamp:
             report.noop = True
             report.digests = int(last.get("digests", 0))
             report.papers = int(last.get("papers", 0))
@@ -147,17 +149,10 @@ def build(
         else:
             # Gone before anything is written: a killed build can never look complete.
             state.clear_stamp(paths.state)
-            lost = not state.looks_whole(paths.state) and _published_before(paths.output)
             conn = state.connect(paths.state)
             try:
                 from feeds.workers import Workers
 
-                if lost and state.get_meta(conn, state.LOST) is None:
-                    # A new database beside earlier output: the record of what was sent is
-                    # gone, and a send must not take the archive for news (feeds.send).
-                    with state.transaction(conn):
-                        state.set_meta(conn, state.LOST, now.isoformat())
-                    log(f"{paths.state} is new but {paths.output} holds earlier builds")
                 with Workers() as workers:
                     _publish(conn, settings, now, log, report, listing, force, workers)
             finally:
@@ -166,6 +161,7 @@ def build(
                 paths.state,
                 {
                     "stamp": _stamp(settings, listing),
+                    "state": state.created(paths.state),
                     "digests": report.digests,
                     "papers": report.papers,
                     "errors": report.errors,
@@ -173,11 +169,6 @@ def build(
             )
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _published_before(output_dir: Path) -> bool:
-    """Whether `output_dir` holds what an earlier build published (its newsletter archive)."""
-    return (output_dir / "newsletter" / "index.html").is_file()
 
 
 # -- fingerprints ------------------------------------------------------------------------------

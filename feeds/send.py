@@ -144,33 +144,38 @@ def _bounced(settings: Settings, audience: Audience, tally: Tally, log: LogFn) -
 
 
 def _check_record(settings: Settings, audience: Audience, *, fresh_start: bool, log: LogFn) -> None:
+    """Refuse to send when the record of what was sent is lost: a ledger that has never sent
+    anything in a state database younger than the published newsletters beside it (deleted,
+    emptied, or moved without it). Whoever created the database, a build, a send or the web
+    endpoint, the published files say how old the publication is."""
     from feeds import state
 
     paths = settings.paths
-    conn = state.connect(paths.state)
+    ledger = Ledger.open(paths.state)
     try:
-        lost = state.get_meta(conn, state.LOST)
-        if lost is None:
+        if ledger.known_digests():
+            return
+        conn = state.connect(paths.state)
+        try:
+            created = state.get_meta(conn, state.CREATED)
+        finally:
+            conn.close()
+        published = [p.stat().st_mtime for p in (paths.output / "newsletter").glob("*.eml")]
+        if created is None or not published or min(published) >= float(created) - 1:
             return
         if not fresh_start:
             raise StateError(
-                f"the state database was new when the build of {lost[:16]} found earlier "
-                f"output in {display_path(paths.output)}: the record of what was sent is "
-                "lost, and sending now could mail the archive again",
+                f"the state database is younger than the newsletters already published in "
+                f"{display_path(paths.output)}: the record of what was sent is lost, and "
+                "sending now could mail the archive again",
                 path=str(paths.state),
                 hint="restore the state database from a backup, or run with --fresh-start to "
                 "take every published issue as sent",
             )
-        ledger = Ledger.open(paths.state)
-        try:
-            ledger.adopt(Issues.published(paths.state).refs, audience.recipients().keys())
-        finally:
-            ledger.close()
-        with state.transaction(conn):
-            conn.execute("DELETE FROM meta WHERE key = ?", (state.LOST,))
+        ledger.adopt(Issues.published(paths.state).refs, audience.recipients().keys())
         log("fresh start: every published issue is taken as sent")
     finally:
-        conn.close()
+        ledger.close()
 
 
 def envelope_for(settings: Settings, message_id: str) -> str:

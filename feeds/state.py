@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -26,8 +27,8 @@ from feeds.errors import StateError
 from feeds.output import private_folder
 
 SCHEMA_VERSION = 2
-# Meta key set when a build found the database new beside earlier output (see feeds.send).
-LOST = "lost_state"
+# Meta key: when this database was created (a send compares it with the output's age).
+CREATED = "created"
 # Seconds a writer waits for another one to finish before giving up with "database is locked".
 BUSY_TIMEOUT = 30.0
 
@@ -156,10 +157,31 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         )
     if version < SCHEMA_VERSION:
         steps = _FROM_1 if version == 1 else ""
+        # A database made now is as young as now; one from the first release counts as old
+        # as any output (it has kept its record).
+        created = json.dumps(time.time()) if version == 0 else "0"
+        steps += f"INSERT OR IGNORE INTO meta (key, value) VALUES ('{CREATED}', '{created}');"
         # One script, one transaction: a half-migrated schema is never committed.
         conn.executescript(
-            f"BEGIN IMMEDIATE;{steps}{_TABLES}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
+            f"BEGIN IMMEDIATE;{_TABLES}{steps}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
         )
+
+
+def created(path: Path) -> str | None:
+    """When the database at `path` was created, read without changing anything; None when it
+    is missing or unreadable. A build's stamp records it, so that a database deleted and made
+    anew (by any command) is never taken for the one the stamp describes."""
+    if not looks_whole(path):
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (CREATED,)).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
 
 
 def looks_whole(path: Path) -> bool:
