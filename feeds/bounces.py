@@ -221,6 +221,17 @@ def _carries_token(address: str) -> bool:
 # -- Maildir ----------------------------------------------------------------------------------
 
 
+def _need_secret(settings: Settings) -> None:
+    """Without the signing secret no bounce can be told from a forged one (VERP tokens and
+    Message-ID hashes are keyed with it): read none rather than let a forgery suppress."""
+    if not settings.unsubscribe_secret:
+        raise ConfigError(
+            "reading bounces needs FEEDS_UNSUBSCRIBE_SECRET: without it a forged bounce could "
+            "suppress any subscriber",
+            hint="export FEEDS_UNSUBSCRIBE_SECRET, the secret the messages were sent with",
+        )
+
+
 def process_maildir(
     settings: Settings,
     folder: Path,
@@ -231,6 +242,7 @@ def process_maildir(
     """Read the notifications in the Maildir `folder` (new/ and cur/) and move each one to its
     Maildir++ subfolder (`folder/.processed`, `folder/.unmatched`) by an atomic rename, keeping
     its file name and flags. Other mail is not touched."""
+    _need_secret(settings)
     if not ((folder / "cur").is_dir() and (folder / "new").is_dir()):
         raise ConfigError(
             f"{folder} is not a Maildir", hint="a Maildir holds cur/, new/ and tmp/ folders"
@@ -309,6 +321,7 @@ def process_imap(
     unmatched folder (made when missing): with UID MOVE where the server offers it, else UID
     COPY, \\Deleted and UID EXPUNGE of that message alone. Messages are fetched with BODY.PEEK,
     so mail left alone keeps its unread state; the folder is never expunged as a whole."""
+    _need_secret(settings)
     bounces = settings.bounces
     where = f"{bounces.imap_host}:{bounces.imap_port}"
     source = bounces.imap_folder.casefold()

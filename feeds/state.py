@@ -128,6 +128,10 @@ def connect(path: Path) -> sqlite3.Connection:
         private_folder(path.parent)
         if not path.exists():
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        # A database from an earlier release may be readable by others; it holds addresses.
+        for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if part.exists() and part.stat().st_mode & 0o077:
+                part.chmod(0o600)
         conn = sqlite3.connect(
             path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )

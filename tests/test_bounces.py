@@ -533,3 +533,11 @@ def test_feeds_bounces_reads_a_maildir_and_names_who_it_suppressed(
     assert len(list((world.maildir / "new").iterdir())) == 1  # the person's reply stays
     nowhere = CliRunner().invoke(cli, ["-c", str(config), "bounces"])
     assert nowhere.exit_code == 1 and "no bounce mailbox" in nowhere.output
+
+
+def test_without_the_signing_secret_no_bounce_is_read(world: World, sent: dict[str, Sent]) -> None:
+    world.deliver(render("rfc3464-failed.eml", sent["bob@example.org"]))
+    with pytest.raises(ConfigError, match="needs FEEDS_UNSUBSCRIBE_SECRET"):
+        process_maildir(replace(world.settings, unsubscribe_secret=None), world.maildir,
+                        log=world.lines.append)
+    assert world.member("bob@example.org")[0] == "confirmed"

@@ -192,3 +192,11 @@ def test_the_stamp_round_trips_and_a_damaged_one_reads_as_empty(tmp_path: Path) 
     assert state.read_stamp(path) == {}
     state.clear_stamp(path)
     assert not state.stamp_path(path).exists()
+
+
+def test_a_database_readable_by_others_is_made_private_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "feeds.sqlite3"
+    state.connect(path).close()
+    path.chmod(0o644)
+    state.connect(path).close()
+    assert path.stat().st_mode & 0o777 == 0o600
