@@ -124,22 +124,19 @@ class ImportReport:
         ]
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 class Audience:
     """The subscribers table, over one connection to the state database."""
 
     def __init__(
-        self, conn: sqlite3.Connection, *, clock: Callable[[], datetime] = utc_now
+        self, conn: sqlite3.Connection, *, clock: Callable[[], datetime] = state.utc_now
     ) -> None:
         self._conn = conn
         self._clock = clock
         create_tables(conn)
 
     @classmethod
-    def open(cls, path: Path, *, clock: Callable[[], datetime] = utc_now) -> Audience:
+    def open(cls, path: Path, *, clock: Callable[[], datetime] = state.utc_now) -> Audience:
         return cls(state.connect(path), clock=clock)
 
     def close(self) -> None:

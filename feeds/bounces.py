@@ -24,11 +24,11 @@ import ssl
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from feeds import dsn, verp
+from feeds import dsn, state, verp
 from feeds.audience import Audience
 from feeds.config import BouncesSettings, Settings
 from feeds.errors import ConfigError, FeedsError
@@ -70,9 +70,6 @@ class BounceReport:
             f"{len(self.suppressed)} addresses suppressed"
         )
 
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 # -- deciding what a message is and doing it ---------------------------------------------------
@@ -237,7 +234,7 @@ def process_maildir(
     folder: Path,
     *,
     log: LogFn,
-    clock: Callable[[], datetime] = utc_now,
+    clock: Callable[[], datetime] = state.utc_now,
 ) -> BounceReport:
     """Read the notifications in the Maildir `folder` (new/ and cur/) and move each one to its
     Maildir++ subfolder (`folder/.processed`, `folder/.unmatched`) by an atomic rename, keeping
@@ -314,7 +311,7 @@ def process_imap(
     settings: Settings,
     *,
     log: LogFn,
-    clock: Callable[[], datetime] = utc_now,
+    clock: Callable[[], datetime] = state.utc_now,
     timeout: float = IMAP_TIMEOUT,
 ) -> BounceReport:
     """Read the notifications in `[bounces] imap_folder` and move each one to the processed or

@@ -326,7 +326,7 @@ def _validate(
         raise wrong("[newsletter] list_id", "must not be empty")
     if smtp.security not in ("starttls", "ssl", "none"):
         raise wrong("[smtp] security", f"must be starttls, ssl or none, not {smtp.security!r}")
-    if smtp.security == "none" and not smtp.allow_insecure and not _is_loopback(smtp.host):
+    if smtp.security == "none" and not smtp.allow_insecure and not is_loopback(smtp.host):
         raise wrong(
             "[smtp] security", f"= none to {smtp.host} would send mail and password in clear text",
             "use starttls or ssl, or set allow_insecure = true",
@@ -354,7 +354,7 @@ def _bounces(
             path=str(path),
         )
     host = bounces.imap_host
-    if bounces.imap_security == "none" and host and not _is_loopback(host):
+    if bounces.imap_security == "none" and host and not is_loopback(host):
         raise ConfigError(
             f"[bounces] imap_security = none to {bounces.imap_host} would send the password in "
             "clear text",
@@ -382,7 +382,7 @@ def _validate_web(web: WebSettings, path: Path | None) -> None:
                 path=str(path),
                 hint="e.g. https://digest.example.org/list",
             )
-        if parts.scheme == "http" and not _is_loopback(host):
+        if parts.scheme == "http" and not is_loopback(host):
             raise ConfigError(
                 "[web] public_url must be https:// (mail clients ignore other one-click "
                 "unsubscribe links); http:// is for a local preview on 127.0.0.1 only",
@@ -392,5 +392,6 @@ def _validate_web(web: WebSettings, path: Path | None) -> None:
         raise ConfigError("[web] requests_per_minute must be at least 1", path=str(path))
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """This machine: where clear text and http:// links are allowed (a local relay, a preview)."""
     return host in ("localhost", "::1") or host.startswith("127.")

@@ -98,9 +98,6 @@ class DigestRef:
     replaces: str | None = None
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 def due_mark(state_path: Path, audience: str) -> str | None:
     """What decides what is due besides the ledger: the last complete build (its stamp) and
@@ -123,7 +120,7 @@ def nothing_due(state_path: Path, mark: str | None) -> bool:
 
 class Ledger:
     def __init__(
-        self, conn: sqlite3.Connection, *, clock: Callable[[], datetime] = utc_now
+        self, conn: sqlite3.Connection, *, clock: Callable[[], datetime] = state.utc_now
     ) -> None:
         self._conn = conn
         self._clock = clock
@@ -135,7 +132,7 @@ class Ledger:
             audience.create_tables(conn)
 
     @classmethod
-    def open(cls, path: Path, *, clock: Callable[[], datetime] = utc_now) -> Ledger:
+    def open(cls, path: Path, *, clock: Callable[[], datetime] = state.utc_now) -> Ledger:
         """The ledger in the state database at `path` (one connection the sending threads
         share; `Ledger` serializes its writes)."""
         return cls(state.connect(path), clock=clock)

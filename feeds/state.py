@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -186,6 +186,11 @@ def created(path: Path) -> str | None:
     except sqlite3.Error:
         return None
     return str(row[0]) if row else None
+
+
+def utc_now() -> datetime:
+    """The clock the ledger, the audience and the bounces default to (tests pass their own)."""
+    return datetime.now(UTC)
 
 
 def looks_whole(path: Path) -> bool:

@@ -11,7 +11,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+from urllib.parse import urlsplit
 
+from feeds.config import is_loopback
 from feeds.errors import ConfigError
 
 TOKEN_FIELD = "{token}"
@@ -70,10 +72,7 @@ def check_template(template: str | None, secret: str | None, *, where: str | Non
 
 def _local(url: str) -> bool:
     """An http:// link to this machine: a local preview of the endpoint (`feeds serve`)."""
-    from urllib.parse import urlsplit
-
-    host = urlsplit(url).hostname or ""
-    return url.startswith("http://") and (host in ("localhost", "::1") or host.startswith("127."))
+    return url.startswith("http://") and is_loopback(urlsplit(url).hostname or "")
 
 
 def _mac(address: str, list_id: str, secret: str) -> bytes:

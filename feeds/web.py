@@ -26,12 +26,13 @@ from flask import Flask, Response, render_template, request, send_from_directory
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException, NotFound
 
-from feeds.audience import Audience, Member, utc_now
+from feeds.audience import Audience, Member
 from feeds.catalog import ALL_SLUG, STARRED_SLUG, category_label
-from feeds.config import Settings, load_settings
+from feeds.config import Settings, is_loopback, load_settings
 from feeds.errors import ConfigError, StateError
 from feeds.notices import Kind, compose_notice
 from feeds.send import send_one
+from feeds.state import utc_now
 from feeds.subscribers import MAX_NAME, clean_name, normalize_email
 from feeds.unsubscribe import make_token, verify_token
 from feeds.web_limits import Postman, RateLimit
@@ -406,7 +407,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
     `[web] public_url`, a loopback host previews with links to itself."""
     import waitress
 
-    if not settings.web.public_url and _loopback(host):
+    if not settings.web.public_url and is_loopback(host):
         settings = replace(settings, web=replace(settings.web, public_url=f"http://{host}:{port}"))
     app = create_app(settings, site=settings.paths.output)
     log.info("serving on http://%s:%d", host, port)
@@ -418,7 +419,3 @@ def app_from_env() -> Flask:
     named by FEEDS_CONFIG (and the secrets from the environment, as the CLI does)."""
     path = os.environ.get(CONFIG_ENV)
     return create_app(load_settings(Path(path) if path else None))
-
-
-def _loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
