@@ -25,8 +25,15 @@ PASSWORD_ENV = "FEEDS_SMTP_PASSWORD"
 UNSUBSCRIBE_SECRET_ENV = "FEEDS_UNSUBSCRIBE_SECRET"
 IMAP_PASSWORD_ENV = "FEEDS_IMAP_PASSWORD"
 
-# Templates ship beside the package in a source checkout (the design card's top-level templates/).
-DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+def _default_templates() -> Path:
+    """The templates an installed package carries (feeds/templates/), else those at the top
+    of a source checkout, where the repository keeps them."""
+    package = Path(__file__).resolve().parent
+    installed = package / "templates"
+    return installed if (installed / "newsletter").is_dir() else package.parent / "templates"
+
+
+DEFAULT_TEMPLATES = _default_templates()
 
 
 @dataclass(frozen=True)
