@@ -20,7 +20,7 @@ compile: $(STAMP)
 	$(BIN)/python -m compileall -q feeds
 
 run: compile
-	$(BIN)/feeds --config feeds.toml build -v
+	$(BIN)/feeds build -v
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -96,7 +96,11 @@ class Session:
     help="Settings file (default: ./feeds.toml if present, else built-in defaults).",
 )
 @click.option("-v", "--verbose", count=True, help="Say what is done (repeat for more).")
-@click.version_option(package_name="digest-feeds")
+@click.option(
+    "--version", is_flag=True, expose_value=False, is_eager=True,
+    callback=lambda ctx, _param, value: _version(ctx) if value else None,
+    help="Show the version, and those of the libraries that render the output.",
+)
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None, verbose: int) -> None:
     """Turn daily ML paper digests into feeds, a static site and a newsletter.
@@ -108,6 +112,72 @@ def cli(ctx: click.Context, config: Path | None, verbose: int) -> None:
     if config is None and Path("feeds.toml").is_file():
         config = Path("feeds.toml")
     ctx.obj = Session(config, verbose)
+
+
+def _version(ctx: click.Context) -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:  # pragma: no cover - a broken install
+            return "missing"
+
+    libraries = ", ".join(f"{name} {of(name)}" for name in ("feedgen", "jinja2", "premailer"))
+    click.echo(f"feeds (digest-feeds) {of('digest-feeds')} ({libraries})")
+    ctx.exit()
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def init(folder: Path) -> None:
+    """Create a ready site folder: feeds.toml, digests/ with a sample, deploy/ for cron.
+
+    Nothing existing is overwritten.
+
+    \b
+    Example:
+        feeds init ~/digest && cd ~/digest && feeds run
+    """
+    from feeds.starter import init as make_folder
+
+    with user_errors():
+        written = make_folder(folder)
+    where = display_path(folder)
+    click.echo(f"wrote {len(written)} files into {where}: feeds.toml, digests/, deploy/")
+    click.echo(f"next: set [site] base_url and [newsletter] from in {where}/feeds.toml")
+    click.echo(f"then: cd {where} && feeds run   (deploy/ has a systemd timer and a crontab line)")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.pass_obj
+def add(obj: Session, file: Path) -> None:
+    """Add a digest (a file, or - for standard input) to the input folder under its date.
+
+    It is parsed first: its id, date, entry count and warnings are shown, and a text with no
+    entry is refused. The file is saved as YYYY-MM-DD.txt (-2, -3 ... if the day has one),
+    never over another.
+
+    \b
+    Example:
+        xclip -o | feeds add -
+    """
+    from feeds.starter import add as add_digest
+    from feeds.starter import describe
+
+    if str(file) == "-":
+        data, source = sys.stdin.buffer.read(), "<stdin>"
+    else:
+        try:
+            data, source = file.read_bytes(), str(file)
+        except OSError as exc:
+            raise Failed(f"{display_path(file)}: {exc.strerror}") from exc
+    settings = obj.settings
+    with user_errors(settings.paths.state):
+        added = add_digest(settings, data, source=source, now=now())
+    for line in describe(added):
+        click.echo(line, err=line.startswith("warning:"))
 
 
 @cli.command()
