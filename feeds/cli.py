@@ -623,7 +623,7 @@ def bounces(obj: Session, maildir: Path | None, use_imap: bool) -> None:
         feeds bounces --maildir /var/mail/bounces
         FEEDS_IMAP_PASSWORD=... feeds bounces --imap
     """
-    from feeds.bounces import process_imap, process_maildir
+    from feeds.mailbox import process_imap, process_maildir
 
     settings = obj.settings
     folder = maildir or (None if use_imap else settings.bounces.maildir)

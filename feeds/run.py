@@ -61,7 +61,7 @@ def run(
     paths = settings.paths
     if settings.bounces.maildir or settings.bounces.imap_host:
         # Bounces first: an address that bounced since the last run is not mailed again.
-        from feeds.bounces import process_imap, process_maildir
+        from feeds.mailbox import process_imap, process_maildir
 
         try:
             if settings.bounces.maildir:

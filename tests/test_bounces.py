@@ -29,16 +29,11 @@ from smtp_fixtures import SECRET, SmtpServer, delivery_settings, smtp_server
 
 from feeds import dsn, verp
 from feeds.audience import Audience
-from feeds.bounces import (
-    MAX_MESSAGE_BYTES,
-    BounceReport,
-    MailboxError,
-    process_imap,
-    process_maildir,
-)
+from feeds.bounces import MAX_MESSAGE_BYTES, BounceReport
 from feeds.config import Settings
 from feeds.errors import ConfigError
 from feeds.ledger import Ledger
+from feeds.mailbox import MailboxError, process_imap, process_maildir
 from feeds.model import Digest
 from feeds.parse import parse_file
 from feeds.send import Issues, send
