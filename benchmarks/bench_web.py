@@ -93,6 +93,7 @@ def prepare(work: Path, smtp_port: int) -> Path:
     from feeds.audience import Audience
     from feeds.build import build
     from feeds.config import load_settings
+    from feeds.roster import import_list
     from feeds.subscribers import parse_subscribers
 
     (work / "digests").mkdir(parents=True)
@@ -110,7 +111,7 @@ def prepare(work: Path, smtp_port: int) -> Path:
         f"reader{i}@example.org,Reader {i},\n" for i in range(SUBSCRIBERS)
     )
     with Audience.open(settings.paths.state) as audience:
-        audience.import_list(parse_subscribers(rows))
+        import_list(audience, parse_subscribers(rows))
     return config
 
 

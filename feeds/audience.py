@@ -14,17 +14,15 @@ from __future__ import annotations
 import hashlib
 import secrets
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
 from feeds import state
-from feeds.errors import ConfigError
-from feeds.subscribers import Subscriber, SubscriberList, load_subscribers
+from feeds.subscribers import Subscriber, SubscriberList
 
 Status = Literal["pending", "confirmed", "unsubscribed", "suppressed"]
 STATUSES: tuple[Status, ...] = ("pending", "confirmed", "unsubscribed", "suppressed")
@@ -34,8 +32,6 @@ FORGET_PENDING_AFTER = timedelta(days=7)
 # Confirmation and manage emails to one address per day: nobody can flood a stranger's
 # mailbox by submitting the form over and over.
 NOTICES_PER_DAY = 3
-# A subscriber list file changed this recently may still be being written: it waits a run.
-SETTLE_SECONDS = 2.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscribers (
@@ -106,25 +102,6 @@ class Member:
         }
 
 
-@dataclass
-class ImportReport:
-    added: int = 0
-    updated: int = 0
-    removed: int = 0
-    # "line: why the row changed nobody": rows for people who left, for instance.
-    kept: list[str] = field(default_factory=list)
-
-    # "line: message" for each row that could not be read.
-    problems: list[str] = field(default_factory=list)
-
-    def notes(self, source: Path) -> list[str]:
-        """What is worth a line in cron's mail."""
-        return [f"{source}:{problem}" for problem in self.problems] + [
-            f"{source}:{kept} (left before: the row changes nobody)" for kept in self.kept
-        ]
-
-
-
 class Audience:
     """The subscribers table, over one connection to the state database."""
 
@@ -151,8 +128,13 @@ class Audience:
     def now(self) -> datetime:
         return self._clock()
 
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self._conn
+
     @contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        """One `BEGIN IMMEDIATE` transaction that counts as a change of the audience."""
         with state.transaction(self._conn) as conn:
             before = conn.total_changes
             yield conn
@@ -207,8 +189,8 @@ class Audience:
     ) -> Member:
         """Subscribe `email` as confirmed: the operator vouches for it. This is the one way back
         for someone who unsubscribed or was suppressed besides subscribing again themselves."""
-        now = _iso(self.now())
-        with self._writing() as conn:
+        now = iso(self.now())
+        with self.writing() as conn:
             conn.execute(
                 "INSERT INTO subscribers (address, email, name, categories, status, source,"
                 " created, consented, updated) VALUES (?, ?, ?, ?, 'confirmed', ?, ?, ?, ?)"
@@ -216,7 +198,7 @@ class Audience:
                 " name = excluded.name, categories = excluded.categories, status = 'confirmed',"
                 " consented = excluded.consented, left_at = NULL, reason = NULL,"
                 " updated = excluded.updated",
-                (email.lower(), email, name, _codes(categories), source, now, now, now),
+                (email.lower(), email, name, codes(categories), source, now, now, now),
             )
         found = self.get(email)
         assert found is not None
@@ -225,110 +207,6 @@ class Audience:
     def remove(self, email: str, *, reason: str = "removed by the operator") -> bool:
         """Unsubscribe `email` (kept on record, so that no stale list subscribes it again)."""
         return self._leave(email, "unsubscribed", reason)
-
-    def import_list(self, people: SubscriberList, *, prune: bool = False) -> ImportReport:
-        """Take a subscriber list (CSV) into the table, in one transaction.
-
-        New addresses are confirmed (the operator vouches for them); rows of list subscribers
-        update their name and categories; someone who unsubscribed or was suppressed stays so,
-        and someone who subscribed on the web keeps their own choices. With `prune`, list
-        subscribers whose row is gone are unsubscribed, but only from a list whose every row
-        is valid: a row with a typo must not unsubscribe anybody. A list with no valid row at
-        all changes nobody and raises ConfigError.
-        """
-        if not people.subscribers:
-            raise ConfigError(
-                "the subscriber list has no valid subscriber; nobody was changed",
-                path=people.source,
-                hint="fix the list, or delete it if you manage subscribers with "
-                "`feeds subscribers`",
-            )
-        report = ImportReport(problems=[
-            f"{p.line}: {p.message}" + (" (row skipped)" if p.severity == "error" else "")
-            for p in people.problems
-        ])
-        now = _iso(self.now())
-        listed = {p.key for p in people.subscribers}
-        with self._writing() as conn:
-            for person in people.subscribers:
-                row = conn.execute(
-                    f"SELECT {_COLUMNS} FROM subscribers WHERE address = ?", (person.key,)
-                ).fetchone()
-                found = None if row is None else _member(row)
-                if found is None:
-                    conn.execute(
-                        "INSERT INTO subscribers (address, email, name, categories, status,"
-                        " source, created, consented, updated)"
-                        " VALUES (?, ?, ?, ?, 'confirmed', 'csv', ?, ?, ?)",
-                        (person.key, person.email, person.name, _codes(person.categories),
-                         now, now, now),
-                    )
-                    report.added += 1
-                elif _list_removed(found, people.source):
-                    # The list took them off itself: the list may put them back.
-                    conn.execute(
-                        "UPDATE subscribers SET name = ?, categories = ?, status = 'confirmed',"
-                        " left_at = NULL, reason = NULL, updated = ? WHERE address = ?",
-                        (person.name, _codes(person.categories), now, person.key),
-                    )
-                    report.updated += 1
-                elif found.status in ("unsubscribed", "suppressed") or found.left_at:
-                    # Someone who left, even if a stranger has since typed the address into the
-                    # web form (pending again), is subscribed only by their own confirmation.
-                    report.kept.append(f"{person.line}: {person.email} is {found.status}")
-                elif found.source == "csv" or found.status == "pending":
-                    changed = (
-                        found.status != "confirmed" or found.name != person.name
-                        or found.categories != person.categories
-                    )
-                    if changed:
-                        conn.execute(
-                            "UPDATE subscribers SET name = ?, categories = ?, status = 'confirmed',"
-                            " consented = COALESCE(consented, ?), updated = ? WHERE address = ?",
-                            (person.name, _codes(person.categories), now, now, person.key),
-                        )
-                        report.updated += 1
-            if prune and not people.errors:
-                gone = [
-                    address for (address,) in conn.execute(
-                        "SELECT address FROM subscribers WHERE source = 'csv'"
-                        " AND status IN ('confirmed', 'pending')"
-                    )
-                    if address not in listed
-                ]
-                conn.executemany(
-                    "UPDATE subscribers SET status = 'unsubscribed', left_at = ?, reason = ?,"
-                    " updated = ? WHERE address = ?",
-                    [(now, f"removed from {Path(people.source).name}", now, a) for a in gone],
-                )
-                report.removed = len(gone)
-        return report
-
-    def sync_list(self, path: Path) -> ImportReport | None:
-        """Take in the subscriber list file (CSV) when it changed since it was last taken in;
-        None when it is absent or unchanged. Rows gone from the file unsubscribe their list
-        subscribers (see `import_list`). Raises ConfigError for an unreadable file or one with
-        no valid row, changing nobody."""
-        try:
-            info = path.stat()
-        except FileNotFoundError:
-            return None
-        mark = f"{path.resolve()} {info.st_size} {info.st_mtime_ns} {info.st_ino}"
-        if state.get_meta(self._conn, "subscriber_list") == mark:
-            return None
-        people = load_subscribers(path)
-        # A list changed a moment ago may still be being written, and a half-written one would
-        # unsubscribe the rows it does not show yet: it adds and updates now, and removes
-        # nobody until a later run finds it settled.
-        after = path.stat()
-        same = (after.st_size, after.st_mtime_ns, after.st_ino) == (
-            info.st_size, info.st_mtime_ns, info.st_ino
-        )
-        settled = same and time.time() - info.st_mtime >= SETTLE_SECONDS
-        report = self.import_list(people, prune=settled)
-        if settled:
-            state.set_meta(self._conn, "subscriber_list", mark)
-        return report
 
     # -- the subscribers themselves ---------------------------------------------------------
 
@@ -344,7 +222,7 @@ class Audience:
         """
         now = self.now()
         token = secrets.token_urlsafe(24)
-        with self._writing() as conn:
+        with self.writing() as conn:
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM subscribers WHERE address = ?", (email.lower(),)
             ).fetchone()
@@ -355,17 +233,17 @@ class Audience:
                 conn.execute(
                     "INSERT INTO subscribers (address, email, name, categories, status, source,"
                     " created, updated) VALUES (?, ?, ?, ?, 'pending', 'web', ?, ?)",
-                    (email.lower(), email, name, _codes(categories), _iso(now), _iso(now)),
+                    (email.lower(), email, name, codes(categories), iso(now), iso(now)),
                 )
             else:
                 conn.execute(
                     "UPDATE subscribers SET email = ?, name = ?, categories = ?,"
                     " status = 'pending', source = 'web', updated = ? WHERE address = ?",
-                    (email, name, _codes(categories), _iso(now), email.lower()),
+                    (email, name, codes(categories), iso(now), email.lower()),
                 )
             conn.execute(
                 "INSERT INTO confirm_tokens (digest, address, expires) VALUES (?, ?, ?)",
-                (_hash(token), email.lower(), _iso(now + CONFIRM_FOR)),
+                (_hash(token), email.lower(), iso(now + CONFIRM_FOR)),
             )
         return self.get(email), token
 
@@ -376,7 +254,7 @@ class Audience:
         confirmed. A token does not bring back someone who unsubscribed since.
         """
         now = self.now()
-        with self._writing() as conn:
+        with self.writing() as conn:
             row = conn.execute(
                 "SELECT address, expires FROM confirm_tokens WHERE digest = ?", (_hash(token),)
             ).fetchone()
@@ -385,7 +263,7 @@ class Audience:
             conn.execute(
                 "UPDATE subscribers SET status = 'confirmed', consented = ?, updated = ?,"
                 " left_at = NULL, reason = NULL WHERE address = ? AND status = 'pending'",
-                (_iso(now), _iso(now), row[0]),
+                (iso(now), iso(now), row[0]),
             )
             address = str(row[0])
         return self.get(address)
@@ -406,7 +284,7 @@ class Audience:
         this one suppressed the address."""
         now = self.now()
         today = now.date().isoformat()
-        with self._writing() as conn:
+        with self.writing() as conn:
             row = conn.execute(
                 "SELECT soft_bounces, soft_last FROM subscribers WHERE address = ?"
                 " AND status IN ('confirmed', 'pending')",
@@ -424,8 +302,8 @@ class Audience:
                 "UPDATE subscribers SET soft_bounces = ?, soft_last = ?, updated = ?"
                 + (", status = 'suppressed', left_at = ?, reason = ?" if suppressed else "")
                 + " WHERE address = ?",
-                (count, today, _iso(now),
-                 *((_iso(now), f"{count} days of temporary failures: {reply}"[:500])
+                (count, today, iso(now),
+                 *((iso(now), f"{count} days of temporary failures: {reply}"[:500])
                    if suppressed else ()),
                  email.lower()),
             )
@@ -433,8 +311,8 @@ class Audience:
 
     def unsuppress(self, email: str) -> bool:
         """Put back an address the bounces suppressed (after the operator fixed something)."""
-        now = _iso(self.now())
-        with self._writing() as conn:
+        now = iso(self.now())
+        with self.writing() as conn:
             changed = conn.execute(
                 "UPDATE subscribers SET status = 'confirmed', left_at = NULL, reason = NULL,"
                 " soft_bounces = 0, soft_last = NULL, updated = ?"
@@ -445,50 +323,50 @@ class Audience:
 
     def choose(self, email: str, categories: frozenset[str]) -> Member | None:
         """Set a confirmed or pending subscriber's categories (empty: every category)."""
-        now = _iso(self.now())
-        with self._writing() as conn:
+        now = iso(self.now())
+        with self.writing() as conn:
             conn.execute(
                 "UPDATE subscribers SET categories = ?, updated = ? WHERE address = ?"
                 " AND status IN ('confirmed', 'pending')",
-                (_codes(categories), now, email.lower()),
+                (codes(categories), now, email.lower()),
             )
         return self.get(email)
 
     def forget_unconfirmed(self) -> int:
         """Remove addresses never confirmed within a week, and expired tokens."""
         now = self.now()
-        with self._writing() as conn:
+        with self.writing() as conn:
             gone = conn.execute(
                 "DELETE FROM subscribers WHERE status = 'pending' AND consented IS NULL"
                 " AND updated < ?",
-                (_iso(now - FORGET_PENDING_AFTER),),
+                (iso(now - FORGET_PENDING_AFTER),),
             ).rowcount
-            conn.execute("DELETE FROM confirm_tokens WHERE expires < ?", (_iso(now),))
-            conn.execute("DELETE FROM notices WHERE sent < ?", (_iso(now - timedelta(days=1)),))
+            conn.execute("DELETE FROM confirm_tokens WHERE expires < ?", (iso(now),))
+            conn.execute("DELETE FROM notices WHERE sent < ?", (iso(now - timedelta(days=1)),))
         return int(gone)
 
     def may_notify(self, email: str) -> bool:
         """Whether one more confirmation or manage email may go to `email` today; if so, it is
         counted now."""
         now = self.now()
-        with self._writing() as conn:
+        with self.writing() as conn:
             (count,) = conn.execute(
                 "SELECT COUNT(*) FROM notices WHERE address = ? AND sent >= ?",
-                (email.lower(), _iso(now - timedelta(days=1))),
+                (email.lower(), iso(now - timedelta(days=1))),
             ).fetchone()
             if count >= NOTICES_PER_DAY:
                 return False
             conn.execute(
-                "INSERT INTO notices (address, sent) VALUES (?, ?)", (email.lower(), _iso(now))
+                "INSERT INTO notices (address, sent) VALUES (?, ?)", (email.lower(), iso(now))
             )
         return True
 
     def _leave(
         self, email: str, status: Status, reason: str, *, also: tuple[str, ...] = ()
     ) -> bool:
-        now = _iso(self.now())
+        now = iso(self.now())
         marks = ", ".join("?" * (2 + len(also)))
-        with self._writing() as conn:
+        with self.writing() as conn:
             changed = conn.execute(
                 f"UPDATE subscribers SET status = ?, left_at = ?, reason = ?, updated = ?"
                 f" WHERE address = ? AND status IN ({marks})",
@@ -501,10 +379,6 @@ def create_tables(conn: sqlite3.Connection) -> None:
     """The audience's tables in the state database, if they are not there yet (the ledger
     reads them too)."""
     conn.executescript(_SCHEMA)
-
-
-def _list_removed(member: Member, source: str) -> bool:
-    return member.status == "unsubscribed" and member.reason == f"removed from {Path(source).name}"
 
 
 def _member(row: tuple[object, ...]) -> Member:
@@ -522,11 +396,11 @@ def _member(row: tuple[object, ...]) -> Member:
     )
 
 
-def _codes(categories: frozenset[str]) -> str:
+def codes(categories: frozenset[str]) -> str:
     return " ".join(sorted(categories))
 
 
-def _iso(moment: datetime) -> str:
+def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 

@@ -541,10 +541,11 @@ def subscribers_import(obj: Session, file: Path) -> None:
     Example:
         feeds subscribers import readers.csv
     """
+    from feeds.roster import import_list
     from feeds.subscribers import load_subscribers
 
     with obj.audience() as audience:
-        report = audience.import_list(load_subscribers(file))
+        report = import_list(audience, load_subscribers(file))
     for note in report.notes(file):
         click.echo(f"warning: {note}", err=True)
     kept = len(report.kept)

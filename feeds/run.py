@@ -16,6 +16,7 @@ from feeds.build import BuildReport, build
 from feeds.config import Settings
 from feeds.errors import FeedsError, LockedError
 from feeds.ledger import due_mark, nothing_due
+from feeds.roster import sync_list
 
 Log = Callable[[str], None]
 # A run may hold the lock for its send's time limit and a build; this long past that, a run that
@@ -76,7 +77,7 @@ def run(
     try:
         with Audience.open(paths.state) as audience:
             audience.forget_unconfirmed()
-            taken = audience.sync_list(paths.subscribers)
+            taken = sync_list(audience, paths.subscribers)
             for note in taken.notes(paths.subscribers) if taken else []:
                 log(f"warning: {note}")
             if audience.count("confirmed") == 0:

@@ -26,6 +26,7 @@ from feeds.ledger import DigestRef, Entry, Ledger, due_mark, nothing_due
 from feeds.model import Digest
 from feeds.output import write_private
 from feeds.personalize import Job, Messages
+from feeds.roster import sync_list
 from feeds.subscribers import Subscriber, SubscriberList, clean_name, normalize_email
 from feeds.transport import Transport
 from feeds.unsubscribe import check_template
@@ -255,7 +256,7 @@ def send_due(
     )
     with nullcontext() if outbox is not None else sending, Audience.open(paths.state) as audience:
         # A dry run too: it shows what the next run would send, to the list as it now is.
-        taken = audience.sync_list(paths.subscribers)
+        taken = sync_list(audience, paths.subscribers)
         notes = taken.notes(paths.subscribers) if taken else []
         if outbox is None:
             _check_record(settings, audience, fresh_start=fresh_start, log=log)

@@ -17,6 +17,7 @@ from feeds.audience import Audience
 from feeds.cli import cli
 from feeds.errors import ConfigError
 from feeds.ledger import Ledger
+from feeds.roster import import_list, sync_list
 from feeds.send import Issues
 from feeds.site import render_site
 from feeds.subscribers import parse_subscribers
@@ -132,11 +133,11 @@ def rows(*lines: str) -> str:
 
 
 def test_a_list_subscribes_confirmed_and_updates_its_own_rows(audience: Audience) -> None:
-    report = audience.import_list(
-        parse_subscribers(rows("ada@example.org,Ada,CV", "b@example.org,,"))
+    report = import_list(
+        audience, parse_subscribers(rows("ada@example.org,Ada,CV", "b@example.org,,"))
     )
     assert (report.added, report.updated) == (2, 0)
-    report = audience.import_list(parse_subscribers(rows("ada@example.org,Ada L,CV CL")))
+    report = import_list(audience, parse_subscribers(rows("ada@example.org,Ada L,CV CL")))
     assert (report.added, report.updated) == (0, 1)
     ada = audience.get("ada@example.org")
     assert ada is not None and (ada.name, ada.categories, ada.source) == (
@@ -147,9 +148,9 @@ def test_a_list_subscribes_confirmed_and_updates_its_own_rows(audience: Audience
 def test_a_stale_list_row_never_resubscribes_someone_who_left_on_the_web(
     audience: Audience,
 ) -> None:
-    audience.import_list(parse_subscribers(rows("ada@example.org,Ada,")))
+    import_list(audience, parse_subscribers(rows("ada@example.org,Ada,")))
     audience.unsubscribe("ada@example.org", reason="one-click")
-    report = audience.import_list(parse_subscribers(rows("ada@example.org,Ada,")), prune=True)
+    report = import_list(audience, parse_subscribers(rows("ada@example.org,Ada,")), prune=True)
     assert report.kept == ["2: ada@example.org is unsubscribed"]
     assert audience.get("ada@example.org").status == "unsubscribed"  # type: ignore[union-attr]
 
@@ -157,26 +158,26 @@ def test_a_stale_list_row_never_resubscribes_someone_who_left_on_the_web(
 def test_a_web_subscriber_keeps_their_own_choices_against_the_list(audience: Audience) -> None:
     _, token = audience.request("ada@example.org", categories=frozenset({"RO"}))
     audience.confirm(token or "")
-    audience.import_list(parse_subscribers(rows("ada@example.org,Ada,CV")), prune=True)
+    import_list(audience, parse_subscribers(rows("ada@example.org,Ada,CV")), prune=True)
     ada = audience.get("ada@example.org")
     assert ada is not None and ada.categories == {"RO"} and ada.source == "web"
 
 
 @pytest.mark.parametrize("text", ["", "email,name,categories\n", "not-an-address,,\nx@,,\n"])
 def test_an_empty_or_all_invalid_list_changes_nobody(audience: Audience, text: str) -> None:
-    audience.import_list(parse_subscribers(rows("ada@example.org,,", "b@example.org,,")))
+    import_list(audience, parse_subscribers(rows("ada@example.org,,", "b@example.org,,")))
     with pytest.raises(ConfigError, match="no valid subscriber; nobody was changed"):
-        audience.import_list(parse_subscribers(text), prune=True)
+        import_list(audience, parse_subscribers(text), prune=True)
     assert len(audience.recipients().subscribers) == 2
 
 
 def test_rows_gone_from_the_list_leave_but_a_typo_unsubscribes_nobody(audience: Audience) -> None:
-    audience.import_list(parse_subscribers(rows("ada@example.org,,", "b@example.org,,")))
-    typo = audience.import_list(
-        parse_subscribers(rows("ada@example.org,,", "b@example,,")), prune=True
+    import_list(audience, parse_subscribers(rows("ada@example.org,,", "b@example.org,,")))
+    typo = import_list(
+        audience, parse_subscribers(rows("ada@example.org,,", "b@example,,")), prune=True
     )
     assert typo.removed == 0 and len(audience.recipients().subscribers) == 2
-    gone = audience.import_list(parse_subscribers(rows("ada@example.org,,")), prune=True)
+    gone = import_list(audience, parse_subscribers(rows("ada@example.org,,")), prune=True)
     assert gone.removed == 1
     b = audience.get("b@example.org")
     assert b is not None and (b.status, b.reason) == (
@@ -253,7 +254,7 @@ def test_an_emptied_list_file_loses_nobody_their_issue(
     assert feeds(project, "build").exit_code == 0
     state = project / "state" / "feeds.sqlite3"
     with Audience.open(state) as audience:
-        audience.sync_list(csv)
+        sync_list(audience, csv)
     # The newest issue is queued for both, as a run stopped before sending leaves it.
     ledger = Ledger.open(state)
     try:
@@ -355,7 +356,7 @@ def test_an_exported_list_taken_back_subscribes_only_the_confirmed(
     try:
         from feeds.subscribers import load_subscribers
 
-        report = fresh.import_list(load_subscribers(backup))
+        report = import_list(fresh, load_subscribers(backup))
         assert report.added == 1
         assert [m.email for m in fresh.members("confirmed")] == ["ada@example.org"]
         assert fresh.get("bob@example.org") is None
@@ -367,20 +368,20 @@ def test_an_exported_list_taken_back_subscribes_only_the_confirmed(
 def test_a_stranger_typing_a_leavers_address_gets_them_no_mail_from_the_list(
     audience: Audience,
 ) -> None:
-    audience.import_list(parse_subscribers(rows("ada@example.org,Ada,")))
+    import_list(audience, parse_subscribers(rows("ada@example.org,Ada,")))
     audience.unsubscribe("ada@example.org", reason="one-click")
     audience.request("ada@example.org")  # someone else, on the web form
-    report = audience.import_list(parse_subscribers(rows("ada@example.org,Ada,CV")), prune=True)
+    report = import_list(audience, parse_subscribers(rows("ada@example.org,Ada,CV")), prune=True)
     assert report.kept == ["2: ada@example.org is pending"]
     assert audience.recipients().subscribers == ()
 
 
 def test_a_row_the_list_removed_comes_back_with_the_list(audience: Audience) -> None:
     both = parse_subscribers(rows("ada@example.org,,", "bob@example.org,,"))
-    audience.import_list(both)
-    audience.import_list(parse_subscribers(rows("ada@example.org,,")), prune=True)
+    import_list(audience, both)
+    import_list(audience, parse_subscribers(rows("ada@example.org,,")), prune=True)
     assert audience.get("bob@example.org").status == "unsubscribed"  # type: ignore[union-attr]
-    audience.import_list(both, prune=True)
+    import_list(audience, both, prune=True)
     assert len(audience.recipients().subscribers) == 2
 
 
@@ -392,13 +393,13 @@ def test_a_list_file_still_being_written_removes_nobody_until_it_settles(
 
     csv = tmp_path / "subscribers.csv"
     csv.write_text(rows("ada@example.org,,", "bob@example.org,,"), encoding="utf-8")
-    audience.sync_list(csv)
+    sync_list(audience, csv)
     csv.write_text(rows("ada@example.org,,"), encoding="utf-8")  # half written, just now
-    report = audience.sync_list(csv)
+    report = sync_list(audience, csv)
     assert report is not None and report.removed == 0
     assert len(audience.recipients().subscribers) == 2
     settled = time.time() - 60
     os.utime(csv, (settled, settled))
-    report = audience.sync_list(csv)
+    report = sync_list(audience, csv)
     assert report is not None and report.removed == 1
-    assert audience.sync_list(csv) is None
+    assert sync_list(audience, csv) is None
