@@ -10,81 +10,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from feeds.config import Settings, load_settings
+from feeds.cli_subscribers import subscribers
+from feeds.config import load_settings
 from feeds.errors import FeedsError, display_path
-
-if TYPE_CHECKING:
-    from feeds.audience import Audience
-
-
-class Failed(click.ClickException):
-    """A user error, shown as `error: ...` like every other error line of the tool."""
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-@contextmanager
-def user_errors(state: Path | None = None) -> Iterator[None]:
-    """Our errors, and SQLite's on the state database at `state`, as one line each."""
-    import sqlite3
-
-    try:
-        yield
-    except FeedsError as exc:
-        raise Failed(str(exc)) from exc
-    except sqlite3.Error as exc:
-        if state is None:
-            raise
-        from feeds.state import explain
-
-        raise Failed(str(explain(exc, state))) from exc
-    except OSError as exc:
-        # The last line of defence: a file the tool could not read or write, in one line.
-        where = f"{display_path(exc.filename)}: " if exc.filename else ""
-        raise Failed(f"{where}{exc.strerror or exc}") from exc
-
-
-def now() -> datetime:
-    return datetime.now().astimezone()
-
-
-class Session:
-    """The global options of one invocation; settings are read on first use."""
-
-    def __init__(self, config: Path | None, verbose: int) -> None:
-        self.config = config
-        self.verbose = verbose
-        self._settings: Settings | None = None
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            with user_errors():
-                self._settings = load_settings(self.config)
-        return self._settings
-
-    def log(self, message: str) -> None:
-        if self.verbose:
-            click.echo(message, err=True)
-
-    @contextmanager
-    def audience(self) -> Iterator[Audience]:
-        """The subscribers table, with its errors (and SQLite's) reported as one line."""
-        from feeds.audience import Audience
-
-        state = self.settings.paths.state
-        with user_errors(state), Audience.open(state) as audience:
-            yield audience
+from feeds.session import Failed, Progress, Session, now, user_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -425,165 +359,6 @@ def check(obj: Session, smtp: bool, strict: bool) -> None:
         sys.exit(1)
 
 
-@cli.group()
-def subscribers() -> None:
-    """List and change the subscribers kept in the state database.
-
-    Subscribers join and leave on the web (`feeds serve`); these commands are the operator's.
-    A subscriber list file ([paths] subscribers, a CSV) is taken in by every run when it
-    changed; `import` takes in any CSV once.
-
-    \b
-    Example:
-        feeds subscribers add ada@example.org --categories "CV CL"
-    """
-
-
-@subscribers.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print every field as JSON.")
-@click.option(
-    "--status", type=click.Choice(["pending", "confirmed", "unsubscribed", "suppressed"]),
-    default=None, help="Only subscribers in this state.",
-)
-@click.pass_obj
-def subscribers_list(obj: Session, as_json: bool, status: str | None) -> None:
-    """Print the subscribers: address, state, categories, and why they left.
-
-    \b
-    Example:
-        feeds subscribers list --status suppressed
-    """
-
-    with obj.audience() as audience:
-        members = audience.members(status)  # type: ignore[arg-type]
-    if as_json:
-        click.echo(json.dumps([m.as_dict() for m in members], ensure_ascii=False, indent=2))
-        return
-    for m in members:
-        codes = " ".join(sorted(m.categories)) or "all"
-        when = m.left_at or m.consented or m.created
-        why = f"  {m.reason}" if m.reason and m.status != "confirmed" else ""
-        click.echo(f"{m.email}  {m.status}  {codes}  {m.source}  {when:%Y-%m-%d}{why}")
-    counts = {s: sum(m.status == s for m in members) for s in ("confirmed", "pending")}
-    click.echo(f"{len(members)} subscribers, {counts['confirmed']} confirmed", err=True)
-
-
-@subscribers.command("add")
-@click.argument("address")
-@click.option("--categories", default="", help='Category codes, e.g. "CV CL"; none: all.')
-@click.option("--name", default="", help="The name to address them by.")
-@click.pass_obj
-def subscribers_add(obj: Session, address: str, categories: str, name: str) -> None:
-    """Subscribe ADDRESS, confirmed (you vouch for it), even if it had left before.
-
-    \b
-    Example:
-        feeds subscribers add ada@example.org --categories "CV CL" --name Ada
-    """
-    from feeds.subscribers import clean_name, normalize_email, parse_categories
-
-    email = normalize_email(address.strip())
-    if not isinstance(email, str):
-        raise Failed(f"invalid address {address!r}: {email.reason}")
-    codes = parse_categories(categories)
-    if codes is None:
-        raise Failed(f"invalid categories {categories!r}")
-    with obj.audience() as audience:
-        member = audience.add(email, name=clean_name(name), categories=codes)
-    click.echo(f"{member.email} confirmed ({' '.join(sorted(member.categories)) or 'all'})")
-
-
-@subscribers.command("remove")
-@click.argument("address")
-@click.pass_obj
-def subscribers_remove(obj: Session, address: str) -> None:
-    """Unsubscribe ADDRESS. It is kept on record as unsubscribed, so that no stale list row
-    subscribes it again.
-
-    \b
-    Example:
-        feeds subscribers remove ada@example.org
-    """
-
-    with obj.audience() as audience:
-        if not audience.remove(address.strip()):
-            raise Failed(f"{address.strip()} is not subscribed")
-    click.echo(f"{address.strip()} unsubscribed")
-
-
-@subscribers.command("unsuppress")
-@click.argument("address")
-@click.pass_obj
-def subscribers_unsuppress(obj: Session, address: str) -> None:
-    """Mail ADDRESS again after its server refused it (once the cause is fixed).
-
-    \b
-    Example:
-        feeds subscribers unsuppress ada@example.org
-    """
-
-    with obj.audience() as audience:
-        if not audience.unsuppress(address.strip()):
-            raise Failed(f"{address.strip()} is not suppressed")
-    click.echo(f"{address.strip()} confirmed again")
-
-
-@subscribers.command("import")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.pass_obj
-def subscribers_import(obj: Session, file: Path) -> None:
-    """Take in a CSV of subscribers (email,name,categories), each confirmed.
-
-    Nobody who unsubscribed or was suppressed is subscribed again; a file with no valid row
-    changes nobody. Rows that cannot be read are reported with their line.
-
-    \b
-    Example:
-        feeds subscribers import readers.csv
-    """
-    from feeds.roster import import_list
-    from feeds.subscribers import load_subscribers
-
-    with obj.audience() as audience:
-        report = import_list(audience, load_subscribers(file))
-    for note in report.notes(file):
-        click.echo(f"warning: {note}", err=True)
-    kept = len(report.kept)
-    click.echo(f"{report.added} added, {report.updated} updated, {kept} kept as they were")
-
-
-@subscribers.command("export")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path), required=False)
-@click.pass_obj
-def subscribers_export(obj: Session, file: Path | None) -> None:
-    """Write every subscriber as CSV (to FILE, or standard output): email, name, categories,
-    status. `import` takes the confirmed ones back.
-
-    \b
-    Example:
-        feeds subscribers export backup.csv
-    """
-    import csv
-    import io
-
-
-    with obj.audience() as audience:
-        members = audience.members()
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["email", "name", "categories", "status"])
-    for m in members:
-        writer.writerow([m.email, m.name, " ".join(sorted(m.categories)), m.status])
-    if file is None:
-        click.echo(out.getvalue(), nl=False)
-        return
-    from feeds.output import write_private
-
-    with user_errors():
-        write_private(file, out.getvalue().encode("utf-8"))
-    click.echo(f"wrote {len(members)} subscribers to {file}", err=True)
-
-
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
@@ -640,40 +415,7 @@ def bounces(obj: Session, maildir: Path | None, use_imap: bool) -> None:
         click.echo(f"suppressed {address}: {reason}")
 
 
-class Progress:
-    """A progress bar on a terminal, a log line every ten seconds otherwise (cron's mail)."""
-
-    def __init__(self, *, enabled: bool) -> None:
-        self._enabled = enabled
-        self._tty = sys.stderr.isatty()
-        self._bar: Any = None
-        self._done = 0
-        self._next_line = 0.0
-
-    def __enter__(self) -> Progress:
-        import time
-
-        self._next_line = time.monotonic() + 10.0
-        return self
-
-    def __call__(self, done: int, total: int) -> None:
-        import time
-
-        if not self._enabled or total <= 0:
-            return
-        if self._tty:
-            if self._bar is None:
-                self._bar = click.progressbar(length=total, label="sending", file=sys.stderr)
-                self._bar.__enter__()
-            self._bar.update(done - self._done)
-            self._done = done
-        elif time.monotonic() >= self._next_line and done < total:
-            click.echo(f"sending: {done} of {total} done", err=True)
-            self._next_line = time.monotonic() + 10.0
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
+cli.add_command(subscribers)
 
 
 def main() -> None:
