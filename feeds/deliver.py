@@ -15,7 +15,7 @@ import heapq
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from feeds.config import SmtpSettings
@@ -40,6 +40,11 @@ class Failure:
     digest_id: str
     recipient: str
     reply: str
+    # A temporary refusal of this address by the server (4xx to RCPT or DATA), not a failure
+    # of the relay or the connection: it counts as a soft bounce.
+    mailbox: bool = False
+    # The same message was deferred by a run before this one, which reported it.
+    repeated: bool = False
 
 
 @dataclass
@@ -54,6 +59,8 @@ class Tally:
     resent_in_doubt: int = 0
     failed: list[Failure] = field(default_factory=list)
     deferred: list[Failure] = field(default_factory=list)
+    # Messages still undelivered when their time ran out (`ledger.GIVE_UP_AFTER`).
+    given_up: list[Failure] = field(default_factory=list)
     # Of those, the addresses this run stopped mailing for good (see feeds.send).
     suppressed: list[Failure] = field(default_factory=list)
     # The send stopped at its time limit (seconds), leaving this many messages due.
@@ -66,8 +73,21 @@ class Tally:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def news(self) -> list[Failure]:
+        """The failures to report, each once: every permanent one, and every deferral but a
+        mailbox's that an earlier run reported already (a mailbox that stays full would
+        otherwise fill cron's mail every ten minutes for days), unless this run suppressed it.
+        A relay or connection failure is reported every time: the operator has to act."""
+        told = [f for f in self.deferred if not (f.mailbox and f.repeated)]
+        named = {f.recipient for f in told}
+        # A suppression is news once per address, whatever its messages were.
+        gone = {f.recipient: f for f in reversed(self.deferred) if f.recipient not in named}
+        told += [gone[f.recipient] for f in self.suppressed if f.recipient in gone]
+        return [*self.failed, *self.given_up, *told]
+
+    @property
     def ok(self) -> bool:
-        return not self.failed and not self.deferred and self.out_of_time is None
+        return not self.news and self.out_of_time is None
 
     def summary(self) -> str:
         parts = [f"wrote {len(self.written)}" if self.dry_run else f"sent {self.sent}"]
@@ -75,6 +95,8 @@ class Tally:
             parts.append(f"{len(self.failed)} failed permanently")
         if self.deferred:
             parts.append(f"{len(self.deferred)} deferred to a later run")
+        if self.given_up:
+            parts.append(f"{len(self.given_up)} given up (undelivered for days)")
         if self.skipped:
             parts.append(f"{self.skipped} skipped (nothing in their categories)")
         if self.cancelled:
@@ -95,7 +117,7 @@ class Tally:
         lines = [
             f"{f.recipient}: {f.reply}" + (" (suppressed: no more mail goes there)"
                                            if f.recipient in gone else "")
-            for f in [*self.failed, *self.deferred]
+            for f in self.news
         ]
         if len(lines) > most:
             lines[most:] = [f"and {len(lines) - most} more"]
@@ -275,7 +297,7 @@ class _Engine:
             delay = backoff(self.retry_delay, tries)
             self.log(f"{job.recipient}: {result.reply}; retrying in {delay:g}s")
             return delay, tries
-        self._final(deferred=failure)
+        self._final(deferred=replace(failure, mailbox=result.mailbox, repeated=job.retried))
         return None, tries
 
     def _final(

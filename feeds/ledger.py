@@ -251,9 +251,10 @@ class Ledger:
             [(digest_id, r, now, now) for r in recipients],
         )
 
-    def settle(self, recipients: Iterable[str]) -> None:
+    def settle(self, recipients: Iterable[str]) -> list[Entry]:
         """Before sending: cancel what is queued for recipients no longer listed, and give up
-        rows queued too long ago. Done in SQL, so memory does not grow with the list."""
+        rows queued too long ago; the rows given up (each reported once, by this run). Done in
+        SQL, so memory does not grow with the list."""
         now = self._clock()
         stamp = _format_time(now)
         cutoff = _format_time(now - GIVE_UP_AFTER)
@@ -273,13 +274,14 @@ class Ledger:
                 " AND recipient NOT IN (SELECT recipient FROM temp.listed)",
                 ("unsubscribed before delivery", stamp, *DUE),
             )
-            conn.execute(
+            given_up = [_entry(row) for row in conn.execute(
                 "UPDATE ledger SET status = 'failed_permanent', updated = ?, last_reply ="
                 " CASE WHEN COALESCE(last_reply, '') = '' THEN ? ELSE ? || ': ' || last_reply END"
-                " WHERE status IN (?, ?, ?) AND queued < ?",
+                f" WHERE status IN (?, ?, ?) AND queued < ? RETURNING {_FIELDS}",
                 (stamp, gave_up, gave_up, *DUE, cutoff),
-            )
+            ).fetchall()]
             conn.execute("DELETE FROM temp.listed")
+        return sorted(given_up, key=lambda e: (e.digest_id, e.recipient))
 
     def count_due(self, digest_id: str | None = None) -> tuple[int, int]:
         """(rows due, of which left `sending` by a run that stopped)."""

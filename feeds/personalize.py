@@ -29,6 +29,8 @@ class Job:
     digest_id: str
     subscriber: Subscriber
     message_id: str
+    # An earlier run was deferred by a temporary failure for this message (and said so).
+    retried: bool = False
 
     @property
     def recipient(self) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from feeds import lock, verp
 from feeds.audience import Audience
 from feeds.config import Settings
-from feeds.deliver import LogFn, ProgressFn, Tally, deliver, silent
+from feeds.deliver import Failure, LogFn, ProgressFn, Tally, deliver, silent
 from feeds.errors import ConfigError, DeliveryError, StateError, display_path
 from feeds.ledger import DigestRef, Entry, Ledger, due_mark, nothing_due
 from feeds.model import Digest
@@ -135,7 +135,8 @@ def _bounced(settings: Settings, audience: Audience, tally: Tally, log: LogFn) -
         if audience.suppress(failure.recipient, failure.reply):
             tally.suppressed.append(failure)
     for failure in tally.deferred:
-        if audience.soft_bounce(
+        # A relay that is down or a connection that drops says nothing about the address.
+        if failure.mailbox and audience.soft_bounce(
             failure.recipient, failure.reply, limit=bounces.soft_limit,
             reset_days=bounces.soft_reset_days,
         ):
@@ -198,7 +199,9 @@ def _plan(
 ) -> dict[str, Digest]:
     """Queue what the rules say and settle the rest; the digests due, loaded in full."""
     ledger.queue(issues.refs, listed, only=digest_id)
-    ledger.settle(listed)
+    tally.given_up = [
+        Failure(e.digest_id, e.recipient, e.last_reply or "") for e in ledger.settle(listed)
+    ]
     tally.queued, tally.resent_in_doubt = ledger.count_due(digest_id)
     if tally.resent_in_doubt:
         log(
@@ -224,7 +227,10 @@ def _jobs(
                 ledger.finish(entry.digest_id, entry.recipient, "cancelled", "digest removed")
             continue
         if subscriber is not None:
-            yield Job(entry.digest_id, subscriber, message_id(entry, settings))
+            yield Job(
+                entry.digest_id, subscriber, message_id(entry, settings),
+                retried=entry.status == "failed_temporary",
+            )
 
 
 def send_due(

@@ -32,6 +32,9 @@ class Result:
     reply: str
     # DATA was started, so `mark_sending` already counted this attempt.
     data_sent: bool = False
+    # The server refused this recipient (a reply to RCPT or DATA), not the connection or the
+    # sender: a temporary refusal then counts as a soft bounce of the address.
+    mailbox: bool = False
 
 
 class _Unreachable(Exception):
@@ -177,7 +180,10 @@ class Transport:
                 hint="check [newsletter] from and the relay's sender rules",
             )
         self._reset()
-        return Result("temporary" if code < 500 else "permanent", text, data_sent)
+        return Result(
+            "temporary" if code < 500 else "permanent", text, data_sent,
+            mailbox=stage in ("RCPT", "DATA"),
+        )
 
     def _connection(self) -> smtplib.SMTP:
         if self._conn is not None:

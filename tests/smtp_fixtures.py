@@ -60,6 +60,8 @@ class FaultyHandler:
         self.rcpt_temporary: dict[str, int] = {}
         self.data_temporary: dict[str, int] = {}
         self.rejected: set[str] = set()
+        # Refused after the message data (a content filter): 554.
+        self.data_rejected: set[str] = set()
         self.close_after: int | None = None
         self.cut_after: int | None = None
         self.delay = 0.0
@@ -117,6 +119,8 @@ class FaultyHandler:
                 self.data_temporary[rcpt] = left - 1
         if left:
             return self._say("451 4.3.0 Temporary local problem, try later")
+        if rcpt in self.data_rejected:
+            return self._say("554 5.7.1 Message refused for this mailbox")
         with self.lock:
             self.received.append(
                 Received(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(envelope.content))

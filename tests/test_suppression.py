@@ -18,6 +18,7 @@ from feeds import verp
 from feeds.audience import Audience
 from feeds.cli import cli
 from feeds.config import Settings
+from feeds.deliver import Failure, Tally
 from feeds.ledger import Entry, Ledger
 from feeds.model import Digest
 from feeds.parse import parse_file
@@ -128,6 +129,109 @@ def test_a_send_deferred_by_451_counts_one_soft_bounce_a_day(
             0, ["slow@example.org", "slow@example.org"], ["slow@example.org"]
         )
         assert audience.get("slow@example.org").status == "suppressed"  # type: ignore[union-attr]
+
+
+def send_once(settings: Settings, clock: Clock, audience: Audience, *digests: Digest) -> Tally:
+    ledger = Ledger.open(settings.paths.state, clock=clock)
+    try:
+        return send(
+            settings, Issues.of(digests), audience.recipients(), ledger, now=clock.now,
+            retry_delay=0.01, audience=audience,
+        )
+    finally:
+        ledger.close()
+
+
+def test_a_mailbox_that_keeps_deferring_is_reported_once_a_day_and_suppressed_on_the_fifth(
+    smtp_server: SmtpServer, tmp_path: Path, clock: Clock
+) -> None:
+    settings = delivery_settings(tmp_path, smtp_server, max_attempts=1)
+    smtp_server.handler.rcpt_temporary = {"full@example.org": 10**6}
+    with Audience.open(settings.paths.state, clock=clock) as audience:
+        audience.add("ada@example.org")
+        audience.add("full@example.org")
+        first = send_once(settings, clock, audience, digest(0))
+        assert not first.ok and [f.recipient for f in first.news] == ["full@example.org"]
+        busy = "RCPT: 451 4.2.0 Mailbox busy, try again later"
+        assert first.failure_lines() == [f"full@example.org: {busy}"]
+        # Cron's next runs the same day try again, and say nothing more about it.
+        for minutes in (10, 20):
+            clock.now = NOW + timedelta(minutes=minutes)
+            again = send_once(settings, clock, audience, digest(0))
+            assert [f.recipient for f in again.deferred] == ["full@example.org"]
+            assert again.ok and again.news == [] and again.failure_lines() == []
+        issues = [digest(0)]
+        for day in range(1, 5):
+            clock.now = NOW + timedelta(days=day)
+            issues.insert(0, digest(day))
+            tally = send_once(settings, clock, audience, *issues)
+            # Each day's new issue is news once; the day an old one is given up, that too.
+            told = sorted((f.digest_id, f.reply.split(":")[0]) for f in tally.news)
+            expected = [(digest(day).id, "RCPT")]
+            if day == 4:
+                expected.insert(0, (digest(0).id, "gave up after 3 days"))
+            assert told == expected
+            gone = [f.recipient for f in tally.suppressed]
+            assert gone == (["full@example.org"] if day == 4 else [])
+        full = audience.get("full@example.org")
+        assert full is not None and full.status == "suppressed"
+        assert full.reason == f"5 days of temporary failures: {busy}"
+        assert any("(suppressed: no more mail goes there)" in line
+                   for line in tally.failure_lines())
+        # From now on it is not tried, and nothing is said.
+        clock.now = NOW + timedelta(days=5)
+        quiet = send_once(settings, clock, audience, digest(5), *issues)
+        assert quiet.ok and quiet.deferred == [] and quiet.news == []
+        # The operator fixes it; a quiet week later, one more deferral starts a new count.
+        assert audience.unsuppress("full@example.org")
+        clock.now = NOW + timedelta(days=13)
+        fresh = send_once(settings, clock, audience, digest(13))
+        assert [f.recipient for f in fresh.news] == ["full@example.org"] and fresh.suppressed == []
+        assert audience.get("full@example.org").status == "confirmed"  # type: ignore[union-attr]
+    assert smtp_server.handler.copies()["ada@example.org"] == 7
+
+
+def test_a_connection_the_relay_drops_is_reported_every_run_and_counts_no_soft_bounce(
+    smtp_server: SmtpServer, tmp_path: Path, clock: Clock
+) -> None:
+    settings = delivery_settings(tmp_path, smtp_server, max_attempts=1)
+    settings = replace(settings, bounces=replace(settings.bounces, soft_limit=1))
+    smtp_server.handler.cut_after = 0
+    with Audience.open(settings.paths.state, clock=clock) as audience:
+        audience.add("ada@example.org")
+        for day in range(3):
+            clock.now = NOW + timedelta(days=day)
+            tally = send_once(settings, clock, audience, digest(0))
+            assert not tally.ok and tally.suppressed == []
+            (news,) = tally.news
+            assert news.reply.startswith("connection lost at DATA") and not news.mailbox
+        assert audience.get("ada@example.org").status == "confirmed"  # type: ignore[union-attr]
+
+
+def test_a_5xx_after_the_message_data_suppresses_the_address(
+    smtp_server: SmtpServer, tmp_path: Path, clock: Clock
+) -> None:
+    settings = delivery_settings(tmp_path, smtp_server, max_attempts=1)
+    smtp_server.handler.data_rejected = {"filtered@example.org"}
+    with Audience.open(settings.paths.state, clock=clock) as audience:
+        audience.add("filtered@example.org")
+        tally = send_once(settings, clock, audience, digest(0))
+        refused = "DATA: 554 5.7.1 Message refused for this mailbox"
+        assert [f.reply for f in tally.suppressed] == [refused]
+        assert audience.get("filtered@example.org").status == "suppressed"  # type: ignore[union-attr]
+        clock.now += timedelta(days=1)
+        assert send_once(settings, clock, audience, digest(1)).queued == 0
+
+
+def test_the_failure_lines_name_ten_recipients_then_count_the_rest() -> None:
+    tally = Tally(failed=[
+        Failure("2024-05-06", f"r{n:02}@example.org", "RCPT: 550 5.1.1 No such user")
+        for n in range(12)
+    ])
+    lines = tally.failure_lines()
+    assert len(lines) == 11 and lines[-1] == "and 2 more"
+    assert lines[0] == "r00@example.org: RCPT: 550 5.1.1 No such user"
+    assert not tally.ok
 
 
 def test_each_message_goes_out_with_a_verp_sender_that_names_it(
