@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import feeds
 from feeds import inputs, lock, output, state
 from feeds.config import Settings
+from feeds.errors import display_path
 
 # The real build's stages are imported where it starts: a no-op build, the common cron case,
 # decides from stat calls alone.
@@ -102,9 +103,9 @@ class BuildReport:
                 f"({self.seconds:.2f} s)"
             )
             return lines
-        lines += [f"parsed {source}" for source in self.parsed]
-        lines += [f"wrote {self.output / rel}" for rel in self.written]
-        lines += [f"removed {self.output / rel}" for rel in self.removed]
+        lines += [f"parsed {display_path(source)}" for source in self.parsed]
+        lines += [f"wrote {display_path(self.output / rel)}" for rel in self.written]
+        lines += [f"removed {display_path(self.output / rel)}" for rel in self.removed]
         phases = ", ".join(f"{name} {secs:.2f} s" for name, secs in self.timings.items())
         lines.append(
             f"{self.digests} digests, {self.papers} papers: wrote {len(self.written)} files, "

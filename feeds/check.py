@@ -69,7 +69,7 @@ def check(settings: Settings, *, smtp: bool = False) -> CheckReport:
 
 
 def _where(settings: Settings) -> str:
-    return str(settings.source) if settings.source else "(built-in settings)"
+    return display_path(settings.source) if settings.source else "(built-in settings)"
 
 
 def _check_sending(settings: Settings, report: CheckReport) -> None:
@@ -78,7 +78,8 @@ def _check_sending(settings: Settings, report: CheckReport) -> None:
     try:
         check_sending(settings)
     except FeedsError as exc:
-        report.findings.append(Finding("error", exc.path or _where(settings), _text(exc)))
+        where = display_path(exc.path) if exc.path else _where(settings)
+        report.findings.append(Finding("error", where, _text(exc)))
     if settings.smtp.username and not settings.smtp.password:
         report.findings.append(
             Finding(
@@ -138,11 +139,13 @@ def _check_subscribers(settings: Settings, report: CheckReport, categories: set[
     try:
         people = load_subscribers(path)
     except FeedsError as exc:
-        report.findings.append(Finding("error", str(path), _text(exc)))
+        report.findings.append(Finding("error", display_path(path), _text(exc)))
         return
     report.subscribers = len(people.subscribers)
     for problem in people.problems:
-        report.findings.append(Finding(problem.severity, f"{path}:{problem.line}", problem.message))
+        report.findings.append(
+            Finding(problem.severity, f"{display_path(path)}:{problem.line}", problem.message)
+        )
     if not categories:
         return
     known = {c.casefold() for c in categories}
@@ -152,7 +155,7 @@ def _check_subscribers(settings: Settings, report: CheckReport, categories: set[
             report.findings.append(
                 Finding(
                     "warning",
-                    f"{path}:{person.line}",
+                    f"{display_path(path)}:{person.line}",
                     f"category {', '.join(unknown)} appears in no digest "
                     f"(known: {' '.join(sorted(categories))})",
                 )
@@ -183,5 +186,6 @@ def _text(exc: FeedsError) -> str:
 
 def config_finding(exc: FeedsError, path: Path | None) -> Finding:
     """A configuration that does not load: the one finding `feeds check` can then report."""
-    where = exc.path or (str(path) if path else "(built-in settings)")
+    named = exc.path or path
+    where = display_path(named) if named is not None else "(built-in settings)"
     return Finding("error", _at(where, exc.line), _text(exc))

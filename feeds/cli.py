@@ -141,7 +141,10 @@ def parse(obj: Session, paths: tuple[Path, ...], as_json: bool) -> None:
             failed = True
             continue
         for warning in digest.warnings:
-            click.echo(f"warning: {digest.source}:{warning.line}: {warning.message}", err=True)
+            click.echo(
+                f"warning: {display_path(digest.source)}:{warning.line}: {warning.message}",
+                err=True,
+            )
         digests.append(digest)
     if as_json:
         payload = {"digests": [d.as_dict() for d in digests]}

@@ -200,7 +200,9 @@ def read(
                         " file; it is not published (is it a digest?)"
                     )
                 if digest is None:
-                    result.errors.append(error or f"{sources[content_hash]}: cannot parse")
+                    result.errors.append(
+                        error or f"{display_path(sources[content_hash])}: cannot parse"
+                    )
                     failed.add(content_hash)
                     store.record_first_seen(conn, content_hash, first_seen[content_hash])
                     continue
@@ -210,7 +212,7 @@ def read(
                 )
                 result.parsed.append(str(sources[content_hash]))
                 result.warnings += [
-                    f"{digest.source}:{w.line}: {w.message}" for w in digest.warnings
+                    f"{display_path(digest.source)}:{w.line}: {w.message}" for w in digest.warnings
                 ]
 
     publish = present - failed
@@ -220,7 +222,9 @@ def read(
             if row.good_hash in rows:
                 publish.add(row.good_hash)
                 first_seen[row.good_hash] = rows[row.good_hash].first_seen
-                result.errors.append(f"{folder / name}: publishing its previous version")
+                result.errors.append(
+                    f"{display_path(folder / name)}: publishing its previous version"
+                )
         elif row.content_hash in publish:
             files[name] = row._replace(good_hash=row.content_hash)
 
@@ -254,7 +258,7 @@ def _parse(task: tuple[Path, ZoneInfo]) -> tuple[Digest | None, str | None]:
     except FeedsError as exc:
         return None, str(exc)
     except Exception as exc:  # a parser bug must not stop the other digests
-        return None, f"{path}: cannot parse: {exc!r}"
+        return None, f"{display_path(path)}: cannot parse: {exc!r}"
 
 
 def _replaced(

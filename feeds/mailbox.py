@@ -57,7 +57,8 @@ def process_maildir(
     need_secret(settings)
     if not ((folder / "cur").is_dir() and (folder / "new").is_dir()):
         raise ConfigError(
-            f"{folder} is not a Maildir", hint="a Maildir holds cur/, new/ and tmp/ folders"
+            "is not a Maildir", path=str(folder),
+            hint="a Maildir holds cur/, new/ and tmp/ folders",
         )
     targets = {
         "processed": _maildir_subfolder(folder, settings.bounces.processed_folder),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from feeds import state
 from feeds.audience import Audience, Member, codes, iso
-from feeds.errors import ConfigError
+from feeds.errors import ConfigError, display_path
 from feeds.subscribers import SubscriberList, load_subscribers
 
 # A subscriber list file changed this recently may still be being written: it waits a run.
@@ -33,8 +33,9 @@ class ImportReport:
 
     def notes(self, source: Path) -> list[str]:
         """What is worth a line in cron's mail."""
-        return [f"{source}:{problem}" for problem in self.problems] + [
-            f"{source}:{kept} (left before: the row changes nobody)" for kept in self.kept
+        where = display_path(source)
+        return [f"{where}:{problem}" for problem in self.problems] + [
+            f"{where}:{kept} (left before: the row changes nobody)" for kept in self.kept
         ]
 
 

@@ -133,6 +133,32 @@ def test_a_file_name_with_a_line_break_cannot_forge_a_line_in_crons_mail(site: P
     assert line == f"error: {str(forged)!r}: empty file (a digest needs at least one entry)"
 
 
+def test_a_named_file_with_a_line_break_is_quoted_in_warnings_and_in_every_later_error(
+    site: Path,
+) -> None:
+    forged = site / "digests" / "2021-03-30\nerror: all is well.txt"
+    text = (SAMPLE_DIGESTS / "2021-03-30.txt").read_text(encoding="utf-8")
+    # An entry with no title is a warning naming the file.
+    forged.write_text(text + "\n6、[CV]\n", encoding="utf-8")
+    built = feeds(site, "-v", "build")
+    assert built.exit_code == 0, built.output
+    quoted = repr(str(forged))
+    warnings = [line for line in built.output.splitlines() if line.startswith("warning:")]
+    assert warnings and all(w.startswith(f"warning: {quoted}:") for w in warnings)
+    parsed = feeds(site, "parse", str(forged))
+    assert any(line.startswith(f"warning: {quoted}:") for line in parsed.output.splitlines())
+    # Edited into something unreadable: its previous version stays published, and says so.
+    forged.write_bytes(b"\xff\xfe\x00garbage")
+    again = feeds(site, "build")
+    assert again.exit_code == 1
+    for line in again.output.splitlines():
+        assert line.startswith(("error: ", "warning: ")), line
+    assert f"error: {quoted}: publishing its previous version" in again.output.splitlines()
+    checked = feeds(site, "check")
+    assert all(line.startswith(("error: ", "warning: ")) or " digests" in line
+               for line in checked.output.splitlines()), checked.output
+
+
 # -- 13: settings are checked when read ------------------------------------------------------
 
 
