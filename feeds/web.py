@@ -261,7 +261,9 @@ def _routes(app: Flask, endpoint: Endpoint) -> None:
         offered = {**{c: c for c in member.categories}, **endpoint.categories()}
         if request.method == "POST":
             form = _form()
-            if not hmac.compare_digest(form.get("csrf", ""), endpoint.csrf(token)):
+            # As bytes: compare_digest refuses a str with anything but ASCII in it.
+            sent = form.get("csrf", "").encode("utf-8", "surrogatepass")
+            if not hmac.compare_digest(sent, endpoint.csrf(token).encode("ascii")):
                 raise Refusal("This form did not come from our page; please open the link from "
                               "your email again.")
             if form.get("action") == "leave":

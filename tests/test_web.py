@@ -564,6 +564,9 @@ BAD_REQUESTS = {
     "a token with CR/LF": ("GET", "/preferences?token=a%0D%0ASet-Cookie:x", b"", None),
     "a 10 KB token": ("GET", "/unsubscribe?token=" + "A" * 10_000, b"", None),
     "an empty confirmation": ("POST", "/confirm", b"token=", "application/x-www-form-urlencoded"),
+    "a form token that is not ASCII": ("POST", "/preferences?token={token}",
+                                       "csrf=ä&action=leave".encode(),
+                                       "application/x-www-form-urlencoded"),
 }
 
 
