@@ -155,7 +155,8 @@ def subscribers_export(obj: Session, file: Path | None) -> None:
     with obj.audience() as audience:
         members = audience.members()
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    # Every field quoted: an address may start with `#`, which unquoted reads as a comment.
+    writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(["email", "name", "categories", "status"])
     for m in members:
         writer.writerow([m.email, m.name, " ".join(sorted(m.categories)), m.status])

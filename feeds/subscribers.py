@@ -12,6 +12,7 @@ import csv
 import io
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from email.headerregistry import Address
 from pathlib import Path
@@ -94,10 +95,24 @@ def load_subscribers(path: Path) -> SubscriberList:
     return parse_subscribers(text, source=str(path))
 
 
+def _uncommented(text: str) -> Iterator[str]:
+    """The lines of `text`, a comment line (`#` first, outside a quoted field) made blank so
+    that line numbers stay right."""
+    inside = False
+    for line in io.StringIO(text, newline=""):
+        if not inside and line.lstrip().startswith("#"):
+            yield "\n"
+            continue
+        # An odd number of quotes opens or closes a field that goes on to the next line.
+        inside ^= line.count('"') % 2 == 1
+        yield line
+
+
 def parse_subscribers(text: str, *, source: str = "subscribers.csv") -> SubscriberList:
     """Parse CSV text. The header line is optional; without it the columns are email, name,
-    categories. Blank lines and lines starting with `#` are ignored."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    categories. Blank lines and lines starting with `#` are ignored (a quoted `"#..."` field is
+    data: `feeds subscribers export` quotes every field)."""
+    reader = csv.reader(_uncommented(text))
     columns: tuple[str, ...] = _COLUMNS
     subscribers: list[Subscriber] = []
     problems: list[Problem] = []
@@ -115,7 +130,7 @@ def parse_subscribers(text: str, *, source: str = "subscribers.csv") -> Subscrib
             problems.append(Problem(reader.line_num or start, f"unreadable CSV: {exc}"))
             break
         end = reader.line_num
-        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+        if not row or not "".join(row).strip():
             continue
         if first_row:
             first_row = False
