@@ -329,7 +329,7 @@ def run(obj: Session, wait: float, fresh_start: bool) -> None:
         click.echo(f"error: {problem}", err=True)
     if report.problems:
         sys.exit(1)
-    obj.log(f"send: {report.summary}")
+    obj.log(f"send: {report.summary or 'nothing to send'}")
 
 
 @cli.command()

@@ -71,6 +71,9 @@ class Tally:
     written: list[Path] = field(default_factory=list)
     # Things worth saying that did not stop the run (skipped subscriber rows).
     notes: list[str] = field(default_factory=list)
+    # Errors that did not stop the send but fail the run: a subscriber list file that could not
+    # be taken in (it changed nobody; the table as it stood was sent to).
+    errors: list[str] = field(default_factory=list)
 
     @property
     def news(self) -> list[Failure]:
@@ -87,7 +90,7 @@ class Tally:
 
     @property
     def ok(self) -> bool:
-        return not self.news and self.out_of_time is None
+        return not self.news and not self.errors and self.out_of_time is None
 
     def summary(self) -> str:
         parts = [f"wrote {len(self.written)}" if self.dry_run else f"sent {self.sent}"]
@@ -121,7 +124,7 @@ class Tally:
         ]
         if len(lines) > most:
             lines[most:] = [f"and {len(lines) - most} more"]
-        return lines
+        return [*self.errors, *lines]
 
 
 # -- the engine ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from datetime import datetime
 from feeds.audience import Audience
 from feeds.build import BuildReport, build
 from feeds.config import Settings
-from feeds.errors import FeedsError, LockedError
+from feeds.errors import ConfigError, FeedsError, LockedError
 from feeds.ledger import due_mark, nothing_due
 from feeds.roster import sync_list
 
@@ -28,9 +28,11 @@ ProgressFn = Callable[[int, int], None]
 @dataclass
 class RunReport:
     build: BuildReport | None = None
-    # One line each, without the `error: ` prefix: what cron must hear about.
+    # One line each, `FILE[:LINE]: message` or `ADDRESS: reply`, without the `error: ` prefix:
+    # what cron must hear about.
     problems: list[str] = field(default_factory=list)
-    summary: str = "nothing to send"
+    # What the send did; None when it did not start.
+    summary: str | None = None
 
 
 def run(
@@ -56,7 +58,7 @@ def run(
             log(f"skipped: {exc}")
         return report
     except FeedsError as exc:
-        report.problems.append(f"build failed: {exc}")
+        report.problems.append(str(exc))
         return report
     report.problems += report.build.errors
     paths = settings.paths
@@ -70,14 +72,19 @@ def run(
             else:
                 found = process_imap(settings, log=log)
         except FeedsError as exc:
-            report.problems.append(f"bounces: {exc}")
+            report.problems.append(str(exc))
         else:
             for address, reason in found.suppressed:
-                report.problems.append(f"bounces: suppressed {address}: {reason}")
+                report.problems.append(f"{address}: suppressed by a bounce: {reason}")
     try:
         with Audience.open(paths.state) as audience:
             audience.forget_unconfirmed()
-            taken = sync_list(audience, paths.subscribers)
+            try:
+                taken = sync_list(audience, paths.subscribers)
+            except ConfigError as exc:
+                # It changed nobody: the subscribers as they stand still get what is due.
+                report.problems.append(str(exc))
+                taken = None
             for note in taken.notes(paths.subscribers) if taken else []:
                 log(f"warning: {note}")
             if audience.count("confirmed") == 0:
@@ -85,7 +92,7 @@ def run(
                 return report
             mark = due_mark(paths.state, audience.signature())
     except FeedsError as exc:
-        report.problems.append(f"send: {exc}")
+        report.problems.append(str(exc))
         return report
     if nothing_due(paths.state, mark):
         log("nothing new to send")
@@ -100,12 +107,14 @@ def run(
         log(f"send skipped: {exc}")
         return report
     except FeedsError as exc:
-        report.problems.append(f"send: {exc}")
+        report.problems.append(str(exc))
         return report
     report.summary = tally.summary()
     for note in tally.notes:
         log(f"warning: {note}")
     if not tally.ok:
-        report.problems.append(f"send: {report.summary}")
-        report.problems += [f"send: {line}" for line in tally.failure_lines()]
+        # The list's error was reported above already, when it was first met.
+        report.problems += [p for p in tally.failure_lines() if p not in report.problems]
+        if tally.out_of_time is not None:
+            report.problems.append(tally.summary())
     return report

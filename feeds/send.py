@@ -262,14 +262,20 @@ def send_due(
     )
     with nullcontext() if outbox is not None else sending, Audience.open(paths.state) as audience:
         # A dry run too: it shows what the next run would send, to the list as it now is.
-        taken = sync_list(audience, paths.subscribers)
-        notes = taken.notes(paths.subscribers) if taken else []
+        notes: list[str] = []
+        errors: list[str] = []
+        try:
+            taken = sync_list(audience, paths.subscribers)
+            notes = taken.notes(paths.subscribers) if taken else []
+        except ConfigError as exc:
+            # The list changed nobody: the subscribers as they stand still get what is due.
+            errors.append(str(exc))
         if outbox is None:
             _check_record(settings, audience, fresh_start=fresh_start, log=log)
         mark = due_mark(paths.state, audience.signature())
         if outbox is None and digest_id is None and nothing_due(paths.state, mark):
             log("nothing new to send")
-            return Tally(notes=notes)
+            return Tally(notes=notes, errors=errors)
         people = audience.recipients()
         ledger = Ledger.open(paths.state)
         try:
@@ -283,6 +289,7 @@ def send_due(
         finally:
             ledger.close()
     tally.notes[:0] = notes
+    tally.errors[:0] = errors
     return tally
 
 
