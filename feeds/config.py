@@ -9,6 +9,7 @@ from the environment only.
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -279,6 +280,15 @@ def _build_section(name: str, table: dict[str, Any], path: Path | None) -> Any:
 
 def _coerce(section: str, key: str, value: Any, default: Any, path: Path | None) -> Any:
     where = f"[{section}] {key}"
+    if isinstance(value, str) and any(
+        unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in value
+    ):
+        # A line break in `from` or `reply_to` would be cut or folded into another header
+        # when the message is composed; no setting has a use for one.
+        raise ConfigError(
+            f"{where} must not contain a line break or another control character",
+            path=str(path),
+        )
     if isinstance(default, Path):
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a path string", path=str(path))

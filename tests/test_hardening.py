@@ -175,6 +175,10 @@ def test_a_named_file_with_a_line_break_is_quoted_in_warnings_and_in_every_later
         ("web", 'public_url = "http://example.org/list"', "[web] public_url must be https://"),
         ("bounces", "soft_limit = 0", "[bounces] soft_limit and soft_reset_days"),
         ("bounces", "imap_port = 0", "[bounces] imap_port must be a port number"),
+        ("newsletter", 'reply_to = "a@b.org\\nBcc: q@y.org"',
+         "[newsletter] reply_to must not contain a line break"),
+        ("newsletter", 'from = "Digest <d@b.org>\\r\\nX: y"', "[newsletter] from must not contain"),
+        ("site", 'title = "Digest\\u2028"', "[site] title must not contain a line break"),
     ],
 )
 def test_a_value_out_of_range_is_refused_when_read_naming_its_key(
