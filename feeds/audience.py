@@ -29,8 +29,8 @@ STATUSES: tuple[Status, ...] = ("pending", "confirmed", "unsubscribed", "suppres
 # A confirmation link works this long; an address never confirmed is forgotten after a week.
 CONFIRM_FOR = timedelta(hours=72)
 FORGET_PENDING_AFTER = timedelta(days=7)
-# Confirmation and manage emails to one address per day: nobody can flood a stranger's
-# mailbox by submitting the form over and over.
+# Confirmation and manage emails to one address per day (`[web] notices_per_day`): nobody can
+# flood a stranger's mailbox by submitting the form over and over.
 NOTICES_PER_DAY = 3
 
 _SCHEMA = """
@@ -345,16 +345,16 @@ class Audience:
             conn.execute("DELETE FROM notices WHERE sent < ?", (iso(now - timedelta(days=1)),))
         return int(gone)
 
-    def may_notify(self, email: str) -> bool:
-        """Whether one more confirmation or manage email may go to `email` today; if so, it is
-        counted now."""
+    def may_notify(self, email: str, *, per_day: int = NOTICES_PER_DAY) -> bool:
+        """Whether one more confirmation or manage email may go to `email` in the last 24 hours
+        (at most `per_day`); if so, it is counted now."""
         now = self.now()
         with self.writing() as conn:
             (count,) = conn.execute(
                 "SELECT COUNT(*) FROM notices WHERE address = ? AND sent >= ?",
                 (email.lower(), iso(now - timedelta(days=1))),
             ).fetchone()
-            if count >= NOTICES_PER_DAY:
+            if count >= per_day:
                 return False
             conn.execute(
                 "INSERT INTO notices (address, sent) VALUES (?, ?)", (email.lower(), iso(now))

@@ -143,6 +143,8 @@ class WebSettings:
     # Form submissions (subscribe, manage) per client address per minute; one-click
     # unsubscribes are never limited.
     requests_per_minute: int = 20
+    # Confirmation and manage emails to one address per day, whoever asks for them.
+    notices_per_day: int = 3
     # Behind a reverse proxy: take the client address from its X-Forwarded-For header.
     behind_proxy: bool = False
 
@@ -407,6 +409,8 @@ def _validate_web(web: WebSettings, path: Path | None) -> None:
             )
     if web.requests_per_minute < 1:
         raise ConfigError("[web] requests_per_minute must be at least 1", path=str(path))
+    if not 1 <= web.notices_per_day <= 100:
+        raise ConfigError("[web] notices_per_day must be between 1 and 100", path=str(path))
 
 
 def is_loopback(host: str) -> bool:

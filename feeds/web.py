@@ -142,7 +142,7 @@ class Endpoint:
 
     def notify(self, kind: Kind, address: str, link: str) -> None:
         """Mail a notice, within the daily limit per address (runs on the postman's thread)."""
-        if not self.audience().may_notify(address):
+        if not self.audience().may_notify(address, per_day=self.settings.web.notices_per_day):
             log.info("notice to %s not sent: the daily limit is reached", address)
             return
         data = compose_notice(self.settings, kind, address, link, now=self.clock())

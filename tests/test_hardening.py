@@ -173,6 +173,7 @@ def test_a_named_file_with_a_line_break_is_quoted_in_warnings_and_in_every_later
         ("newsletter", "size_budget = -1", "[newsletter] size_budget must be between"),
         ("site", 'base_url = "http://"', "[site] base_url must be an http(s) URL with a host"),
         ("web", 'public_url = "http://example.org/list"', "[web] public_url must be https://"),
+        ("web", "notices_per_day = 0", "[web] notices_per_day must be between 1 and 100"),
         ("bounces", "soft_limit = 0", "[bounces] soft_limit and soft_reset_days"),
         ("bounces", "imap_port = 0", "[bounces] imap_port must be a port number"),
         ("newsletter", 'reply_to = "a@b.org\\nBcc: q@y.org"',

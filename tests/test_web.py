@@ -315,6 +315,18 @@ def test_a_fourth_notice_to_one_address_in_a_day_is_not_sent(
 
 
 @pytest.mark.smtp
+def test_the_notices_per_address_are_a_setting(
+    tmp_path: Path, smtp_server: SmtpServer, clock: Clock
+) -> None:
+    app = create_app(web_settings(tmp_path, smtp_server, notices_per_day=1), clock=clock)
+    client = app.test_client()
+    for _ in range(2):
+        subscribe(client)
+        settle(app)
+    assert smtp_server.handler.copies() == {ADA: 1}
+
+
+@pytest.mark.smtp
 def test_the_honeypot_gets_the_same_page_and_sends_nothing(
     client: FlaskClient, app: Flask, settings: Settings, smtp_server: SmtpServer
 ) -> None:
