@@ -530,6 +530,46 @@ def test_feeds_bounces_reads_a_maildir_and_names_who_it_suppressed(
     assert nowhere.exit_code == 1 and "no bounce mailbox" in nowhere.output
 
 
+def test_feeds_run_reads_the_bounce_mailbox_before_it_sends(
+    world: World, sent: dict[str, Sent], tmp_path: Path
+) -> None:
+
+    from click.testing import CliRunner
+
+    from feeds.cli import cli
+
+    world.deliver(render("rfc3464-failed.eml", sent["bob@example.org"]))
+    site = tmp_path / "site"
+    (site / "digests").mkdir(parents=True)
+    # The next day's issue (an older one would be an archive file, not news).
+    text = (SAMPLE_DIGESTS / "2022-08-13.txt").read_text(encoding="utf-8")
+    day = NOW + timedelta(days=1)
+    (site / "digests" / f"{day:%Y-%m-%d}.txt").write_text(f"date: {day:%Y-%m-%d}\n{text}")
+    config = site / "feeds.toml"
+    smtp = world.settings.smtp
+    config.write_text(
+        f'[paths]\nstate = "{world.settings.paths.state}"\n'
+        f'[newsletter]\nbounce_address = "{BOUNCE_ADDRESS}"\n'
+        f'[smtp]\nhost = "{smtp.host}"\nport = {smtp.port}\nsecurity = "none"\n'
+        f'[bounces]\nmaildir = "{world.maildir}"\n',
+        encoding="utf-8",
+    )
+    world.smtp.handler.received.clear()
+    result = CliRunner().invoke(
+        cli, ["-c", str(config), "run"], env={"FEEDS_UNSUBSCRIBE_SECRET": SECRET}
+    )
+    # The suppression is news, once; the new issue went to the others only.
+    assert result.exit_code == 1
+    (line,) = result.output.splitlines()
+    assert line.startswith("error: bob@example.org: suppressed by a bounce: ")
+    assert world.smtp.handler.copies() == {"ada@example.org": 1, "cy@example.org": 1}
+    assert len(world.filed("processed")) == 1
+    again = CliRunner().invoke(
+        cli, ["-c", str(config), "run"], env={"FEEDS_UNSUBSCRIBE_SECRET": SECRET}
+    )
+    assert (again.exit_code, again.output) == (0, "")
+
+
 def test_without_the_signing_secret_no_bounce_is_read(world: World, sent: dict[str, Sent]) -> None:
     world.deliver(render("rfc3464-failed.eml", sent["bob@example.org"]))
     with pytest.raises(ConfigError, match="needs FEEDS_UNSUBSCRIBE_SECRET"):

@@ -26,14 +26,27 @@ __all__ = ["smtp_server"]
 ENV = {"FEEDS_UNSUBSCRIBE_SECRET": SECRET, "FEEDS_SMTP_PASSWORD": ""}
 
 
-@pytest.mark.parametrize("name", sorted(cli.commands))
-def test_every_command_has_help_with_an_example(name: str) -> None:
-    result = CliRunner().invoke(cli, [name, "--help"])
+def _command_lines(group: click.Group, *prefix: str) -> list[tuple[str, ...]]:
+    """Every command's words, subcommands of groups included."""
+    found: list[tuple[str, ...]] = []
+    for name, command in sorted(group.commands.items()):
+        found.append((*prefix, name))
+        if isinstance(command, click.Group):
+            found += _command_lines(command, *prefix, name)
+    return found
+
+
+@pytest.mark.parametrize("words", _command_lines(cli), ids=" ".join)
+def test_every_command_has_help_with_an_example(words: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(cli, [*words, "--help"])
 
     assert result.exit_code == 0, result.output
     assert "Example:" in result.output
-    command = cli.commands[name]
-    assert isinstance(command, click.Command) and command.help
+    command: click.Command = cli
+    for word in words:
+        assert isinstance(command, click.Group)
+        command = command.commands[word]
+    assert command.help
     assert all(p.help for p in command.params if isinstance(p, click.Option))
 
 
