@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -200,3 +200,30 @@ def make_paper(n: int = 1, *, days_ago: int = 0, **fields: Any) -> Paper:
 def make_context(*papers: Paper, digests: Iterable[Digest] = ()) -> BuildContext:
     """A build context of `papers` in the order given (newest first, as the build makes it)."""
     return BuildContext(digests=tuple(digests), papers=papers)
+
+
+# -- time and the sample issue for delivery tests ---------------------------------------------
+
+# The moment delivery tests start at; a `Clock` moves on from it.
+NOW = datetime(2024, 5, 6, 7, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A clock a test sets by hand (`clock.now += timedelta(days=1)`)."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def sample_issue(day: int) -> Digest:
+    """A sample digest dated `day` days after NOW, with its first three papers."""
+    from dataclasses import replace
+
+    from feeds.parse import parse_file
+
+    found = parse_file(SAMPLE_DIGESTS / "2022-08-13.txt", tz=ZoneInfo("Asia/Shanghai"))
+    date = NOW + timedelta(days=day)
+    return replace(found, id=f"{date:%Y-%m-%d}", date=date, items=found.items[:3])

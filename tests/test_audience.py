@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import SAMPLE_DIGESTS
+from conftest import NOW, SAMPLE_DIGESTS, Clock
 from smtp_fixtures import SECRET, SmtpServer, smtp_server
 
 from feeds.audience import Audience
@@ -23,16 +23,8 @@ from feeds.site import render_site
 from feeds.subscribers import parse_subscribers
 
 __all__ = ["smtp_server"]
-NOW = datetime(2024, 5, 6, 7, 0, tzinfo=UTC)
 ENV = {"FEEDS_UNSUBSCRIBE_SECRET": SECRET, "FEEDS_SMTP_PASSWORD": ""}
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -14,13 +14,12 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
-from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import FIXTURES, SAMPLE_DIGESTS
+from conftest import FIXTURES, NOW, SAMPLE_DIGESTS, Clock, sample_issue
 from hypothesis import given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
@@ -34,24 +33,14 @@ from feeds.config import Settings
 from feeds.errors import ConfigError
 from feeds.ledger import Ledger
 from feeds.mailbox import MailboxError, process_imap, process_maildir
-from feeds.model import Digest
-from feeds.parse import parse_file
 from feeds.send import Issues, send
 
 __all__ = ["smtp_server"]
 pytestmark = pytest.mark.smtp
-NOW = datetime(2024, 5, 6, 7, 0, tzinfo=UTC)
 BOUNCES = FIXTURES / "bounces"
 BOUNCE_ADDRESS = "bounces@digest.example.org"
 PEOPLE = ("ada@example.org", "bob@example.org", "cy@example.org")
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass(frozen=True)
@@ -78,7 +67,7 @@ class World:
         try:
             with Audience.open(self.settings.paths.state, clock=self.clock) as audience:
                 send(
-                    self.settings, Issues.of([digest(day)]), audience.recipients(), ledger,
+                    self.settings, Issues.of([sample_issue(day)]), audience.recipients(), ledger,
                     now=self.clock.now, retry_delay=0.01, audience=audience,
                 )
         finally:
@@ -115,10 +104,6 @@ class World:
                       for p in (base / sub).iterdir())
 
 
-def digest(day: int) -> Digest:
-    found = parse_file(SAMPLE_DIGESTS / "2022-08-13.txt", tz=ZoneInfo("Asia/Shanghai"))
-    date = NOW + timedelta(days=day)
-    return replace(found, id=f"{date:%Y-%m-%d}", date=date, items=found.items[:3])
 
 
 def render(name: str, sent: Sent | None = None, **values: str) -> bytes:

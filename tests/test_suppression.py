@@ -5,13 +5,12 @@ about, and a forged one names nobody."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
-from conftest import SAMPLE_DIGESTS
+from conftest import NOW, Clock, sample_issue
 from smtp_fixtures import SECRET, SmtpServer, delivery_settings, smtp_server
 
 from feeds import verp
@@ -21,27 +20,13 @@ from feeds.config import Settings
 from feeds.deliver import Failure, Tally
 from feeds.ledger import Entry, Ledger
 from feeds.model import Digest
-from feeds.parse import parse_file
 from feeds.send import Issues, message_id, send
 
 __all__ = ["smtp_server"]
 pytestmark = pytest.mark.smtp
-NOW = datetime(2024, 5, 6, 7, 0, tzinfo=UTC)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
 
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def digest(day: int) -> Digest:
-    """A sample digest dated `day` days after NOW's date, with a few papers."""
-    found = parse_file(SAMPLE_DIGESTS / "2022-08-13.txt", tz=ZoneInfo("Asia/Shanghai"))
-    date = NOW + timedelta(days=day)
-    return replace(found, id=f"{date:%Y-%m-%d}", date=date, items=found.items[:3])
 
 
 def run_send(
@@ -76,7 +61,7 @@ def test_a_550_suppresses_the_address_and_the_next_digest_skips_it(
         for who in ("ada@example.org", "gone@example.org"):
             audience.add(who)
         smtp_server.handler.rejected = {"gone@example.org"}
-        assert run_send(settings, clock, audience, digest(0)) == (
+        assert run_send(settings, clock, audience, sample_issue(0)) == (
             1, ["gone@example.org"], ["gone@example.org"]
         )
         gone = audience.get("gone@example.org")
@@ -86,7 +71,7 @@ def test_a_550_suppresses_the_address_and_the_next_digest_skips_it(
         member, token = audience.request("gone@example.org")
         assert token is None and member is not None and member.status == "suppressed"
         clock.now += timedelta(days=1)
-        assert run_send(settings, clock, audience, digest(1), digest(0)) == (1, [], [])
+        assert run_send(settings, clock, audience, sample_issue(1), sample_issue(0)) == (1, [], [])
     assert smtp_server.handler.copies() == {"ada@example.org": 2}
 
 
@@ -123,9 +108,9 @@ def test_a_send_deferred_by_451_counts_one_soft_bounce_a_day(
     smtp_server.handler.rcpt_temporary = {"slow@example.org": 99}
     with Audience.open(settings.paths.state, clock=clock) as audience:
         audience.add("slow@example.org")
-        assert run_send(settings, clock, audience, digest(0)) == (0, ["slow@example.org"], [])
+        assert run_send(settings, clock, audience, sample_issue(0)) == (0, ["slow@example.org"], [])
         clock.now += timedelta(days=1)
-        assert run_send(settings, clock, audience, digest(1), digest(0)) == (
+        assert run_send(settings, clock, audience, sample_issue(1), sample_issue(0)) == (
             0, ["slow@example.org", "slow@example.org"], ["slow@example.org"]
         )
         assert audience.get("slow@example.org").status == "suppressed"  # type: ignore[union-attr]
@@ -150,26 +135,26 @@ def test_a_mailbox_that_keeps_deferring_is_reported_once_a_day_and_suppressed_on
     with Audience.open(settings.paths.state, clock=clock) as audience:
         audience.add("ada@example.org")
         audience.add("full@example.org")
-        first = send_once(settings, clock, audience, digest(0))
+        first = send_once(settings, clock, audience, sample_issue(0))
         assert not first.ok and [f.recipient for f in first.news] == ["full@example.org"]
         busy = "RCPT: 451 4.2.0 Mailbox busy, try again later"
         assert first.failure_lines() == [f"full@example.org: {busy}"]
         # Cron's next runs the same day try again, and say nothing more about it.
         for minutes in (10, 20):
             clock.now = NOW + timedelta(minutes=minutes)
-            again = send_once(settings, clock, audience, digest(0))
+            again = send_once(settings, clock, audience, sample_issue(0))
             assert [f.recipient for f in again.deferred] == ["full@example.org"]
             assert again.ok and again.news == [] and again.failure_lines() == []
-        issues = [digest(0)]
+        issues = [sample_issue(0)]
         for day in range(1, 5):
             clock.now = NOW + timedelta(days=day)
-            issues.insert(0, digest(day))
+            issues.insert(0, sample_issue(day))
             tally = send_once(settings, clock, audience, *issues)
             # Each day's new issue is news once; the day an old one is given up, that too.
             told = sorted((f.digest_id, f.reply.split(":")[0]) for f in tally.news)
-            expected = [(digest(day).id, "RCPT")]
+            expected = [(sample_issue(day).id, "RCPT")]
             if day == 4:
-                expected.insert(0, (digest(0).id, "gave up after 3 days"))
+                expected.insert(0, (sample_issue(0).id, "gave up after 3 days"))
             assert told == expected
             gone = [f.recipient for f in tally.suppressed]
             assert gone == (["full@example.org"] if day == 4 else [])
@@ -180,12 +165,12 @@ def test_a_mailbox_that_keeps_deferring_is_reported_once_a_day_and_suppressed_on
                    for line in tally.failure_lines())
         # From now on it is not tried, and nothing is said.
         clock.now = NOW + timedelta(days=5)
-        quiet = send_once(settings, clock, audience, digest(5), *issues)
+        quiet = send_once(settings, clock, audience, sample_issue(5), *issues)
         assert quiet.ok and quiet.deferred == [] and quiet.news == []
         # The operator fixes it; a quiet week later, one more deferral starts a new count.
         assert audience.unsuppress("full@example.org")
         clock.now = NOW + timedelta(days=13)
-        fresh = send_once(settings, clock, audience, digest(13))
+        fresh = send_once(settings, clock, audience, sample_issue(13))
         assert [f.recipient for f in fresh.news] == ["full@example.org"] and fresh.suppressed == []
         assert audience.get("full@example.org").status == "confirmed"  # type: ignore[union-attr]
     assert smtp_server.handler.copies()["ada@example.org"] == 7
@@ -201,7 +186,7 @@ def test_a_connection_the_relay_drops_is_reported_every_run_and_counts_no_soft_b
         audience.add("ada@example.org")
         for day in range(3):
             clock.now = NOW + timedelta(days=day)
-            tally = send_once(settings, clock, audience, digest(0))
+            tally = send_once(settings, clock, audience, sample_issue(0))
             assert not tally.ok and tally.suppressed == []
             (news,) = tally.news
             assert news.reply.startswith("connection lost at DATA") and not news.mailbox
@@ -215,12 +200,12 @@ def test_a_5xx_after_the_message_data_suppresses_the_address(
     smtp_server.handler.data_rejected = {"filtered@example.org"}
     with Audience.open(settings.paths.state, clock=clock) as audience:
         audience.add("filtered@example.org")
-        tally = send_once(settings, clock, audience, digest(0))
+        tally = send_once(settings, clock, audience, sample_issue(0))
         refused = "DATA: 554 5.7.1 Message refused for this mailbox"
         assert [f.reply for f in tally.suppressed] == [refused]
         assert audience.get("filtered@example.org").status == "suppressed"  # type: ignore[union-attr]
         clock.now += timedelta(days=1)
-        assert send_once(settings, clock, audience, digest(1)).queued == 0
+        assert send_once(settings, clock, audience, sample_issue(1)).queued == 0
 
 
 def test_the_failure_lines_name_ten_recipients_then_count_the_rest() -> None:
@@ -244,7 +229,7 @@ def test_each_message_goes_out_with_a_verp_sender_that_names_it(
     )
     with Audience.open(settings.paths.state, clock=clock) as audience:
         audience.add("ada@example.org")
-        run_send(settings, clock, audience, digest(0))
+        run_send(settings, clock, audience, sample_issue(0))
     (received,) = smtp_server.handler.received
     sender = received.sender
     assert sender.startswith("bounces+") and sender.endswith("@digest.example.org")
@@ -257,7 +242,7 @@ def test_each_message_goes_out_with_a_verp_sender_that_names_it(
     finally:
         ledger.close()
     assert entry is not None and (entry.recipient, entry.digest_id) == (
-        "ada@example.org", digest(0).id
+        "ada@example.org", sample_issue(0).id
     )
     # A forged or altered token names nobody.
     assert verp.read_token(sender, "another secret") is None
@@ -318,7 +303,7 @@ def test_an_unsubscribe_arriving_during_a_send_is_honoured_at_once(
         helper.start()
         ledger = Ledger.open(settings.paths.state, clock=clock)
         try:
-            tally = send(settings, Issues.of([digest(0)]), audience.recipients(), ledger,
+            tally = send(settings, Issues.of([sample_issue(0)]), audience.recipients(), ledger,
                          now=clock.now, retry_delay=0.01, audience=audience)
             statuses = {e.recipient: (e.status, e.last_reply) for e in ledger.entries()}
         finally:

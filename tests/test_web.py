@@ -17,13 +17,13 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import SAMPLE_DIGESTS
+from conftest import NOW, SAMPLE_DIGESTS, Clock
 from flask import Flask
 from flask.testing import FlaskClient
 from smtp_fixtures import SECRET, Received, SmtpServer, delivery_settings, smtp_server
@@ -37,16 +37,8 @@ from feeds.web import MAX_REQUEST, create_app, published_categories
 
 __all__ = ["smtp_server"]
 PUBLIC = "https://digest.example.org/list"
-NOW = datetime(2024, 5, 6, 7, 0, tzinfo=UTC)
 ADA = "ada@example.org"
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def web_settings(root: Path, server: SmtpServer, public_url: str = PUBLIC, **web: Any) -> Settings:
