@@ -181,7 +181,8 @@ def render_fingerprint(settings: Settings) -> str:
     parts: list[object] = [
         repr(settings.site),
         repr(settings.newsletter),
-        repr(settings.web),
+        # Of the endpoint's settings, only its address reaches a page or an email.
+        settings.web.public_url,
         str(settings.paths.templates),
         inputs.module_fingerprint(RENDER_MODULES),
         _tree_stat(settings.paths.templates),

@@ -674,3 +674,16 @@ def test_the_render_fingerprint_covers_every_module_the_generators_import() -> N
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert set(done.stdout.split()) - {"feeds.errors", "feeds.config"} <= set(RENDER_MODULES)
+
+
+def test_the_render_fingerprint_counts_the_endpoint_only_by_its_address() -> None:
+    from dataclasses import replace
+
+    from feeds.build import render_fingerprint
+    from feeds.config import Settings
+
+    base = Settings()
+    busier = replace(base, web=replace(base.web, requests_per_minute=99, notices_per_day=9))
+    assert render_fingerprint(busier) == render_fingerprint(base)
+    moved = replace(base, web=replace(base.web, public_url="https://digest.example.org/list"))
+    assert render_fingerprint(moved) != render_fingerprint(base)
