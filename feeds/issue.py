@@ -39,6 +39,9 @@ LEVELS: tuple[str, ...] = (
     "the last papers of the list",
 )
 
+# What an issue is called, by digest format: its masthead, and where a feed entry names it.
+HEADINGS = {"daily": "Daily digest", "weekly": "Weekly picks"}
+
 _SPACES = re.compile(r"\s+")
 
 
@@ -98,7 +101,7 @@ def issue_for(digest: Digest, categories: frozenset[str] | None) -> Issue:
 def masthead(digest: Digest) -> tuple[str, str, str | None]:
     """The issue's date, heading and summary line (None without one)."""
     date = digest.id[:10] if digest.id else (digest.date.date().isoformat() if digest.date else "")
-    heading = "Weekly picks" if digest.format == "weekly" else "Daily digest"
+    heading = HEADINGS[digest.format]
     summary = re.sub(r"^摘要\s*[:：]\s*", "", _clean_cut(digest.summary, SUMMARY_CHARS))
     if not summary and digest.format == "weekly":
         # A weekly list has no summary line; its title ("2020.7.11周论文精选与精读") says more.

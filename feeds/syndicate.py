@@ -16,21 +16,22 @@ feedgen 1.0.0 has traps, each avoided here on purpose and guarded by a test:
 - entry links lose rel/type/length (a shadowed variable in `atom_entry`): an entry gets one
   link only, the primary one, which Atom reads as rel="alternate" anyway; other links are listed
   in the content.
+Authors are written for feedparser's one `entry.author` as well (`feeds.credits`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta, tzinfo
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from html import escape
 from typing import TYPE_CHECKING, Any
 
 from feeds.catalog import STARRED_LABEL, FeedInfo, feed_list, select
 from feeds.config import Settings
-from feeds.links import link_label, primary_link, safe_url
+from feeds.issue import HEADINGS
+from feeds.links import entry_link, link_label, paper_page, safe_url
 from feeds.model import BuildContext, Item, Link, Paper
 from feeds.textutil import strip_illegal
 
@@ -125,11 +126,11 @@ def _link_html(link: Link) -> str:
     return f'<li>{escape(name)}: <a href="{escape(href)}">{escape(href)}</a></li>'
 
 
-def entry_html(paper: Paper) -> str:
+def entry_html(paper: Paper, site_url: Callable[[str], str] | None = None) -> str:
     """The HTML body of an entry, every piece of input escaped: Chinese title, authors,
-    affiliations, category, Chinese summary, English abstract, notes, links.
-
-    The site's feed pages reuse it, so a paper reads the same everywhere.
+    affiliations, category and star, the issue that showed it (linked to the paper's place in
+    its web copy when `site_url` makes paths absolute), Chinese summary, English abstract, the
+    curator's commentary, links.
     """
     item = paper.item
     parts: list[str] = []
@@ -149,6 +150,9 @@ def entry_html(paper: Paper) -> str:
     if categories:
         shown = ", ".join(escape(_category_text(term, label)) for term, label in categories)
         parts.append(f"<p>分类 (Category): {shown}</p>")
+    issue = _issue_html(item, site_url)
+    if issue:
+        parts.append(issue)
     if clean(item.summary_zh):
         parts.append("<h3>摘要</h3>")
         parts.extend(_paragraphs(item.summary_zh, "zh-CN"))
@@ -165,6 +169,18 @@ def entry_html(paper: Paper) -> str:
         # A bare weekly pick: Atom content must not be blank, so it says the title.
         parts.append(f"<p>{escape(entry_title(item))}</p>")
     return "\n".join(parts)
+
+
+def _issue_html(item: Item, site_url: Callable[[str], str] | None) -> str:
+    """"期刊 (Issue): Weekly picks 2020-07-11", linked to the paper's place in that issue."""
+    page = paper_page(item)
+    if page is None:
+        return ""
+    heading = HEADINGS["weekly" if item.section == "weekly" else "daily"]
+    name = escape(f"{heading} {one_line(item.digest_id)[:10]}")
+    if site_url is None:
+        return f"<p>期刊 (Issue): {name}</p>"
+    return f'<p>期刊 (Issue): <a href="{escape(site_url(page))}">{name}</a></p>'
 
 
 def _category_text(term: str, label: str) -> str:
@@ -197,25 +213,41 @@ def entry_times(
 ) -> dict[str, datetime]:
     """Each paper's entry time (published, updated, pubDate), by key.
 
-    A paper's first-seen time, minus one second per paper first seen at that same moment ahead
-    of it (papers come in digest order, then rank). A digest's papers thus get distinct times
-    in the curator's order: readers that sort by date keep that order, and no two entries share
-    a timestamp (which the W3C validator warns about). Computed over all papers in context
-    order, so a paper has the same time in every feed; with `only`, the walk stops once those
-    keys have their time (later papers cannot change it).
+    Papers first seen at the same moment (one digest's, in digest order, then rank) get
+    distinct times a second apart, the first paper the latest, so readers that sort by date
+    keep the curator's order and no two entries share a timestamp (which the W3C validator
+    warns about). A digest with a time (a Weibo post's) counts back from it, as its papers
+    always did; a digest dated by its day alone starts at midnight and counts *forward* from
+    there (the last paper at 00:00:00), so every paper stays on the digest's own day. Computed
+    over all papers in context order, so a paper has the same time in every feed; with
+    `only`, the walk stops once those keys have their time and their moment is complete.
     """
     times: dict[str, datetime] = {}
-    ahead: Counter[datetime] = Counter()
     wanted = None if only is None else set(only)
+    group: list[str] = []
+    current: datetime | None = None
+
+    def settle() -> None:
+        if current is None:
+            return
+        day_only = current.astimezone(tz).time() == time(0)
+        last = len(group) - 1
+        for ahead, key in enumerate(group):
+            step = last - ahead if day_only else -ahead
+            times.setdefault(key, current + timedelta(seconds=step))
+
     for paper in papers:
-        if wanted is not None and not wanted:
-            break
         moment = aware(paper.first_seen, tz)
-        if paper.key not in times:
-            times[paper.key] = moment - timedelta(seconds=ahead[moment])
-            if wanted is not None:
-                wanted.discard(paper.key)
-        ahead[moment] += 1
+        if moment != current:
+            settle()
+            if wanted is not None and not wanted:
+                return times
+            current, group = moment, []
+        # A key seen twice keeps its first place; the second still takes a second, as before.
+        group.append(paper.key)
+        if wanted is not None:
+            wanted.discard(paper.key)
+    settle()
     return times
 
 
@@ -281,11 +313,13 @@ def _feedgen(
 ) -> FeedGenerator:
     from feedgen.feed import FeedGenerator
 
+    from feeds import credits
+
     site = settings.site
     generator = FeedGenerator()
-    # Dublin Core for RSS only: dc:creator is how RSS names authors without an e-mail address;
-    # Atom has its own <author>.
-    generator.load_extension("dc", atom=False, rss=True)
+    generator.register_extension(
+        credits.NAMESPACE, credits.CreditsExtension, credits.CreditsEntryExtension
+    )
     generator.id(site.url(feed.atom))
     generator.title(one_line(feed.title))
     generator.subtitle(one_line(feed.description))
@@ -299,25 +333,28 @@ def _feedgen(
         generator.managingEditor(f"{author['email']} ({author['name']})")
     generator.author(author)
     for paper in papers:
-        _add_entry(generator, paper, times[paper.key], _content(paper, contents))
+        entry = generator.add_entry(order="append")
+        _fill_entry(entry, paper, times[paper.key], _content(paper, contents, settings), settings)
     return generator
 
 
-def _add_entry(generator: FeedGenerator, paper: Paper, moment: datetime, content: str) -> None:
+def _fill_entry(
+    entry: Any, paper: Paper, moment: datetime, content: str, settings: Settings
+) -> None:
     item = paper.item
-    entry = generator.add_entry(order="append")
     guid = one_line(item.guid) or item.key
     entry.guid(guid, permalink=permalink(guid))
     entry.title(entry_title(item))
-    link = primary_link(item)
+    link = entry_link(item, settings.site.url)
     if link:
         entry.link(href=link)
     entry.published(moment)
     entry.updated(moment)
     authors = entry_authors(item)
     if authors:
+        # Atom's <author>s; dc:creators for RSS, and the one credit feedparser shows.
         entry.author([{"name": name} for name in authors])
-        entry.dc.dc_creator(authors)
+        entry.credits.authors(authors)
     for term, label in entry_categories(item):
         entry.category(term=term, label=label)
     summary = entry_summary(item)
@@ -327,10 +364,10 @@ def _add_entry(generator: FeedGenerator, paper: Paper, moment: datetime, content
     entry.content(content, type="html")
 
 
-def _content(paper: Paper, contents: dict[str, str]) -> str:
+def _content(paper: Paper, contents: dict[str, str], settings: Settings) -> str:
     html = contents.get(paper.key)
     if html is None:
-        html = contents[paper.key] = entry_html(paper)
+        html = contents[paper.key] = entry_html(paper, settings.site.url)
     return html
 
 
@@ -350,20 +387,23 @@ def json_feed(
         "home_page_url": site.url(feed.html),
         "feed_url": site.url(feed.json),
         "description": one_line(feed.description),
-        "language": site.language,
         "authors": [{"name": one_line(site.author) or GENERATOR}],
+        "language": site.language,
         "items": [
-            _json_item(paper, times[paper.key], _content(paper, known)) for paper in papers
+            _json_item(paper, times[paper.key], _content(paper, known, settings), settings)
+            for paper in papers
         ],
     }
     text = json.dumps(document, ensure_ascii=False, indent=2)
     return (text + "\n").encode("utf-8")
 
 
-def _json_item(paper: Paper, moment: datetime, content: str) -> dict[str, Any]:
+def _json_item(
+    paper: Paper, moment: datetime, content: str, settings: Settings
+) -> dict[str, Any]:
     item = paper.item
     entry: dict[str, Any] = {"id": one_line(item.guid) or item.key}
-    link = primary_link(item)
+    link = entry_link(item, settings.site.url)
     if link:
         entry["url"] = link
     entry["title"] = entry_title(item)
