@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from feeds import message
+from feeds.catalog import FeedInfo, category_slug
 from feeds.config import Settings
 from feeds.errors import ConfigError
 from feeds.issue import (
@@ -35,7 +36,7 @@ from feeds.issue import (
     short_title,
     shorten,
 )
-from feeds.links import safe_url
+from feeds.links import issue_page, safe_url
 from feeds.message import Newsletter as Newsletter
 from feeds.model import BuildContext, Digest
 from feeds.textutil import wrap
@@ -150,7 +151,7 @@ def _render(
     omitted = [s for s in LEVELS[1 : level + 1] if s]
     if limit < count and LEVELS[-1] not in omitted:
         omitted.append(LEVELS[-1])
-    web_url = settings.site.url(f"newsletter/{digest.id}.html")
+    web_url = settings.site.url(issue_page(digest.id))
     unsubscribe = safe_url(unsubscribe_url) or message.unsubscribe_mailto(settings)
     context: dict[str, Any] = {
         "subject": subject,
@@ -170,6 +171,7 @@ def _render(
         "web_url": web_url,
         "site_url": settings.site.url(""),
         "feed_url": settings.site.url("feeds/all.rss"),
+        "category_feeds": _category_feeds(issue, settings),
         "archive_url": settings.site.url("newsletter/index.html"),
         "unsubscribe": unsubscribe,
         "preferences": safe_url(preferences_url),
@@ -225,6 +227,18 @@ def _subject(settings: Settings, issue: Issue, count: int) -> str:
     if issue.filtered:
         return f"{head} · {', '.join(sorted(issue.categories or ()))} · {count} {noun}"
     return f"{head} · {count} {noun}"
+
+
+def _category_feeds(issue: Issue, settings: Settings) -> list[tuple[str, str]]:
+    """(code, RSS URL) of each category a subset subscriber takes; none for everybody else,
+    whose footer names the feed of all papers."""
+    if not issue.filtered:
+        return []
+    feeds = []
+    for code in sorted(issue.categories or ()):
+        feed = FeedInfo(category_slug(code), code, code, "category", code)
+        feeds.append((clean_line(code), settings.site.url(feed.rss)))
+    return feeds
 
 
 def _preheader(issue: Issue) -> str:
@@ -287,7 +301,9 @@ def _wrap_filter(text: str | None, indent: int = 0, first: str | None = None) ->
     for paragraph in text.split("\n\n"):
         if out:
             out.append("")
-        out.extend(wrap(paragraph, TEXT_WIDTH, pad))
+        # A line break inside a paragraph is the writer's (the curator's commentary): kept.
+        for line in paragraph.split("\n"):
+            out.extend(wrap(line, TEXT_WIDTH, pad))
     if first is not None and out:
         out[0] = first + out[0][indent:]
     return "\n".join(out)

@@ -8,6 +8,7 @@ other with relative URLs (the site works from any folder, even file://); what le
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -182,7 +183,7 @@ def _paper_view(item: Item, settings: Settings, paper: Paper | None) -> dict[str
         "affiliations": " & ".join(item.affiliations),
         "summary_zh": item.summary_zh,
         "abstract": item.abstract,
-        "notes": item.notes,
+        "notes": _commentary(item.notes),
         "date": _day(when, settings),
         # Only safe URLs become links: a `javascript:` URL in a digest is no link at all.
         "links": [
@@ -191,6 +192,15 @@ def _paper_view(item: Item, settings: Settings, paper: Paper | None) -> dict[str
             if (href := safe_url(link.href)) is not None
         ],
     }
+
+
+def _commentary(text: str | None) -> list[list[str]]:
+    """The curator's commentary as paragraphs of lines: written line by line, shown so."""
+    if not text:
+        return []
+    blocks = re.split(r"\n\s*\n", text.replace("\r\n", "\n").replace("\r", "\n"))
+    paragraphs = [[line.strip() for line in block.split("\n") if line.strip()] for block in blocks]
+    return [lines for lines in paragraphs if lines]
 
 
 def _day(moment: datetime | None, settings: Settings) -> str:

@@ -86,6 +86,19 @@ def test_the_index_shows_the_latest_digest_and_links_its_newsletter(
     assert titles == list(dict.fromkeys(" ".join(i.title.split()) for i in latest.items))
 
 
+def test_the_curators_commentary_keeps_its_line_breaks_on_the_site() -> None:
+    notes = "Illustrative Example\nCompare dollar\n\n来源: https://x.example/1"
+    item = make_item(1, section="weekly", notes=notes)
+    digest = make_digest([item], id="2020-07-11-weekly", format="weekly")
+    ctx = BuildContext(digests=(digest,), papers=())
+    doc = lxml_html.fromstring(render_site(ctx, SETTINGS)["index.html"])
+    paragraphs = doc.xpath('//p[@class="notes"]')
+    assert [list(p.itertext()) for p in paragraphs] == [
+        ["Illustrative Example", "Compare dollar"],
+        ["来源: https://x.example/1"],
+    ]
+
+
 def test_a_feed_page_lists_the_feeds_entries_and_links_its_formats(
     sample_ctx: BuildContext, pages: dict[str, bytes]
 ) -> None:

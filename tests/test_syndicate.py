@@ -23,7 +23,7 @@ from conftest import DIGEST_TIME, REGENERATE, SAMPLE_DIGESTS, make_context, make
 
 from feeds.catalog import feed_list, select
 from feeds.config import Settings, SiteSettings
-from feeds.links import entry_link, primary_link
+from feeds.links import entry_link
 from feeds.model import BuildContext, Digest, Link, Paper
 from feeds.parse import parse_file
 from feeds.syndicate import (
