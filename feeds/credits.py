@@ -1,18 +1,17 @@
 """Who wrote a paper, written so that readers built on feedparser show every author.
 
 feedparser, and every reader built on it (the `reader` library, many others), keeps one
-`entry.author`: the name of the *last* author element of an entry. With one element per author,
-such a reader credits a paper to its last author only. arXiv's feeds answer the same complaint
-with one `dc:creator` holding every author; here that credit comes last, after one element per
-author, so `entry.author` names everybody and `entry.authors` still lists each author:
+`entry.author` (and `author_detail`, which `reader` takes for Atom): the *last* author element
+of an entry. With one element per author, such a reader credits a paper to its last author
+only. arXiv's feeds answer the same complaint with one element holding every author; here that
+credit comes last, after one element per author, so `entry.author` names everybody and
+`entry.authors` still lists each author (then the credit):
 
-- RSS: a `<dc:creator>` per author, then one with all of them (only when there are several);
-- Atom: an `<author>` per author (feedgen writes those), then one `<dc:creator>` with all of
-  them (only when there are several). Foreign elements are allowed in an Atom entry, so the
-  feed stays valid.
-
-A feedgen extension, because feedgen's own Dublin Core extension writes the same values into
-both formats and cannot put the credit after Atom's `<author>` elements only.
+- RSS: a `<dc:creator>` per author, then one with all of them (only when there are several):
+  this extension;
+- Atom: an `<author>` per author, then one `<author>` with all of them (only when there are
+  several): `credited` gives that list to feedgen. A `dc:creator` would not do in Atom:
+  feedparser's `author_detail`, which `reader` reads, only changes with an `<author>`.
 """
 
 from __future__ import annotations
@@ -32,6 +31,12 @@ def credit(names: Sequence[str]) -> str:
     return ", ".join(names)
 
 
+def credited(names: Sequence[str]) -> list[str]:
+    """The names of an entry's author elements: each author, then (when there are several)
+    the credit naming them all, which is what feedparser's one `entry.author` shows."""
+    return [*names, credit(names)] if len(names) > 1 else list(names)
+
+
 class CreditsExtension(BaseExtension):  # type: ignore[misc]
     """Declares the Dublin Core namespace on the feed's root element."""
 
@@ -40,7 +45,7 @@ class CreditsExtension(BaseExtension):  # type: ignore[misc]
 
 
 class CreditsEntryExtension(BaseEntryExtension):  # type: ignore[misc]
-    """An entry's authors as `dc:creator` elements; set with `authors(names)`."""
+    """An RSS item's authors as `dc:creator` elements; set with `authors(names)`."""
 
     def __init__(self) -> None:
         self._names: tuple[str, ...] = ()
@@ -48,18 +53,8 @@ class CreditsEntryExtension(BaseEntryExtension):  # type: ignore[misc]
     def authors(self, names: Sequence[str]) -> None:
         self._names = tuple(names)
 
-    def _creator(self, parent: Any, name: str) -> None:
-        element = etree.SubElement(parent, f"{{{DC_NS}}}creator")
-        element.text = name
-
     def extend_rss(self, item: Any) -> Any:
-        for name in self._names:
-            self._creator(item, name)
-        if len(self._names) > 1:
-            self._creator(item, credit(self._names))
+        for name in credited(self._names):
+            element = etree.SubElement(item, f"{{{DC_NS}}}creator")
+            element.text = name
         return item
-
-    def extend_atom(self, entry: Any) -> Any:
-        if len(self._names) > 1:
-            self._creator(entry, credit(self._names))
-        return entry
