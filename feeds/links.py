@@ -68,9 +68,12 @@ def primary_link(item: Item) -> str | None:
     return safe_url(item.url) or primary_url(item.links)
 
 
-def issue_page(digest_id: str) -> str:
-    """The web copy of an issue, as a path under output/: `newsletter/<digest id>.html`."""
-    return f"newsletter/{quote(digest_id, safe='')}.html"
+def issue_page(digest_id: str, slug: str | None = None) -> str:
+    """The web copy of an issue, as a path under output/: `newsletter/<digest id>.html`; with a
+    category's slug, the copy of what a subscriber to that category receives,
+    `newsletter/<digest id>.<slug>.html`."""
+    stem = quote(digest_id, safe="")
+    return f"newsletter/{stem}.{slug}.html" if slug else f"newsletter/{stem}.html"
 
 
 def paper_anchor(item: Item) -> str:

@@ -75,7 +75,8 @@ def render_newsletter(
 
 
 def render_issue_files(digest: Digest, settings: Settings) -> dict[str, bytes]:
-    """newsletter/<id>.html and .txt (the full web version) and .eml (the message as sent)."""
+    """newsletter/<id>.html and .txt (the full web version), .eml (the message as sent), and
+    newsletter/<id>.<slug>.html for each category of a daily digest (`category_copies`)."""
     issue = issue_for(digest, None)
     if not issue.papers:
         return {}
@@ -90,7 +91,34 @@ def render_issue_files(digest: Digest, settings: Settings) -> dict[str, bytes]:
         f"{stem}.html": full.html.encode("utf-8"),
         f"{stem}.txt": full.text.encode("utf-8"),
         f"{stem}.eml": eml,
+        **category_copies(digest, settings),
     }
+
+
+def category_copies(digest: Digest, settings: Settings) -> dict[str, bytes]:
+    """The web copy of what a subscriber to one category receives, for each category of a
+    daily digest: `newsletter/<id>.<slug>.html`, linked from the footer of subset emails.
+
+    Complete (never shortened) and a web page like the archive: the stylesheet stays in its
+    `<style>` block, which a browser applies, so no inlining. One per category rather than one
+    per set of categories: the sets are the subscribers', which a build does not know, and a
+    subscriber to several categories finds each of them on its own page.
+    """
+    if digest.format == "weekly":
+        return {}  # weekly picks go to everybody whole: the issue's own web copy is theirs
+    codes: dict[str, set[str]] = {}
+    for item in digest.items:
+        if item.category:
+            codes.setdefault(category_slug(item.category), set()).add(item.category)
+    files: dict[str, bytes] = {}
+    for slug, group in sorted(codes.items()):
+        issue = issue_for(digest, frozenset(group))
+        page = _render(
+            issue, settings, level=0, limit=len(issue.papers), unsubscribe_url=None,
+            preferences_url=None, inline=False,
+        )
+        files[issue_page(digest.id, slug)] = page.html.encode("utf-8")
+    return files
 
 
 def render_archive(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
@@ -142,6 +170,7 @@ def _render(
     limit: int,
     unsubscribe_url: str | None,
     preferences_url: str | None,
+    inline: bool = True,
 ) -> Newsletter:
     papers = [degrade(p, level) for p in issue.papers[:limit]]
     count = len(issue.papers)
@@ -172,6 +201,7 @@ def _render(
         "site_url": settings.site.url(""),
         "feed_url": settings.site.url("feeds/all.rss"),
         "category_feeds": _category_feeds(issue, settings),
+        "category_pages": _category_pages(issue, settings),
         "archive_url": settings.site.url("newsletter/index.html"),
         "unsubscribe": unsubscribe,
         "preferences": safe_url(preferences_url),
@@ -182,7 +212,7 @@ def _render(
     return Newsletter(
         digest_id=digest.id,
         subject=subject,
-        html=inline_css(raw_html),
+        html=inline_css(raw_html) if inline else raw_html,
         text=_tidy_text(text),
         count=count,
         categories=issue.categories,
@@ -239,6 +269,20 @@ def _category_feeds(issue: Issue, settings: Settings) -> list[tuple[str, str]]:
         feed = FeedInfo(category_slug(code), code, code, "category", code)
         feeds.append((clean_line(code), settings.site.url(feed.rss)))
     return feeds
+
+
+def _category_pages(issue: Issue, settings: Settings) -> list[tuple[str, str]]:
+    """(code, URL) of the web copy of each category a subset subscriber received papers of
+    (`category_copies`): what their email holds, on the web."""
+    if not issue.filtered:
+        return []
+    shown = {p.category for p in issue.papers}
+    pages: dict[str, tuple[str, str]] = {}
+    for code in sorted(issue.categories or ()):
+        slug = category_slug(code)
+        if code in shown and slug not in pages:
+            pages[slug] = (clean_line(code), settings.site.url(issue_page(issue.digest.id, slug)))
+    return list(pages.values())
 
 
 def _preheader(issue: Issue) -> str:

@@ -18,12 +18,14 @@ from test_browser import open_page
 pytestmark = pytest.mark.browser
 
 AXE = ROOT / "tests" / "js" / "node_modules" / "axe-core" / "axe.min.js"
-# The starred feed and the weekly picks show the star; the daily issue affiliations.
+# The starred feed and the weekly picks show the star; the daily issue affiliations; then the
+# web copy of what a subscriber to one category receives.
 PAGES = (
     "index.html",
     "feeds/starred.html",
     "newsletter/2020-07-11-weekly.html",
     "newsletter/2021-03-30.html",
+    "newsletter/2021-03-30.cv.html",
     "newsletter/index.html",
 )
 

@@ -293,6 +293,26 @@ def test_a_subset_subscriber_gets_footer_links_to_their_own_category_feeds() -> 
     assert "https://digest.example.org/feeds/all.rss" in render(daily_digest()).text
 
 
+def test_a_subset_subscriber_gets_a_web_copy_of_each_of_their_categories() -> None:
+    letter = render(daily_digest(), categories=frozenset({"CV", "CL"}))
+    hrefs = [a.get("href") for a in doc(letter.html).cssselect(".footer a")]
+    copies = [
+        "https://digest.example.org/newsletter/2021-03-30.cl.html",
+        "https://digest.example.org/newsletter/2021-03-30.cv.html",
+    ]
+    assert [h for h in hrefs if h.startswith(tuple(copies))] == copies
+    assert "https://digest.example.org/newsletter/2021-03-30.html" in hrefs  # the whole issue
+    assert f"Web, CL:      {copies[0]}" in letter.text
+    files = newsletter.render_issue_files(daily_digest(), SETTINGS)
+    cv = doc(files["newsletter/2021-03-30.cv.html"].decode("utf-8"))
+    # What a CV subscriber received: its papers, nothing else, and complete.
+    assert [b.text for b in cv.cssselect(".badge")] == ["CV", "CV"]
+    assert "2 papers · CV" in cv.cssselect(".issue-meta")[0].text_content()
+    assert cv.cssselect(".abstract")
+    # A web page, like the archive: its stylesheet applies from a <style> block.
+    assert ".paper-title {" in cv.cssselect("head style")[0].text
+
+
 def test_a_subset_without_papers_gives_no_email() -> None:
     assert newsletter.render_newsletter(daily_digest(), SETTINGS, categories=frozenset()) is None
     digest = daily_digest()
@@ -601,9 +621,19 @@ def test_one_paper_with_a_huge_title_and_abstract_stays_within_the_budget() -> N
 def test_issue_files_are_html_text_and_eml_named_by_digest_id() -> None:
     files = newsletter.render_issue_files(daily_digest(), SETTINGS)
     assert sorted(files) == [
+        # The web copy for a subscriber of each category of the digest.
+        "newsletter/2021-03-30.cl.html",
+        "newsletter/2021-03-30.cv.html",
         "newsletter/2021-03-30.eml",
         "newsletter/2021-03-30.html",
+        "newsletter/2021-03-30.lg.html",
+        "newsletter/2021-03-30.ro.html",
         "newsletter/2021-03-30.txt",
+    ]
+    assert sorted(newsletter.render_issue_files(weekly_digest(), SETTINGS)) == [
+        "newsletter/2020-07-11-weekly.eml",
+        "newsletter/2020-07-11-weekly.html",
+        "newsletter/2020-07-11-weekly.txt",
     ]
     eml = files["newsletter/2021-03-30.eml"]
     parsed = email.message_from_bytes(eml, policy=email.policy.default)
@@ -707,7 +737,8 @@ def sample_digests() -> list[Digest]:
 def test_sample_digests_match_their_golden_html_text_and_eml() -> None:
     for digest in sample_digests():
         files = newsletter.render_issue_files(digest, SETTINGS)
-        assert len(files) == 3
+        stem = f"newsletter/{digest.id}"
+        assert {f"{stem}.html", f"{stem}.txt", f"{stem}.eml"} <= set(files)
         for name, data in files.items():
             path = GOLDEN / name.rsplit("/", 1)[1]
             if REGENERATE:
