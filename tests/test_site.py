@@ -15,7 +15,7 @@ from lxml import html as lxml_html
 from feeds.assemble import assemble
 from feeds.catalog import feed_list, select
 from feeds.config import Settings
-from feeds.model import BuildContext, Link
+from feeds.model import BuildContext, Link, Paper
 from feeds.parse import parse_file
 from feeds.site import render_site
 
@@ -97,6 +97,20 @@ def test_the_curators_commentary_keeps_its_line_breaks_on_the_site() -> None:
         ["Illustrative Example", "Compare dollar"],
         ["来源: https://x.example/1"],
     ]
+
+
+def test_a_paper_without_a_source_link_leads_to_its_place_in_the_issue_on_the_site() -> None:
+    from feeds.links import paper_anchor
+
+    item = make_item(1, url=None, links=(), section="weekly", digest_id="2020-07-11-weekly")
+    digest = make_digest([item], id="2020-07-11-weekly", format="weekly")
+    papers = (Paper(item, datetime(2020, 7, 11, tzinfo=UTC), (digest.id,)),)
+    pages = render_site(BuildContext(digests=(digest,), papers=papers), SETTINGS)
+    target = f"newsletter/2020-07-11-weekly.html#{paper_anchor(item)}"
+    index = lxml_html.fromstring(pages["index.html"])
+    assert index.xpath('//section[@class="latest"]//h3/a/@href') == [target]
+    feed = lxml_html.fromstring(pages["feeds/all.html"])
+    assert feed.xpath("//article//h2/a/@href") == ["../" + target]
 
 
 def test_a_feed_page_lists_the_feeds_entries_and_links_its_formats(
