@@ -53,6 +53,8 @@ RENDER_MODULES = (
     "feeds.links",
     "feeds.identity",
     "feeds.syndicate",
+    "feeds.entry",
+    "feeds.credits",
     "feeds.site",
     "feeds.catalog",
     "feeds.textutil",

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from feeds.links import link_label, primary_link, safe_url
+from feeds.links import link_label, paper_anchor, primary_link, safe_url
 from feeds.model import Digest, Item
 from feeds.textutil import INVISIBLE, cut
 
@@ -39,6 +39,9 @@ LEVELS: tuple[str, ...] = (
     "the last papers of the list",
 )
 
+# What an issue is called, by digest format: its masthead, and where a feed entry names it.
+HEADINGS = {"daily": "Daily digest", "weekly": "Weekly picks"}
+
 _SPACES = re.compile(r"\s+")
 
 
@@ -48,6 +51,8 @@ class PaperView:
 
     rank: int
     section: str
+    # The id of the paper's block: its permanent anchor in the issue's web copy.
+    anchor: str
     category: str | None
     category_name: str | None
     starred: bool
@@ -58,6 +63,7 @@ class PaperView:
     affiliations: str
     summary_zh: str | None
     abstract: str | None
+    # The curator's commentary: paragraphs, each keeping its line breaks ("\n").
     notes: tuple[str, ...]
     links: tuple[tuple[str, str], ...]
 
@@ -98,7 +104,7 @@ def issue_for(digest: Digest, categories: frozenset[str] | None) -> Issue:
 def masthead(digest: Digest) -> tuple[str, str, str | None]:
     """The issue's date, heading and summary line (None without one)."""
     date = digest.id[:10] if digest.id else (digest.date.date().isoformat() if digest.date else "")
-    heading = "Weekly picks" if digest.format == "weekly" else "Daily digest"
+    heading = HEADINGS[digest.format]
     summary = re.sub(r"^摘要\s*[:：]\s*", "", _clean_cut(digest.summary, SUMMARY_CHARS))
     if not summary and digest.format == "weekly":
         # A weekly list has no summary line; its title ("2020.7.11周论文精选与精读") says more.
@@ -145,11 +151,12 @@ def _paper_view(item: Item) -> PaperView:
         href = safe_url(link.href) if len(link.href) <= URL_CHARS else None
         if href and all(href != h for _, h in links):
             links.append((link_label(link), href))
-    notes = clean_block(cut(item.notes, TEXT_CHARS)) if item.notes else ""
+    notes = clean_block(cut(item.notes, TEXT_CHARS), keep_lines=True) if item.notes else ""
     url = primary_link(item)
     return PaperView(
         rank=item.rank,
         section=item.section,
+        anchor=paper_anchor(item),
         category=_clean_cut(item.category, NAME_CHARS) or None,
         category_name=_clean_cut(item.category_name, NAME_CHARS) or None,
         starred=item.starred,
@@ -179,13 +186,19 @@ def _clean_cut(text: str | None, limit: int) -> str:
     return clean_line(cut(text, limit)) if text else ""
 
 
-def clean_block(text: str | None) -> str:
-    """Paragraphs of visible text, separated by one blank line."""
+def clean_block(text: str | None, *, keep_lines: bool = False) -> str:
+    """Paragraphs of visible text, separated by one blank line; the lines of a paragraph are
+    joined with spaces, or, with `keep_lines` (the curator's commentary, written line by
+    line), kept on lines of their own."""
     if not text:
         return ""
     text = INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     paragraphs = re.split(r"\n\s*\n", text)
-    cleaned = (" ".join(clean_line(line) for line in p.split("\n")).strip() for p in paragraphs)
+    joiner = "\n" if keep_lines else " "
+    cleaned = (
+        joiner.join(line for line in (clean_line(x) for x in p.split("\n")) if line).strip()
+        for p in paragraphs
+    )
     return "\n\n".join(p for p in cleaned if p)
 
 

@@ -7,9 +7,10 @@ everywhere. Pure and import-light: the build calls `primary_url` too.
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
-from collections.abc import Iterable, Mapping
-from urllib.parse import urlsplit
+from collections.abc import Callable, Iterable, Mapping
+from urllib.parse import quote, urlsplit
 
 from feeds.identity import LINK_RANK
 from feeds.model import Item, Link, LinkKind
@@ -65,6 +66,39 @@ def primary_url(links: Iterable[Link]) -> str | None:
 def primary_link(item: Item) -> str | None:
     """Where an item's title links: its own URL if safe, else `primary_url` of its links."""
     return safe_url(item.url) or primary_url(item.links)
+
+
+def issue_page(digest_id: str, slug: str | None = None) -> str:
+    """The web copy of an issue, as a path under output/: `newsletter/<digest id>.html`; with a
+    category's slug, the copy of what a subscriber to that category receives,
+    `newsletter/<digest id>.<slug>.html`."""
+    stem = quote(digest_id, safe="")
+    return f"newsletter/{stem}.{slug}.html" if slug else f"newsletter/{stem}.html"
+
+
+def paper_anchor(item: Item) -> str:
+    """The id of a paper's place in the web copy of an issue: `p-` and 12 hex digits.
+
+    Made from the paper's key, which is what its guid is made of and, unlike the guid the
+    state may keep from an earlier build, known to the issue page rendered from the digest
+    alone; the same in every build, and safe in an HTML id and a URL fragment.
+    """
+    return "p-" + hashlib.sha256(item.key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def paper_page(item: Item) -> str | None:
+    """The paper's permanent place on the site, as a path under output/: its anchor in the
+    web copy of the issue that first showed it; None for an item of no digest."""
+    if not item.digest_id:
+        return None
+    return f"{issue_page(item.digest_id)}#{paper_anchor(item)}"
+
+
+def entry_link(item: Item, site_url: Callable[[str], str]) -> str | None:
+    """Where a feed entry links: the paper's primary link, else its place on the site
+    (`site_url` makes a path under output/ absolute), so every entry has a web link."""
+    page = paper_page(item)
+    return primary_link(item) or (site_url(page) if page else None)
 
 
 def link_label(link: Link, *, name_hosts: bool = False) -> str:

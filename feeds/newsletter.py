@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from feeds import message
+from feeds.catalog import FeedInfo, category_slug
 from feeds.config import Settings
 from feeds.errors import ConfigError
 from feeds.issue import (
@@ -35,7 +36,7 @@ from feeds.issue import (
     short_title,
     shorten,
 )
-from feeds.links import safe_url
+from feeds.links import issue_page, safe_url
 from feeds.message import Newsletter as Newsletter
 from feeds.model import BuildContext, Digest
 from feeds.textutil import wrap
@@ -74,7 +75,8 @@ def render_newsletter(
 
 
 def render_issue_files(digest: Digest, settings: Settings) -> dict[str, bytes]:
-    """newsletter/<id>.html and .txt (the full web version) and .eml (the message as sent)."""
+    """newsletter/<id>.html and .txt (the full web version), .eml (the message as sent), and
+    newsletter/<id>.<slug>.html for each category of a daily digest (`category_copies`)."""
     issue = issue_for(digest, None)
     if not issue.papers:
         return {}
@@ -89,7 +91,34 @@ def render_issue_files(digest: Digest, settings: Settings) -> dict[str, bytes]:
         f"{stem}.html": full.html.encode("utf-8"),
         f"{stem}.txt": full.text.encode("utf-8"),
         f"{stem}.eml": eml,
+        **category_copies(digest, settings),
     }
+
+
+def category_copies(digest: Digest, settings: Settings) -> dict[str, bytes]:
+    """The web copy of what a subscriber to one category receives, for each category of a
+    daily digest: `newsletter/<id>.<slug>.html`, linked from the footer of subset emails.
+
+    Complete (never shortened) and a web page like the archive: the stylesheet stays in its
+    `<style>` block, which a browser applies, so no inlining. One per category rather than one
+    per set of categories: the sets are the subscribers', which a build does not know, and a
+    subscriber to several categories finds each of them on its own page.
+    """
+    if digest.format == "weekly":
+        return {}  # weekly picks go to everybody whole: the issue's own web copy is theirs
+    codes: dict[str, set[str]] = {}
+    for item in digest.items:
+        if item.category:
+            codes.setdefault(category_slug(item.category), set()).add(item.category)
+    files: dict[str, bytes] = {}
+    for slug, group in sorted(codes.items()):
+        issue = issue_for(digest, frozenset(group))
+        page = _render(
+            issue, settings, level=0, limit=len(issue.papers), unsubscribe_url=None,
+            preferences_url=None, inline=False,
+        )
+        files[issue_page(digest.id, slug)] = page.html.encode("utf-8")
+    return files
 
 
 def render_archive(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
@@ -141,6 +170,7 @@ def _render(
     limit: int,
     unsubscribe_url: str | None,
     preferences_url: str | None,
+    inline: bool = True,
 ) -> Newsletter:
     papers = [degrade(p, level) for p in issue.papers[:limit]]
     count = len(issue.papers)
@@ -150,7 +180,7 @@ def _render(
     omitted = [s for s in LEVELS[1 : level + 1] if s]
     if limit < count and LEVELS[-1] not in omitted:
         omitted.append(LEVELS[-1])
-    web_url = settings.site.url(f"newsletter/{digest.id}.html")
+    web_url = settings.site.url(issue_page(digest.id))
     unsubscribe = safe_url(unsubscribe_url) or message.unsubscribe_mailto(settings)
     context: dict[str, Any] = {
         "subject": subject,
@@ -170,6 +200,8 @@ def _render(
         "web_url": web_url,
         "site_url": settings.site.url(""),
         "feed_url": settings.site.url("feeds/all.rss"),
+        "category_feeds": _category_feeds(issue, settings),
+        "category_pages": _category_pages(issue, settings),
         "archive_url": settings.site.url("newsletter/index.html"),
         "unsubscribe": unsubscribe,
         "preferences": safe_url(preferences_url),
@@ -180,7 +212,7 @@ def _render(
     return Newsletter(
         digest_id=digest.id,
         subject=subject,
-        html=inline_css(raw_html),
+        html=inline_css(raw_html) if inline else raw_html,
         text=_tidy_text(text),
         count=count,
         categories=issue.categories,
@@ -225,6 +257,32 @@ def _subject(settings: Settings, issue: Issue, count: int) -> str:
     if issue.filtered:
         return f"{head} · {', '.join(sorted(issue.categories or ()))} · {count} {noun}"
     return f"{head} · {count} {noun}"
+
+
+def _category_feeds(issue: Issue, settings: Settings) -> list[tuple[str, str]]:
+    """(code, RSS URL) of each category a subset subscriber takes; none for everybody else,
+    whose footer names the feed of all papers."""
+    if not issue.filtered:
+        return []
+    feeds = []
+    for code in sorted(issue.categories or ()):
+        feed = FeedInfo(category_slug(code), code, code, "category", code)
+        feeds.append((clean_line(code), settings.site.url(feed.rss)))
+    return feeds
+
+
+def _category_pages(issue: Issue, settings: Settings) -> list[tuple[str, str]]:
+    """(code, URL) of the web copy of each category a subset subscriber received papers of
+    (`category_copies`): what their email holds, on the web."""
+    if not issue.filtered:
+        return []
+    shown = {p.category for p in issue.papers}
+    pages: dict[str, tuple[str, str]] = {}
+    for code in sorted(issue.categories or ()):
+        slug = category_slug(code)
+        if code in shown and slug not in pages:
+            pages[slug] = (clean_line(code), settings.site.url(issue_page(issue.digest.id, slug)))
+    return list(pages.values())
 
 
 def _preheader(issue: Issue) -> str:
@@ -287,7 +345,9 @@ def _wrap_filter(text: str | None, indent: int = 0, first: str | None = None) ->
     for paragraph in text.split("\n\n"):
         if out:
             out.append("")
-        out.extend(wrap(paragraph, TEXT_WIDTH, pad))
+        # A line break inside a paragraph is the writer's (the curator's commentary): kept.
+        for line in paragraph.split("\n"):
+            out.extend(wrap(line, TEXT_WIDTH, pad))
     if first is not None and out:
         out[0] = first + out[0][indent:]
     return "\n".join(out)

@@ -8,12 +8,13 @@ other with relative URLs (the site works from any folder, even file://); what le
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from feeds.catalog import FeedInfo, feed_list, select
 from feeds.config import Settings
-from feeds.links import link_label, primary_link, safe_url
+from feeds.links import link_label, paper_page, primary_link, safe_url
 from feeds.model import BuildContext, Digest, Item, Paper
 from feeds.textutil import strip_illegal
 
@@ -54,7 +55,7 @@ def render_site(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
             root="../",
             feed=_feed_view(feed, settings, len(papers)),
             alternates=_alternates(feed, settings),
-            papers=[_paper_view(paper.item, settings, paper) for paper in papers],
+            papers=[_paper_view(paper.item, settings, paper, "../") for paper in papers],
         )
         files[feed.html] = page.encode("utf-8")
 
@@ -157,7 +158,7 @@ def _digest_view(digest: Digest, settings: Settings) -> dict[str, Any]:
         if item.key in seen:
             continue
         seen.add(item.key)
-        papers.append(_paper_view(item, settings, None))
+        papers.append(_paper_view(item, settings, None, ""))
     return {
         "id": digest.id,
         "title": digest.title,
@@ -169,12 +170,17 @@ def _digest_view(digest: Digest, settings: Settings) -> dict[str, Any]:
     }
 
 
-def _paper_view(item: Item, settings: Settings, paper: Paper | None) -> dict[str, Any]:
+def _paper_view(
+    item: Item, settings: Settings, paper: Paper | None, root: str
+) -> dict[str, Any]:
+    """One paper for the templates; `root` leads from the page to the site's top folder."""
     when = paper.first_seen if paper else item.published
+    # Without a source link, the title leads to the paper's place in its issue, as in the feeds.
+    page = paper_page(item)
     return {
         "title": item.title or item.title_zh or item.key,
         "title_zh": item.title_zh if item.title and item.title_zh else None,
-        "url": primary_link(item),
+        "url": primary_link(item) or (root + page if page else None),
         "category": item.category,
         "category_name": item.category_name,
         "starred": item.starred,
@@ -182,7 +188,7 @@ def _paper_view(item: Item, settings: Settings, paper: Paper | None) -> dict[str
         "affiliations": " & ".join(item.affiliations),
         "summary_zh": item.summary_zh,
         "abstract": item.abstract,
-        "notes": item.notes,
+        "notes": _commentary(item.notes),
         "date": _day(when, settings),
         # Only safe URLs become links: a `javascript:` URL in a digest is no link at all.
         "links": [
@@ -191,6 +197,15 @@ def _paper_view(item: Item, settings: Settings, paper: Paper | None) -> dict[str
             if (href := safe_url(link.href)) is not None
         ],
     }
+
+
+def _commentary(text: str | None) -> list[list[str]]:
+    """The curator's commentary as paragraphs of lines: written line by line, shown so."""
+    if not text:
+        return []
+    blocks = re.split(r"\n\s*\n", text.replace("\r\n", "\n").replace("\r", "\n"))
+    paragraphs = [[line.strip() for line in block.split("\n") if line.strip()] for block in blocks]
+    return [lines for lines in paragraphs if lines]
 
 
 def _day(moment: datetime | None, settings: Settings) -> str:

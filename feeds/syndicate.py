@@ -16,175 +16,62 @@ feedgen 1.0.0 has traps, each avoided here on purpose and guarded by a test:
 - entry links lose rel/type/length (a shadowed variable in `atom_entry`): an entry gets one
   link only, the primary one, which Atom reads as rel="alternate" anyway; other links are listed
   in the content.
+Authors are written for feedparser's one `entry.author` as well (`feeds.credits`).
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from feeds.catalog import STARRED_LABEL, FeedInfo, feed_list, select
+from feeds.catalog import FeedInfo, feed_list, select
 from feeds.config import Settings
-from feeds.links import link_label, primary_link, safe_url
-from feeds.model import BuildContext, Item, Link, Paper
-from feeds.textutil import strip_illegal
+
+# What an entry says lives in feeds.entry; these names are this module's API as well.
+from feeds.entry import (
+    STARRED_TERM,
+    SUMMARY_LENGTH,
+    clean,
+    entry_authors,
+    entry_categories,
+    entry_html,
+    entry_summary,
+    entry_title,
+    one_line,
+    permalink,
+)
+from feeds.links import entry_link
+from feeds.model import BuildContext, Paper
 
 if TYPE_CHECKING:
     from feedgen.feed import FeedGenerator
+
+__all__ = [
+    "STARRED_TERM",
+    "SUMMARY_LENGTH",
+    "clean",
+    "entry_authors",
+    "entry_categories",
+    "entry_html",
+    "entry_summary",
+    "entry_times",
+    "entry_title",
+    "feed_updated",
+    "json_feed",
+    "one_line",
+    "permalink",
+    "render_feed",
+    "render_feeds",
+]
 
 GENERATOR = "digest-feeds"
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 # The time of a feed that has no entries: a fixed instant, so an empty feed never churns; the
 # year of the tag URIs rather than 1970, which validators flag as implausible.
 EMPTY_FEED_TIME = datetime(2020, 1, 1, tzinfo=UTC)
-STARRED_TERM = "starred"
-SUMMARY_LENGTH = 280
-
-_SPACES = re.compile(r"\s+")
-
-
-def clean(text: str | None) -> str:
-    """Text safe for XML: illegal characters removed, line ends normalized, edges trimmed."""
-    if not text:
-        return ""
-    return strip_illegal(text.replace("\r\n", "\n").replace("\r", "\n")).strip()
-
-
-def one_line(text: str | None) -> str:
-    """Clean text on one line (titles, names): every run of whitespace becomes one space."""
-    return _SPACES.sub(" ", clean(text)).strip()
-
-
-def entry_title(item: Item) -> str:
-    return one_line(item.title) or one_line(item.title_zh) or item.key
-
-
-def entry_authors(item: Item) -> list[str]:
-    return [name for name in (one_line(author) for author in item.authors) if name]
-
-
-def entry_categories(item: Item) -> list[tuple[str, str]]:
-    """(term, label) pairs: the category code and its name, then the starred mark."""
-    pairs: list[tuple[str, str]] = []
-    code = one_line(item.category)
-    if code:
-        pairs.append((code, one_line(item.category_name) or code))
-    if item.starred:
-        pairs.append((STARRED_TERM, STARRED_LABEL))
-    return pairs
-
-
-def permalink(guid: str) -> bool:
-    """RSS isPermaLink: true only when the guid is itself a web page."""
-    return safe_url(guid) is not None
-
-
-def entry_summary(item: Item) -> str:
-    """A short plain-text summary: the Chinese summary, else the abstract, else the curator's
-    notes, else the Chinese title; cut at a sentence or word."""
-    text = (
-        one_line(item.summary_zh)
-        or one_line(item.abstract)
-        or one_line(item.notes)
-        or one_line(item.title_zh)
-    )
-    if len(text) <= SUMMARY_LENGTH:
-        return text
-    cut = text[:SUMMARY_LENGTH]
-    # End at a sentence if one ends late enough, else at a word (Chinese has no spaces).
-    sentence = max(cut.rfind("。"), cut.rfind(". "))
-    space = cut.rfind(" ")
-    if sentence > SUMMARY_LENGTH // 2:
-        return cut[: sentence + 1]
-    if space > SUMMARY_LENGTH // 2:
-        cut = cut[:space]
-    return cut.rstrip() + "…"
-
-
-def _paragraphs(text: str | None, lang: str | None = None) -> list[str]:
-    attr = f' lang="{lang}"' if lang else ""
-    blocks = [block.strip() for block in re.split(r"\n\s*\n", clean(text))]
-    return [
-        f"<p{attr}>" + "<br>".join(escape(line.strip()) for line in block.split("\n")) + "</p>"
-        for block in blocks
-        if block
-    ]
-
-
-def _link_html(link: Link) -> str:
-    name = link_label(link)
-    href = safe_url(link.href)
-    if href is None:
-        # Not a web address (javascript:, data:, a typo): shown, never made clickable.
-        return f"<li>{escape(name)}: {escape(one_line(link.href))}</li>"
-    return f'<li>{escape(name)}: <a href="{escape(href)}">{escape(href)}</a></li>'
-
-
-def entry_html(paper: Paper) -> str:
-    """The HTML body of an entry, every piece of input escaped: Chinese title, authors,
-    affiliations, category, Chinese summary, English abstract, notes, links.
-
-    The site's feed pages reuse it, so a paper reads the same everywhere.
-    """
-    item = paper.item
-    parts: list[str] = []
-    title_zh = one_line(item.title_zh)
-    if title_zh:
-        parts.append(f'<p lang="zh-CN"><strong>{escape(title_zh)}</strong></p>')
-    authors = entry_authors(item)
-    if authors:
-        names = ", ".join(escape(name) for name in authors)
-        if item.authors_truncated:
-            names += " et al."
-        parts.append(f"<p>作者 (Authors): {names}</p>")
-    affiliations = [name for name in (one_line(a) for a in item.affiliations) if name]
-    if affiliations:
-        parts.append(f"<p>机构 (Affiliations): {escape('; '.join(affiliations))}</p>")
-    categories = entry_categories(item)
-    if categories:
-        shown = ", ".join(escape(_category_text(term, label)) for term, label in categories)
-        parts.append(f"<p>分类 (Category): {shown}</p>")
-    if clean(item.summary_zh):
-        parts.append("<h3>摘要</h3>")
-        parts.extend(_paragraphs(item.summary_zh, "zh-CN"))
-    if clean(item.abstract):
-        parts.append("<h3>Abstract</h3>")
-        parts.extend(_paragraphs(item.abstract, "en"))
-    if clean(item.notes):
-        parts.append("<h3>备注 (Notes)</h3>")
-        parts.extend(_paragraphs(item.notes))
-    links = _unique_links(item)
-    if links:
-        parts.append("<ul>" + "".join(_link_html(link) for link in links) + "</ul>")
-    if not parts:
-        # A bare weekly pick: Atom content must not be blank, so it says the title.
-        parts.append(f"<p>{escape(entry_title(item))}</p>")
-    return "\n".join(parts)
-
-
-def _category_text(term: str, label: str) -> str:
-    if term == STARRED_TERM:
-        return f"★ {label}"
-    return f"{label} ({term})" if label != term else term
-
-
-def _unique_links(item: Item) -> list[Link]:
-    """Every link of the item once, the item's own URL first when the links lack it."""
-    candidates = list(item.links)
-    if item.url and item.url not in {link.href for link in item.links}:
-        candidates.insert(0, Link(kind="other", href=item.url))
-    seen: set[str] = set()
-    links: list[Link] = []
-    for link in candidates:
-        if link.href and link.href not in seen:
-            seen.add(link.href)
-            links.append(link)
-    return links
 
 
 def aware(moment: datetime, tz: tzinfo) -> datetime:
@@ -197,25 +84,41 @@ def entry_times(
 ) -> dict[str, datetime]:
     """Each paper's entry time (published, updated, pubDate), by key.
 
-    A paper's first-seen time, minus one second per paper first seen at that same moment ahead
-    of it (papers come in digest order, then rank). A digest's papers thus get distinct times
-    in the curator's order: readers that sort by date keep that order, and no two entries share
-    a timestamp (which the W3C validator warns about). Computed over all papers in context
-    order, so a paper has the same time in every feed; with `only`, the walk stops once those
-    keys have their time (later papers cannot change it).
+    Papers first seen at the same moment (one digest's, in digest order, then rank) get
+    distinct times a second apart, the first paper the latest, so readers that sort by date
+    keep the curator's order and no two entries share a timestamp (which the W3C validator
+    warns about). A digest with a time (a Weibo post's) counts back from it, as its papers
+    always did; a digest dated by its day alone starts at midnight and counts *forward* from
+    there (the last paper at 00:00:00), so every paper stays on the digest's own day. Computed
+    over all papers in context order, so a paper has the same time in every feed; with
+    `only`, the walk stops once those keys have their time and their moment is complete.
     """
     times: dict[str, datetime] = {}
-    ahead: Counter[datetime] = Counter()
     wanted = None if only is None else set(only)
+    group: list[str] = []
+    current: datetime | None = None
+
+    def settle() -> None:
+        if current is None:
+            return
+        day_only = current.astimezone(tz).time() == time(0)
+        last = len(group) - 1
+        for ahead, key in enumerate(group):
+            step = last - ahead if day_only else -ahead
+            times.setdefault(key, current + timedelta(seconds=step))
+
     for paper in papers:
-        if wanted is not None and not wanted:
-            break
         moment = aware(paper.first_seen, tz)
-        if paper.key not in times:
-            times[paper.key] = moment - timedelta(seconds=ahead[moment])
-            if wanted is not None:
-                wanted.discard(paper.key)
-        ahead[moment] += 1
+        if moment != current:
+            settle()
+            if wanted is not None and not wanted:
+                return times
+            current, group = moment, []
+        # A key seen twice keeps its first place; the second still takes a second, as before.
+        group.append(paper.key)
+        if wanted is not None:
+            wanted.discard(paper.key)
+    settle()
     return times
 
 
@@ -281,11 +184,13 @@ def _feedgen(
 ) -> FeedGenerator:
     from feedgen.feed import FeedGenerator
 
+    from feeds import credits
+
     site = settings.site
     generator = FeedGenerator()
-    # Dublin Core for RSS only: dc:creator is how RSS names authors without an e-mail address;
-    # Atom has its own <author>.
-    generator.load_extension("dc", atom=False, rss=True)
+    generator.register_extension(
+        credits.NAMESPACE, credits.CreditsExtension, credits.CreditsEntryExtension, atom=False
+    )
     generator.id(site.url(feed.atom))
     generator.title(one_line(feed.title))
     generator.subtitle(one_line(feed.description))
@@ -299,25 +204,30 @@ def _feedgen(
         generator.managingEditor(f"{author['email']} ({author['name']})")
     generator.author(author)
     for paper in papers:
-        _add_entry(generator, paper, times[paper.key], _content(paper, contents))
+        entry = generator.add_entry(order="append")
+        _fill_entry(entry, paper, times[paper.key], _content(paper, contents, settings), settings)
     return generator
 
 
-def _add_entry(generator: FeedGenerator, paper: Paper, moment: datetime, content: str) -> None:
+def _fill_entry(
+    entry: Any, paper: Paper, moment: datetime, content: str, settings: Settings
+) -> None:
+    from feeds import credits
+
     item = paper.item
-    entry = generator.add_entry(order="append")
     guid = one_line(item.guid) or item.key
     entry.guid(guid, permalink=permalink(guid))
     entry.title(entry_title(item))
-    link = primary_link(item)
+    link = entry_link(item, settings.site.url)
     if link:
         entry.link(href=link)
     entry.published(moment)
     entry.updated(moment)
     authors = entry_authors(item)
     if authors:
-        entry.author([{"name": name} for name in authors])
-        entry.dc.dc_creator(authors)
+        # Each author, then one credit naming all: what feedparser's one entry.author shows.
+        entry.author([{"name": name} for name in credits.credited(authors)])
+        entry.credits.authors(authors)
     for term, label in entry_categories(item):
         entry.category(term=term, label=label)
     summary = entry_summary(item)
@@ -327,10 +237,10 @@ def _add_entry(generator: FeedGenerator, paper: Paper, moment: datetime, content
     entry.content(content, type="html")
 
 
-def _content(paper: Paper, contents: dict[str, str]) -> str:
+def _content(paper: Paper, contents: dict[str, str], settings: Settings) -> str:
     html = contents.get(paper.key)
     if html is None:
-        html = contents[paper.key] = entry_html(paper)
+        html = contents[paper.key] = entry_html(paper, settings.site.url)
     return html
 
 
@@ -350,20 +260,23 @@ def json_feed(
         "home_page_url": site.url(feed.html),
         "feed_url": site.url(feed.json),
         "description": one_line(feed.description),
-        "language": site.language,
         "authors": [{"name": one_line(site.author) or GENERATOR}],
+        "language": site.language,
         "items": [
-            _json_item(paper, times[paper.key], _content(paper, known)) for paper in papers
+            _json_item(paper, times[paper.key], _content(paper, known, settings), settings)
+            for paper in papers
         ],
     }
     text = json.dumps(document, ensure_ascii=False, indent=2)
     return (text + "\n").encode("utf-8")
 
 
-def _json_item(paper: Paper, moment: datetime, content: str) -> dict[str, Any]:
+def _json_item(
+    paper: Paper, moment: datetime, content: str, settings: Settings
+) -> dict[str, Any]:
     item = paper.item
     entry: dict[str, Any] = {"id": one_line(item.guid) or item.key}
-    link = primary_link(item)
+    link = entry_link(item, settings.site.url)
     if link:
         entry["url"] = link
     entry["title"] = entry_title(item)

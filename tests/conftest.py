@@ -66,6 +66,27 @@ def artifacts_dir(request: pytest.FixtureRequest) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real build of the sample digests, shared by the browser tests; its output folder."""
+    from feeds.build import build
+    from feeds.config import PathSettings, Settings
+
+    work = tmp_path_factory.mktemp("site")
+    settings = Settings(
+        paths=PathSettings(
+            input=SAMPLE_DIGESTS,
+            output=work / "output",
+            state=work / "state" / "feeds.sqlite3",
+            templates=ROOT / "templates",
+            subscribers=work / "subscribers.csv",
+        )
+    )
+    report = build(settings, now=datetime(2022, 8, 14, tzinfo=UTC), log=lambda _: None)
+    assert not report.failed, report.summary_lines(True)
+    return settings.paths.output
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 # What headless Chromium needs on a closed network, as root, with no GPU.
 CHROMIUM_FLAGS = [

@@ -214,12 +214,16 @@ def test_a_removed_digest_takes_its_newsletter_files_with_it(
     build(settings, now=NOW, log=quiet)
     (settings.paths.output / "unrelated.txt").write_text("not ours\n")
     (inputs / "2021-03-10.txt").unlink()
+    # The issue, its message and the web copy of each of its categories.
+    issue_files = sorted(
+        f"newsletter/{p.name}" for p in (settings.paths.output / "newsletter").glob("2021-03-10.*")
+    )
+    assert len(issue_files) > 3 and "newsletter/2021-03-10.ro.html" in issue_files
 
     report = build(settings, now=NOW, log=quiet)
     # Robotics (RO) appeared in that digest only: its feed goes too, as a fresh build would.
     assert sorted(report.removed) == [
-        "feeds/ro.atom", "feeds/ro.html", "feeds/ro.json", "feeds/ro.rss",
-        "newsletter/2021-03-10.eml", "newsletter/2021-03-10.html", "newsletter/2021-03-10.txt",
+        "feeds/ro.atom", "feeds/ro.html", "feeds/ro.json", "feeds/ro.rss", *issue_files,
     ]
     assert (settings.paths.output / "unrelated.txt").exists()
     fresh = settings_for(tmp_path, inputs, "fresh")

@@ -179,6 +179,10 @@ def test_the_preheader_carries_the_digest_summary_and_is_hidden() -> None:
     style = pre.get("style").replace(" ", "")
     assert "display:none" in style
     assert "mso-hide:all" in style
+    # Hidden by display alone: text colored like the background is a spam sign
+    # (SpamAssassin's HTML_FONT_LOW_CONTRAST), and so is a 1 px font.
+    assert "color:" not in style and "opacity" not in style and "font-size" not in style
+    assert ".preheader" not in tree.cssselect("head style")[0].text
 
 
 def test_a_digest_without_summary_gets_a_preheader_made_of_its_titles() -> None:
@@ -195,11 +199,14 @@ def test_the_html_has_no_script_no_external_css_and_needs_no_image() -> None:
     assert not any(el.get(a) for el in tree.iter() for a in ("onclick", "onload", "onerror"))
 
 
-def test_the_layout_is_a_600px_presentation_table_with_an_outlook_wrapper() -> None:
+def test_the_layout_is_a_fluid_presentation_table_with_a_fixed_outlook_wrapper() -> None:
     html = render(daily_digest()).html
     tree = doc(html)
     container = tree.cssselect("table.container")[0]
-    assert container.get("width") == "600"
+    # Fluid from its inline style alone (clients that drop <style> keep it): at most 600 px.
+    assert container.get("width") == "100%"
+    style = container.get("style").replace(" ", "")
+    assert style.startswith("width:100%;") and "max-width:600px" in style
     assert container.get("role") == "presentation"
     assert all(t.get("role") == "presentation" for t in tree.iter("table"))
     assert '<!--[if mso]><table role="presentation" width="600"' in html
@@ -231,6 +238,32 @@ def test_weekly_picks_render_with_their_notes_and_without_categories() -> None:
     assert "Weekly picks" in tree.cssselect(".issue-title")[0].text_content()
 
 
+def test_the_curators_commentary_keeps_its_line_breaks_in_html_and_text() -> None:
+    notes = "Illustrative Example\nCompare dollar\n当你被要求画一张美元\n\n来源: https://x.example/1"
+    digest = replace(weekly_digest(), items=(
+        letter_item(1, section="weekly", notes=notes, summary_zh=None, abstract=None),
+    ))
+    letter = render(digest)
+    paragraphs = doc(letter.html).cssselect(".paper .summary-zh")
+    assert len(paragraphs) == 2
+    lines = [t.strip() for t in paragraphs[0].itertext()]
+    assert lines == ["Illustrative Example", "Compare dollar", "当你被要求画一张美元"]
+    assert len(paragraphs[0].findall("br")) == 2
+    assert "    Illustrative Example\n    Compare dollar\n    当你被要求画一张美元\n" in letter.text
+
+
+def test_every_paper_has_its_permanent_anchor_the_feeds_link_to() -> None:
+    from feeds.links import paper_anchor, paper_page
+
+    digest = weekly_digest()
+    tree = doc(render(digest).html)
+    ids = [el.get("id") for el in tree.cssselect(".paper, .more-item")]
+    assert ids == [paper_anchor(item) for item in digest.items[:3]]
+    assert all(re.fullmatch(r"p-[0-9a-f]{12}", i) for i in ids)
+    item = replace(digest.items[1], digest_id=digest.id)  # as the build makes it
+    assert paper_page(item) == f"newsletter/2020-07-11-weekly.html#{ids[1]}"
+
+
 # ---------------------------------------------------------------------------------------------
 # Category filter
 
@@ -245,6 +278,39 @@ def test_a_category_subset_has_only_its_papers_and_an_honest_count() -> None:
     assert "3 papers · CL, CV" in tree.cssselect(".issue-meta")[0].text_content()
     assert "3 papers · CL, CV" in letter.text
     assert "[LG]" not in letter.text and "[RO]" not in letter.text
+
+
+def test_a_subset_subscriber_gets_footer_links_to_their_own_category_feeds() -> None:
+    letter = render(daily_digest(), categories=frozenset({"CV", "CL"}))
+    hrefs = [a.get("href") for a in doc(letter.html).cssselect(".footer a")]
+    assert "https://digest.example.org/feeds/cl.rss" in hrefs
+    assert "https://digest.example.org/feeds/cv.rss" in hrefs
+    assert "https://digest.example.org/feeds/all.rss" not in hrefs
+    assert "CL feed:      https://digest.example.org/feeds/cl.rss" in letter.text
+    assert "CV feed:      https://digest.example.org/feeds/cv.rss" in letter.text
+    assert "feeds/all.rss" not in letter.text
+    # Everybody else keeps the feed of all papers.
+    assert "https://digest.example.org/feeds/all.rss" in render(daily_digest()).text
+
+
+def test_a_subset_subscriber_gets_a_web_copy_of_each_of_their_categories() -> None:
+    letter = render(daily_digest(), categories=frozenset({"CV", "CL"}))
+    hrefs = [a.get("href") for a in doc(letter.html).cssselect(".footer a")]
+    copies = [
+        "https://digest.example.org/newsletter/2021-03-30.cl.html",
+        "https://digest.example.org/newsletter/2021-03-30.cv.html",
+    ]
+    assert [h for h in hrefs if h.startswith(tuple(copies))] == copies
+    assert "https://digest.example.org/newsletter/2021-03-30.html" in hrefs  # the whole issue
+    assert f"Web, CL:      {copies[0]}" in letter.text
+    files = newsletter.render_issue_files(daily_digest(), SETTINGS)
+    cv = doc(files["newsletter/2021-03-30.cv.html"].decode("utf-8"))
+    # What a CV subscriber received: its papers, nothing else, and complete.
+    assert [b.text for b in cv.cssselect(".badge")] == ["CV", "CV"]
+    assert "2 papers · CV" in cv.cssselect(".issue-meta")[0].text_content()
+    assert cv.cssselect(".abstract")
+    # A web page, like the archive: its stylesheet applies from a <style> block.
+    assert ".paper-title {" in cv.cssselect("head style")[0].text
 
 
 def test_a_subset_without_papers_gives_no_email() -> None:
@@ -555,9 +621,19 @@ def test_one_paper_with_a_huge_title_and_abstract_stays_within_the_budget() -> N
 def test_issue_files_are_html_text_and_eml_named_by_digest_id() -> None:
     files = newsletter.render_issue_files(daily_digest(), SETTINGS)
     assert sorted(files) == [
+        # The web copy for a subscriber of each category of the digest.
+        "newsletter/2021-03-30.cl.html",
+        "newsletter/2021-03-30.cv.html",
         "newsletter/2021-03-30.eml",
         "newsletter/2021-03-30.html",
+        "newsletter/2021-03-30.lg.html",
+        "newsletter/2021-03-30.ro.html",
         "newsletter/2021-03-30.txt",
+    ]
+    assert sorted(newsletter.render_issue_files(weekly_digest(), SETTINGS)) == [
+        "newsletter/2020-07-11-weekly.eml",
+        "newsletter/2020-07-11-weekly.html",
+        "newsletter/2020-07-11-weekly.txt",
     ]
     eml = files["newsletter/2021-03-30.eml"]
     parsed = email.message_from_bytes(eml, policy=email.policy.default)
@@ -661,7 +737,8 @@ def sample_digests() -> list[Digest]:
 def test_sample_digests_match_their_golden_html_text_and_eml() -> None:
     for digest in sample_digests():
         files = newsletter.render_issue_files(digest, SETTINGS)
-        assert len(files) == 3
+        stem = f"newsletter/{digest.id}"
+        assert {f"{stem}.html", f"{stem}.txt", f"{stem}.eml"} <= set(files)
         for name, data in files.items():
             path = GOLDEN / name.rsplit("/", 1)[1]
             if REGENERATE:

@@ -15,7 +15,7 @@ from lxml import html as lxml_html
 from feeds.assemble import assemble
 from feeds.catalog import feed_list, select
 from feeds.config import Settings
-from feeds.model import BuildContext, Link
+from feeds.model import BuildContext, Link, Paper
 from feeds.parse import parse_file
 from feeds.site import render_site
 
@@ -84,6 +84,33 @@ def test_the_index_shows_the_latest_digest_and_links_its_newsletter(
     headings = doc.xpath('//section[@class="latest"]//h3')
     titles = [" ".join(h.text_content().split()) for h in headings]
     assert titles == list(dict.fromkeys(" ".join(i.title.split()) for i in latest.items))
+
+
+def test_the_curators_commentary_keeps_its_line_breaks_on_the_site() -> None:
+    notes = "Illustrative Example\nCompare dollar\n\n来源: https://x.example/1"
+    item = make_item(1, section="weekly", notes=notes)
+    digest = make_digest([item], id="2020-07-11-weekly", format="weekly")
+    ctx = BuildContext(digests=(digest,), papers=())
+    doc = lxml_html.fromstring(render_site(ctx, SETTINGS)["index.html"])
+    paragraphs = doc.xpath('//p[@class="notes"]')
+    assert [list(p.itertext()) for p in paragraphs] == [
+        ["Illustrative Example", "Compare dollar"],
+        ["来源: https://x.example/1"],
+    ]
+
+
+def test_a_paper_without_a_source_link_leads_to_its_place_in_the_issue_on_the_site() -> None:
+    from feeds.links import paper_anchor
+
+    item = make_item(1, url=None, links=(), section="weekly", digest_id="2020-07-11-weekly")
+    digest = make_digest([item], id="2020-07-11-weekly", format="weekly")
+    papers = (Paper(item, datetime(2020, 7, 11, tzinfo=UTC), (digest.id,)),)
+    pages = render_site(BuildContext(digests=(digest,), papers=papers), SETTINGS)
+    target = f"newsletter/2020-07-11-weekly.html#{paper_anchor(item)}"
+    index = lxml_html.fromstring(pages["index.html"])
+    assert index.xpath('//section[@class="latest"]//h3/a/@href') == [target]
+    feed = lxml_html.fromstring(pages["feeds/all.html"])
+    assert feed.xpath("//article//h2/a/@href") == ["../" + target]
 
 
 def test_a_feed_page_lists_the_feeds_entries_and_links_its_formats(

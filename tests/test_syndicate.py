@@ -4,6 +4,7 @@ hostile input and byte-for-byte determinism."""
 from __future__ import annotations
 
 import calendar
+import hashlib
 import json
 import os
 import subprocess
@@ -22,7 +23,7 @@ from conftest import DIGEST_TIME, REGENERATE, SAMPLE_DIGESTS, make_context, make
 
 from feeds.catalog import feed_list, select
 from feeds.config import Settings, SiteSettings
-from feeds.links import primary_link
+from feeds.links import entry_link
 from feeds.model import BuildContext, Digest, Link, Paper
 from feeds.parse import parse_file
 from feeds.syndicate import (
@@ -132,6 +133,7 @@ def parsed_items(path: str, data: bytes) -> list[dict[str, Any]]:
                 "link": item.get("url"),
                 "time": int(datetime.fromisoformat(item["date_published"]).timestamp()),
                 "authors": [a["name"] for a in item.get("authors", [])],
+                "author": None,
                 "categories": item.get("tags", []),
             }
             for item in document["items"]
@@ -146,6 +148,8 @@ def parsed_items(path: str, data: bytes) -> list[dict[str, Any]]:
             "link": entry.get("link"),
             "time": calendar.timegm(entry.published_parsed),
             "authors": [a.get("name") for a in entry.get("authors", [])],
+            # The one author a feedparser-based reader (`reader`) shows.
+            "author": entry.get("author"),
             "categories": [t.term for t in entry.get("tags", [])]
             if rss
             else [(t.term, t.label) for t in entry.get("tags", [])],
@@ -155,23 +159,29 @@ def parsed_items(path: str, data: bytes) -> list[dict[str, Any]]:
 
 
 def expected_items(
-    path: str, papers: list[Paper], times: dict[str, datetime]
+    path: str, papers: list[Paper], times: dict[str, datetime], settings: Settings
 ) -> list[dict[str, Any]]:
     result = []
     for paper in papers:
         item = paper.item
-        link = primary_link(item)
+        link = entry_link(item, settings.site.url)
         if link is None and (path.endswith(".atom") or permalink(item.guid)):
             # Without a link, feedparser offers the Atom id, or a permalink RSS guid, instead.
             link = None if path.endswith(".json") else item.guid
         pairs = entry_categories(item)
+        authors = entry_authors(item)
+        everybody = ", ".join(authors) or None
+        if len(authors) > 1 and not path.endswith(".json"):
+            # One element per author, then the credit naming them all (feeds.credits).
+            authors = [*authors, everybody]
         result.append(
             {
                 "id": item.guid,
                 "title": entry_title(item),
                 "link": link,
                 "time": int(times[paper.key].timestamp()),
-                "authors": entry_authors(item),
+                "authors": authors,
+                "author": None if path.endswith(".json") else everybody,
                 "categories": pairs if path.endswith(".atom") else [label for _, label in pairs],
             }
         )
@@ -188,7 +198,8 @@ def assert_round_trip(ctx: BuildContext, settings: Settings) -> dict[str, bytes]
         for path in (feed.rss, feed.atom, feed.json):
             if not path.endswith(".json"):
                 lxml.etree.fromstring(files[path])
-            assert parsed_items(path, files[path]) == expected_items(path, papers, times), path
+            expected = expected_items(path, papers, times, settings)
+            assert parsed_items(path, files[path]) == expected, path
     return files
 
 
@@ -253,34 +264,27 @@ def test_json_feed_follows_version_1_1_in_the_specifications_key_order() -> None
     data = render_feed(feed, papers, Settings())[feed.json]
     assert data.endswith(b"}\n") and "全部论文".encode() in data  # UTF-8, no \u escapes
     document = json.loads(data)
+    # The top-level and item keys of https://www.jsonfeed.org/version/1.1/, in its order.
+    top = ["version", "title", "home_page_url", "feed_url", "description", "user_comment",
+           "next_url", "icon", "favicon", "authors", "language", "expired", "hubs", "items"]
+    keys = ["id", "url", "external_url", "title", "content_html", "content_text", "summary",
+            "image", "banner_image", "date_published", "date_modified", "authors", "tags",
+            "language", "attachments"]
+    assert list(document) == [key for key in top if key in document]
     assert list(document) == [
-        "version",
-        "title",
-        "home_page_url",
-        "feed_url",
-        "description",
-        "language",
-        "authors",
+        "version", "title", "home_page_url", "feed_url", "description", "authors", "language",
         "items",
     ]
     assert document["version"] == "https://jsonfeed.org/version/1.1"
-    allowed = {
-        "id",
-        "url",
-        "title",
-        "content_html",
-        "summary",
-        "date_published",
-        "authors",
-        "tags",
-        "_digest_feeds",
-    }
     for item in document["items"]:
-        assert set(item) <= allowed
+        # Extensions (keys starting with "_") come after the specification's keys.
+        assert list(item) == [key for key in keys if key in item] + ["_digest_feeds"]
+        assert {"id", "url", "title", "content_html", "date_published"} <= set(item)
         assert isinstance(item["id"], str) and item["content_html"]
         assert datetime.fromisoformat(item["date_published"]).tzinfo is not None
         assert all(isinstance(tag, str) for tag in item.get("tags", []))
-    assert "url" not in document["items"][3]  # a paper without any web link
+    # A paper without any web link of its own links to its place in the issue.
+    assert document["items"][3]["url"].startswith("https://digest.example.org/newsletter/")
 
 
 # --- what an entry holds -------------------------------------------------------------------
@@ -316,19 +320,33 @@ def test_entry_content_holds_chinese_title_authors_affiliations_summaries_notes_
     assert document.xpath("//p[@lang='en']/text()") == ["An English abstract."]
 
 
-def test_authors_are_atom_authors_rss_dc_creators_and_json_authors() -> None:
-    files = render_feeds(make_context(make_paper(1)), Settings())
-    atom = xml(files["feeds/all.atom"])
-    names = atom.xpath("//a:entry/a:author/a:name/text()", namespaces={"a": ATOM[1:-1]})
-    assert names == ["Y H Tsai", "R Salakhutdinov"]
-    rss = xml(files["feeds/all.rss"])
-    creators = rss.xpath(
-        "//item/dc:creator/text()", namespaces={"dc": "http://purl.org/dc/elements/1.1/"}
+def test_authors_are_atom_authors_rss_dc_creators_json_authors_and_one_credit_last() -> None:
+    three = ("Y H Tsai", "Y Wu", "R Salakhutdinov")
+    files = render_feeds(
+        make_context(make_paper(1, authors=three), make_paper(2, authors=("T Ma",))), Settings()
     )
-    assert creators == ["Y H Tsai", "R Salakhutdinov"]
+    dc = {"a": ATOM[1:-1], "dc": "http://purl.org/dc/elements/1.1/"}
+    atom = xml(files["feeds/all.atom"])
+    first, second = atom.findall(f"{ATOM}entry")
+    # After the authors, one credit naming them all (arXiv's way): feedparser's entry.author.
+    names = first.xpath("a:author/a:name/text()", namespaces=dc)
+    assert names == [*three, "Y H Tsai, Y Wu, R Salakhutdinov"]
+    assert second.xpath("a:author/a:name/text()", namespaces=dc) == ["T Ma"]  # no credit needed
+    assert atom.xpath("//dc:creator", namespaces=dc) == []
+    rss = xml(files["feeds/all.rss"])
+    creators = [item.xpath("dc:creator/text()", namespaces=dc) for item in rss.iter("item")]
+    assert creators == [[*three, "Y H Tsai, Y Wu, R Salakhutdinov"], ["T Ma"]]
     assert rss.xpath("//item/author") == []  # RSS <author> needs an e-mail address
-    item = json.loads(files["feeds/all.json"])["items"][0]
-    assert item["authors"] == [{"name": "Y H Tsai"}, {"name": "R Salakhutdinov"}]
+    items = json.loads(files["feeds/all.json"])["items"]
+    assert items[0]["authors"] == [{"name": name} for name in three]
+    for path in ("feeds/all.atom", "feeds/all.rss"):
+        entries = feedparser.parse(files[path]).entries
+        assert [e.author for e in entries] == ["Y H Tsai, Y Wu, R Salakhutdinov", "T Ma"], path
+        names = [a["name"] for a in entries[0].authors]
+        assert names == [*three, "Y H Tsai, Y Wu, R Salakhutdinov"], path
+    # `reader` takes author_detail for Atom (and the author string for RSS): the credit too.
+    atom_entry = feedparser.parse(files["feeds/all.atom"]).entries[0]
+    assert atom_entry.author_detail["name"] == "Y H Tsai, Y Wu, R Salakhutdinov"
 
 
 def test_category_and_star_are_entry_categories_with_term_and_label() -> None:
@@ -358,9 +376,36 @@ def test_guid_is_a_permalink_only_when_it_is_a_web_url() -> None:
     assert atom_ids == [g for g, _ in guids]
 
 
-def test_entry_without_any_link_is_still_a_valid_entry() -> None:
+def test_entry_without_a_source_link_links_to_its_place_in_the_web_copy_of_its_issue() -> None:
+    pick = make_paper(
+        1, url=None, links=(), guid="tag:x,2020:1", key="title:1", section="weekly",
+        category=None, starred=True, authors=(), affiliations=(), summary_zh=None,
+        abstract=None, title_zh=None, notes="点评第一行\n第二行", digest_id="2020-07-11-weekly",
+    )
+    files = render_feeds(make_context(pick), Settings())
+    anchor = "https://digest.example.org/newsletter/2020-07-11-weekly.html#p-" + (
+        hashlib.sha256(b"title:1").hexdigest()[:12]
+    )
+    entry = xml(files["feeds/all.atom"]).find(f"{ATOM}entry")
+    assert entry.findtext(f"{ATOM}id") == "tag:x,2020:1"
+    assert [link.get("href") for link in entry.findall(f"{ATOM}link")] == [anchor]
+    assert xml(files["feeds/all.rss"]).xpath("//item/link/text()") == [anchor]
+    item = json.loads(files["feeds/all.json"])["items"][0]
+    assert item["url"] == anchor
+    # The content says what the digest knows: the issue (linked), the star, the commentary.
+    content = lxml.html.fragment_fromstring(item["content_html"], create_parent="div")
+    text = content.text_content()
+    assert "期刊 (Issue): Weekly picks 2020-07-11" in text
+    assert "★ 重点关注" in text and "点评第一行" in text and "第二行" in text
+    assert content.xpath("//a/@href") == [anchor]
+    for path in ("feeds/all.atom", "feeds/all.rss"):
+        assert [e.link for e in feedparser.parse(files[path]).entries] == [anchor], path
+
+
+def test_entry_of_no_digest_has_no_link_and_is_still_a_valid_entry() -> None:
     files = render_feeds(
-        make_context(make_paper(1, url=None, links=(), guid="tag:x,2020:1")), Settings()
+        make_context(make_paper(1, url=None, links=(), guid="tag:x,2020:1", digest_id="")),
+        Settings(),
     )
     entry = xml(files["feeds/all.atom"]).find(f"{ATOM}entry")
     assert entry.findtext(f"{ATOM}id") == "tag:x,2020:1"
@@ -393,6 +438,33 @@ def test_entries_of_one_moment_get_distinct_times_in_digest_order_in_every_feed(
         "2021-03-30T04:48:03+08:00",
         "2021-03-29T04:48:05+08:00",
     ]
+
+
+def test_papers_of_a_digest_dated_by_day_alone_stay_on_that_day_in_curator_order() -> None:
+    midnight = datetime(2020, 7, 11, tzinfo=TZ)
+    weekly = [
+        Paper(make_item(n, section="weekly", published=midnight), midnight) for n in (1, 2, 3)
+    ]
+    earlier = Paper(make_item(9, published=START), START)
+    ctx = make_context(*weekly, earlier)
+    times = entry_times(ctx.papers, TZ)
+    # Counted forward from the day's start, the first paper the latest: never the day before.
+    assert [times[p.key] for p in weekly] == [
+        midnight + timedelta(seconds=2), midnight + timedelta(seconds=1), midnight
+    ]
+    assert times[earlier.key] == START  # a digest with a time of its own keeps it
+    # The same in UTC-stored times: the day is the configured zone's.
+    utc = [replace(p, first_seen=p.first_seen.astimezone(UTC)) for p in weekly]
+    assert entry_times(utc, TZ) == {k: v for k, v in times.items() if k != earlier.key}
+    # A subset of keys gets the times the whole walk gives.
+    assert entry_times(ctx.papers, TZ, only={weekly[2].key})[weekly[2].key] == midnight
+    files = render_feeds(make_context(*weekly), Settings())
+    for path in ("feeds/all.atom", "feeds/all.rss"):
+        entries = feedparser.parse(files[path]).entries
+        days = [datetime(*e.published_parsed[:6], tzinfo=UTC).astimezone(TZ) for e in entries]
+        assert [d.date().isoformat() for d in days] == ["2020-07-11"] * 3, path
+        assert days == sorted(days, reverse=True), path  # newest first is the curator's order
+        assert [e.id for e in entries] == [p.guid for p in weekly]
 
 
 def test_summary_is_the_chinese_summary_cut_at_a_word() -> None:
