@@ -22,9 +22,10 @@ from lxml import html as lxml_html
 
 from feeds import state, store
 from feeds.assemble import assemble
-from feeds.build import RENDER_MODULES, build
+from feeds.build import build
 from feeds.cli import cli
 from feeds.config import Settings, load_settings
+from feeds.fingerprints import RENDER_MODULES
 from feeds.lock import build_lock
 from feeds.model import Digest, Item, Link
 from feeds.output import TEMP_PREFIX
@@ -623,7 +624,7 @@ FINGERPRINTS = """
 import json, sys
 from dataclasses import replace
 from pathlib import Path
-from feeds.build import render_fingerprint
+from feeds.fingerprints import render_fingerprint
 from feeds.config import Settings
 from feeds.inputs import parser_fingerprint
 base = Settings()
