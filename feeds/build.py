@@ -18,6 +18,7 @@ The order of a build is what makes it safe to kill and cheap to repeat:
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -136,6 +137,9 @@ def build(
                 with Workers() as workers:
                     _publish(conn, settings, now, log, report, listing, force, workers)
             finally:
+                # What the build froze (see `_publish`) is the collector's again for whatever
+                # the process does next, such as the send of `feeds run`.
+                gc.unfreeze()
                 conn.close()
             state.write_stamp(
                 paths.state,
@@ -176,6 +180,10 @@ def _publish(
     report.parsed, report.warnings = found.parsed, found.warnings
     report.errors = sorted(found.errors + listing.errors())
     report.timings["parse"] = time.perf_counter() - tick
+    # Ten years of digests, and then their papers, live until the build ends and form no
+    # cycles: frozen, they are not walked again by every full collection the build's own
+    # allocations trigger (about 0.1 to 0.2 s of a one-digest build, measured).
+    gc.freeze()
 
     tick = time.perf_counter()
     keys, titles = state.guid_maps(conn)
@@ -183,6 +191,7 @@ def _publish(
     report.digests = len(ctx.digests)
     report.papers = len(ctx.papers)
     report.timings["assemble"] = time.perf_counter() - tick
+    gc.freeze()
 
     owned_before = state.outputs(conn)
     rendered_before = state.renders(conn)
