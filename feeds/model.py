@@ -19,7 +19,7 @@ DigestFormat = Literal["daily", "weekly"]
 DateSource = Literal["header", "filename", "text", "weibo", "state", "unknown"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Link:
     kind: LinkKind
     href: str
@@ -28,7 +28,7 @@ class Link:
         return {"kind": self.kind, "href": self.href}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ParseWarning:
     """Something in the input that was not understood; nothing is dropped silently."""
 
@@ -39,7 +39,7 @@ class ParseWarning:
         return {"line": self.line, "message": self.message}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
     """One paper as it appears in one digest."""
 
@@ -89,7 +89,7 @@ class Item:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Digest:
     """One digest file, parsed: its identity, date and items in the order of the file."""
 
@@ -125,7 +125,7 @@ class Digest:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Paper:
     """One paper across all digests: the first sighting, with every later sighting's links merged.
 
@@ -145,7 +145,7 @@ class Paper:
         return self.item.key
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BuildContext:
     """What a generator may know about the world; generators never read the clock or files."""
 

@@ -16,7 +16,7 @@ from datetime import date
 
 from feeds.identity import classify, date_in_text, find_urls
 from feeds.model import Link, Section
-from feeds.textutil import collapse_spaces
+from feeds.textutil import collapse_spaces, strip_tags
 
 Warn = Callable[[int, str], None]
 
@@ -243,7 +243,10 @@ class _Reader:
         if not front.legend:
             pairs = _LEGEND_PAIR.findall(text)
             if len(pairs) >= 2:
-                front.legend = dict(pairs)
+                # A legend copied from a web page can carry a tag where a name was
+                # (`LG -<a href=...`): the name is what is left without it, if anything.
+                names = ((code, strip_tags(name)) for code, name in pairs)
+                front.legend = {code: name for code, name in names if name}
                 return
         match = _CREDIT.match(text)
         if match is not None and front.credit is None:

@@ -22,9 +22,10 @@ from lxml import html as lxml_html
 
 from feeds import state, store
 from feeds.assemble import assemble
-from feeds.build import RENDER_MODULES, build
+from feeds.build import build
 from feeds.cli import cli
 from feeds.config import Settings, load_settings
+from feeds.fingerprints import RENDER_MODULES
 from feeds.lock import build_lock
 from feeds.model import Digest, Item, Link
 from feeds.output import TEMP_PREFIX
@@ -627,7 +628,7 @@ FINGERPRINTS = """
 import json, sys
 from dataclasses import replace
 from pathlib import Path
-from feeds.build import render_fingerprint
+from feeds.fingerprints import render_fingerprint
 from feeds.config import Settings
 from feeds.inputs import parser_fingerprint
 base = Settings()
@@ -683,8 +684,8 @@ def test_the_render_fingerprint_covers_every_module_the_generators_import() -> N
 def test_the_render_fingerprint_counts_the_endpoint_only_by_its_address() -> None:
     from dataclasses import replace
 
-    from feeds.build import render_fingerprint
     from feeds.config import Settings
+    from feeds.fingerprints import render_fingerprint
 
     base = Settings()
     busier = replace(base, web=replace(base.web, requests_per_minute=99, notices_per_day=9))

@@ -379,6 +379,12 @@ def test_the_cli_prints_warnings_with_file_and_line() -> None:
     assert f"warning: {seed('003')}:69: No 29 repeats No 26" in result.stderr
 
 
+def test_a_tag_in_the_legend_leaves_no_markup_in_a_category_name() -> None:
+    legend = 'LG -<a href="ht 机器学习 CV - <b>计算机视觉</b>\n'
+    digest = parse_text(legend + "[LG] A Paper\n[CV] Another Paper\n", source="x", tz=SHANGHAI)
+    assert [item.category_name for item in digest.items] == [None, "计算机视觉"]
+
+
 # -- variants seen in real copies -----------------------------------------------------------
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from feeds.errors import ParseError, display_path
 from feeds.textutil import (
@@ -187,3 +189,24 @@ def test_a_tag_joined_by_removing_another_is_removed_too() -> None:
     assert strip_tags("<<<b>b>b>x") == "b>b>x"
     assert "<" not in strip_tags("<<<<a href='x'>a href='y'>a href='z'>i>")
     assert strip_tags("1 < 2 and <Something> stays") == "1 < 2 and <Something> stays"
+
+
+# Letters, Chinese, punctuation that must not start or end a line, marks, zero-width and odd
+# spaces, and a word longer than any line.
+WRAP_PIECES = [*"ab1 中文，。（）“”([.,\u0301\u200b\u3000\t\n", "xyz" * 9]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.lists(st.sampled_from(WRAP_PIECES), max_size=60).map("".join),
+    width=st.integers(min_value=1, max_value=80),
+)
+def test_wrap_keeps_every_character_and_passes_the_width_only_with_one_unbreakable_piece(
+    text: str, width: int
+) -> None:
+    lines = wrap(text, width)
+    assert "".join("".join(lines).split()) == "".join(text.split())
+    room = max(10, width)
+    for line in lines:
+        assert line == line.strip() and line
+        assert display_width(line) <= room or " " not in line
