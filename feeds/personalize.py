@@ -48,6 +48,7 @@ class Messages:
         self._digests = digests
         self._now = now
         self._stencils: dict[tuple[str, frozenset[str] | None], Stencil | None] = {}
+        self._present: dict[str, frozenset[str]] = {}
         self._lock = threading.Lock()
         self._template = settings.unsubscribe_template or None
 
@@ -68,9 +69,15 @@ class Messages:
         digest = self._digests[job.digest_id]
         wanted = job.subscriber.categories
         categories = None
-        if wanted:
-            present = frozenset(i.category for i in digest.items if i.category)
-            categories = resolve_categories(wanted, present)
+        if wanted and digest.format != "weekly":
+            # Keyed on the codes this digest has: on a day without AS, `AS CV` and `CV` are
+            # the same newsletter, rendered once (weekly picks, never filtered, are one for
+            # everybody).
+            present = self._present.get(digest.id)
+            if present is None:
+                present = frozenset(i.category for i in digest.items if i.category)
+                self._present[digest.id] = present
+            categories = resolve_categories(wanted, present) & present
         key = (digest.id, categories)
         # Rendering takes a while (premailer); the lock keeps two threads from doing it twice.
         with self._lock:

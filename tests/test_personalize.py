@@ -84,3 +84,25 @@ def test_a_subscriber_whose_categories_are_not_in_the_digest_gets_nothing(
     assert Messages(settings, {digest.id: digest}, now=NOW).build(
         Job(digest.id, robots, "<x@example.org>")
     ) is None
+
+
+def test_category_sets_that_differ_only_in_codes_the_digest_lacks_share_one_rendering(
+    tmp_path: Path, digest: Digest
+) -> None:
+    settings = delivery_settings(tmp_path, None)
+    present = {i.category for i in digest.items if i.category}
+    assert "AS" not in present and "CV" in present
+    people = parse_subscribers(
+        "email,name,categories\na@example.org,,AS CV\nb@example.org,,CV\nc@example.org,,CV XX\n"
+    )
+    messages = Messages(settings, {digest.id: digest}, now=NOW)
+
+    stencils = [messages.stencil(Job(digest.id, p, "<x@example.org>")) for p in
+                people.subscribers]
+
+    assert stencils[0] is not None and stencils[0].fast
+    assert all(s is stencils[0] for s in stencils)
+    assert "CV" in str(message_from_bytes(
+        messages.build(Job(digest.id, people.subscribers[0], "<x@example.org>")) or b"",
+        policy=policy.default,
+    )["Subject"])
