@@ -26,6 +26,7 @@ from feeds.ledger import DigestRef, Entry, Ledger, due_mark, nothing_due
 from feeds.model import Digest
 from feeds.output import write_private
 from feeds.personalize import Job, Messages
+from feeds.recipients import Confirmed, InMemory, Recipients
 from feeds.roster import sync_list
 from feeds.subscribers import Subscriber, SubscriberList, clean_name, normalize_email
 from feeds.transport import Transport
@@ -76,7 +77,7 @@ class Issues:
 def send(
     settings: Settings,
     issues: Issues,
-    subscribers: SubscriberList,
+    subscribers: SubscriberList | Recipients,
     ledger: Ledger,
     *,
     now: datetime,
@@ -97,7 +98,7 @@ def send(
             f"no digest {digest_id!r}",
             hint="known: " + (", ".join(ref.id for ref in issues.refs[:5]) or "none"),
         )
-    listed = {s.key: s for s in subscribers.subscribers}
+    listed = InMemory.of(subscribers) if isinstance(subscribers, SubscriberList) else subscribers
     tally = Tally(dry_run=outbox is not None)
     if outbox is not None:
         # Listed, then rolled back before any file is written: the preview's transaction must
@@ -174,7 +175,7 @@ def _check_record(settings: Settings, audience: Audience, *, fresh_start: bool, 
                 hint="restore the state database from a backup, or run with --fresh-start to "
                 "take every published issue as sent",
             )
-        ledger.adopt(Issues.published(paths.state).refs, audience.recipients().keys())
+        ledger.adopt(Issues.published(paths.state).refs, Confirmed(audience.conn).keys())
         log("fresh start: every published issue is taken as sent")
     finally:
         ledger.close()
@@ -218,15 +219,16 @@ def envelope_for(settings: Settings, message_id: str) -> str:
 def _plan(
     ledger: Ledger,
     issues: Issues,
-    listed: dict[str, Subscriber],
+    listed: Recipients,
     digest_id: str | None,
     tally: Tally,
     log: LogFn,
 ) -> dict[str, Digest]:
     """Queue what the rules say and settle the rest; the digests due, loaded in full."""
-    ledger.queue(issues.refs, listed, only=digest_id)
+    ledger.queue(issues.refs, listed.keys(), only=digest_id)
     tally.given_up = [
-        Failure(e.digest_id, e.recipient, e.last_reply or "") for e in ledger.settle(listed)
+        Failure(e.digest_id, e.recipient, e.last_reply or "")
+        for e in ledger.settle(listed.keys())
     ]
     tally.queued, tally.resent_in_doubt = ledger.count_due(digest_id)
     if tally.resent_in_doubt:
@@ -240,7 +242,7 @@ def _plan(
 def _jobs(
     ledger: Ledger,
     digests: dict[str, Digest],
-    listed: dict[str, Subscriber],
+    listed: Recipients,
     settings: Settings,
     digest_id: str | None,
     *,
@@ -302,7 +304,8 @@ def send_due(
         if outbox is None and digest_id is None and nothing_due(paths.state, mark):
             log("nothing new to send")
             return Tally(notes=notes, errors=errors)
-        people = audience.recipients()
+        # Read as the send goes: memory does not grow with the list.
+        people = Confirmed(audience.conn)
         ledger = Ledger.open(paths.state)
         try:
             tally = send(
