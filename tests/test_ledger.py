@@ -230,3 +230,27 @@ def test_the_count_of_due_rows_says_how_many_were_in_doubt(ledger: Ledger) -> No
 
     assert ledger.count_due() == (2, 1)
     assert ledger.count_due("2022-08-01") == (0, 0)
+
+
+def test_the_confirmed_subscribers_are_queued_from_the_database_itself(tmp_path: Path) -> None:
+    from feeds.audience import Audience
+    from feeds.recipients import Confirmed
+
+    path = tmp_path / "feeds.sqlite3"
+    with Audience.open(path) as audience:
+        audience.add("Ada@Example.org", categories=frozenset({"CV"}))
+        audience.add("gone@example.org")
+        audience.remove("gone@example.org")
+        audience.request("pending@example.org")
+        people = Confirmed(audience.conn)
+        ledger = Ledger.open(path, clock=lambda: NOW)
+        ledger.queue(ARCHIVE, people.keys())
+
+        assert _queued(ledger) == {("2022-08-13", "ada@example.org")}
+        assert list(people.keys()) == ["ada@example.org"]
+        ada = people.get("ada@example.org")
+        assert ada is not None and (ada.email, ada.categories) == (
+            "Ada@Example.org", frozenset({"CV"})
+        )
+        assert people.get("nobody@example.org") is None
+        ledger.close()
