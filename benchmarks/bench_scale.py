@@ -34,6 +34,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from measure import ENV, FEEDS, HERE, ROOT, print_verdicts, sync
 
@@ -97,7 +98,9 @@ class Sinks:
         for proc in self.procs:
             assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
 
-    def ask(self, command: str = "count") -> tuple[int, float | None, float | None, list[str]]:
+    def ask(
+        self, command: str = "count", *, check: bool = True
+    ) -> tuple[int, float | None, float | None, list[str]]:
         """(messages, first arrival, last arrival, recipients) since the last reset; exits
         if anybody got a message twice."""
         total, firsts, lasts, everyone = 0, [], [], []
@@ -106,13 +109,13 @@ class Sinks:
             proc.stdin.write(command + "\n")
             proc.stdin.flush()
             n, first, last, got, twice = json.loads(proc.stdout.readline())
-            if twice:
+            if twice and check:
                 raise SystemExit(f"delivered twice: {twice[:5]}")
             total += n
             firsts += [first] if first else []
             lasts += [last] if last else []
             everyone += got
-        if len(everyone) != len(set(everyone)):
+        if check and len(everyone) != len(set(everyone)):
             raise SystemExit("a recipient got one issue on two connections")
         return total, min(firsts, default=None), max(lasts, default=None), everyone
 
@@ -161,7 +164,6 @@ def history(work: Path, days: int, subscribers: int) -> float:
     seconds taken."""
     from feeds.config import load_settings
     from feeds.ledger import DigestRef, Ledger
-    from feeds.ledger_schema import message_hash_key
     from feeds.recipients import Confirmed
     from feeds.send import message_id, tidy
 
@@ -176,25 +178,25 @@ def history(work: Path, days: int, subscribers: int) -> float:
         moment[0] = today - timedelta(days=days - day)
         digest = DigestRef(f"{moment[0]:%Y-%m-%d}-h", moment[0])
         ledger.queue([digest], people.keys())
-        rows = conn.execute(
-            "SELECT l.person, s.recipient FROM ledger l JOIN ledger_subscribers s"
-            " ON s.id = l.person WHERE l.status IN (2, 3, 4)"
-        ).fetchall()
         if day == 0:
             first = next(e for e in ledger.iter_due())
             ledger.mark_sending(digest.id, first.recipient, message_id(first, settings))
             ledger.finish(digest.id, first.recipient, "sent", "250 2.0.0 Queued")
-            rows = rows[1:]
         stamp = int(moment[0].timestamp())
         with ledger.writing() as tx:
-            number = tx.execute(
-                "SELECT id FROM ledger_digests WHERE digest_id = ?", (digest.id,)
-            ).fetchone()[0]
-            tx.executemany(
-                "UPDATE ledger SET status = ?, attempts = 1, mhash = ?, first_attempt = ?,"
-                " updated = ?, message_id = ?, last_reply = ? WHERE digest = ? AND person = ?",
-                _outcomes(rows, digest.id, number, stamp, settings, message_id, message_hash_key,
-                          day),
+            # What mark_sending and finish leave, for the whole day in one statement: the
+            # hash a random 64-bit integer (the real one is an HMAC: the same 8 bytes), one
+            # row in a thousand a 550 that keeps its reply and Message-ID.
+            tx.execute(
+                "UPDATE ledger SET status = CASE WHEN (person + ?) % 1000 = 0 THEN 5 ELSE 0 END,"
+                " attempts = 1, mhash = random(), first_attempt = ?, updated = ?,"
+                " message_id = CASE WHEN (person + ?) % 1000 = 0 THEN ? ELSE NULL END,"
+                " last_reply = CASE WHEN (person + ?) % 1000 = 0"
+                " THEN '550 5.1.1 No such user' ELSE NULL END"
+                " WHERE digest = (SELECT id FROM ledger_digests WHERE digest_id = ?)"
+                " AND status IN (2, 3, 4)",
+                (day * 7, stamp, stamp, day * 7, f"<{digest.id}.{'0' * 24}@example.org>",
+                 day * 7, digest.id),
             )
         if day == 0:
             shapes = conn.execute(
@@ -205,18 +207,6 @@ def history(work: Path, days: int, subscribers: int) -> float:
         tidy(settings, ledger, lambda _: None)
     ledger.close()
     return time.perf_counter() - started
-
-
-def _outcomes(rows, digest_id, number, stamp, settings, message_id, hash_key, day):  # type: ignore[no-untyped-def]
-    from feeds.ledger import Entry
-
-    for i, (person, recipient) in enumerate(rows):
-        entry = Entry(digest_id, recipient, "sending", 0, None, None, "", None, "")
-        mid = message_id(entry, settings)
-        if (i + day * 7) % 1000 == 0:
-            yield (5, hash_key(mid), stamp, stamp, mid, "550 5.1.1 No such user", number, person)
-        else:
-            yield (0, hash_key(mid), stamp, stamp, None, None, number, person)
 
 
 def state_mb(work: Path) -> float:
@@ -243,7 +233,8 @@ def expected(work: Path, count: int) -> int:
     """How many of the first `count` subscribers have a paper in the sample's categories."""
     from feeds.parse import parse_file
 
-    codes = {i.category for i in parse_file(SAMPLE).items if i.category}
+    codes = {i.category for i in parse_file(SAMPLE, tz=ZoneInfo('Asia/Shanghai')).items
+             if i.category}
     wanted = [set(c.split()) for c in CATEGORY_SETS]
     return sum(1 for i in range(count) if not wanted[i % 4] or wanted[i % 4] & codes)
 
@@ -289,7 +280,7 @@ def main(argv: Sequence[str]) -> None:
         from bench_send import raw_ceiling
 
         ceiling = raw_ceiling(sinks.port)
-        sinks.ask("reset")
+        sinks.ask("reset", check=False)
         year = project("year", sinks.port, SUBSCRIBERS)
         seconds = history(year, DAYS, SUBSCRIBERS)
         size = state_mb(year)
@@ -299,11 +290,11 @@ def main(argv: Sequence[str]) -> None:
         new_digest(year, 0)
         one = timed_send(year, sinks, limited=False)
         want = expected(year, SUBSCRIBERS)
-        if one["count"] != want:
-            raise SystemExit(f"sent {one['count']} messages, {want} expected")
         print(f"new digest, 1 connection: first message {one['first']:.2f} s, "
               f"{one['rate']:.0f} msg/s, peak {one['mb']:.0f} MB, {one['count']:.0f} messages "
               f"exactly once, {one['wall']:.0f} s", flush=True)
+        if one["count"] != want:
+            raise SystemExit(f"sent {one['count']} messages, {want} expected")
 
         configure(year, sinks.port, connections=4, limit=60)
         new_digest(year, 1)
