@@ -43,7 +43,6 @@ SUBSCRIBERS = 100_000 if SCALE else 10_000
 DAYS = 365 if SCALE else 60
 MILLION = 1_000_000 if SCALE else 100_000
 CATEGORY_SETS = ("", "CV", "CL LG", "AS CV")
-SAMPLE = ROOT / "digests" / "2022-08-13.txt"
 SECRET = "benchmark-secret"
 
 # Answers each line on stdin with what it received since the last "reset": the number of
@@ -218,22 +217,29 @@ def state_mb(work: Path) -> float:
     return (path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)) / 1e6
 
 
-def new_digest(work: Path, day: int) -> str:
-    """Today's (+ `day`) digest: the bundled sample under that date, built."""
-    name = f"{datetime.now(UTC) + timedelta(days=day):%Y-%m-%d}"
-    shutil.copy(SAMPLE, work / "digests" / f"{name}.txt")
+def new_digest(work: Path, day: int) -> Path:
+    """Today's (+ `day`) digest, built: a bundled sample with every paper identity rewritten
+    (`corpus.py`), so that each is news."""
+    import random
+
+    from corpus import DAILY_SAMPLES, _rewrite
+
+    moment = (datetime.now(UTC) + timedelta(days=day)).date()
+    path = work / "digests" / f"{moment.isoformat()}.txt"
+    text = (ROOT / "digests" / DAILY_SAMPLES[0]).read_text(encoding="utf-8")
+    path.write_text(_rewrite(text, moment, random.Random(day), [day * 100 + 7]), encoding="utf-8")
     done = subprocess.run([FEEDS, "--config", str(work / "feeds.toml"), "build"], env=_env(),
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"build failed:\n{done.stderr[-2000:]}")
-    return name
+    return path
 
 
-def expected(work: Path, count: int) -> int:
-    """How many of the first `count` subscribers have a paper in the sample's categories."""
+def expected(digest: Path, count: int) -> int:
+    """How many of the first `count` subscribers have a paper in the digest's categories."""
     from feeds.parse import parse_file
 
-    codes = {i.category for i in parse_file(SAMPLE, tz=ZoneInfo('Asia/Shanghai')).items
+    codes = {i.category for i in parse_file(digest, tz=ZoneInfo("Asia/Shanghai")).items
              if i.category}
     wanted = [set(c.split()) for c in CATEGORY_SETS]
     return sum(1 for i in range(count) if not wanted[i % 4] or wanted[i % 4] & codes)
@@ -287,9 +293,9 @@ def main(argv: Sequence[str]) -> None:
         print(f"history: {DAYS} digests to {SUBSCRIBERS} in {seconds:.0f} s; state {size:.1f} MB",
               flush=True)
 
-        new_digest(year, 0)
+        today = new_digest(year, 0)
         one = timed_send(year, sinks, limited=False)
-        want = expected(year, SUBSCRIBERS)
+        want = expected(today, SUBSCRIBERS)
         print(f"new digest, 1 connection: first message {one['first']:.2f} s, "
               f"{one['rate']:.0f} msg/s, peak {one['mb']:.0f} MB, {one['count']:.0f} messages "
               f"exactly once, {one['wall']:.0f} s", flush=True)
