@@ -128,6 +128,30 @@ def test_compaction_and_reclaiming_shrink_the_file(
     assert ledger.counts()["sent"] == 4 * 3000
 
 
+def test_a_database_from_an_earlier_version_is_converted_to_give_space_back(
+    tmp_path: Path, clock: Clock
+) -> None:
+    path = tmp_path / "feeds.sqlite3"
+    sqlite3.connect(path).execute("CREATE TABLE older (x)").connection.close()
+    ledger = Ledger.open(path, clock=clock)
+    assert ledger.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    people = [f"reader{i}@example.org" for i in range(2000)]
+    for day in range(1, 4):
+        ledger.queue([_day(day)], people)
+        _deliver(ledger, f"2024-05-{day:02d}")
+    ledger.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = path.stat().st_size
+    clock.now += KEEP + timedelta(days=5)
+
+    retention.compact(ledger, keep=KEEP)
+    freed = retention.reclaim(ledger.conn)
+
+    assert ledger.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+    assert freed > 0 and path.stat().st_size <= before - freed
+    assert ledger.counts()["sent"] == 3 * 2000
+    ledger.close()
+
+
 def test_a_dry_run_replaces_the_outbox_of_the_dry_run_before_it(tmp_path: Path) -> None:
     from feeds.deliver import Tally
     from feeds.personalize import Job
