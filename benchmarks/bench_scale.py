@@ -164,7 +164,8 @@ def history(work: Path, days: int, subscribers: int) -> float:
     from feeds.config import load_settings
     from feeds.ledger import DigestRef, Ledger
     from feeds.recipients import Confirmed
-    from feeds.send import message_id, tidy
+    from feeds.retention import tidy
+    from feeds.send import message_id
 
     started = time.perf_counter()
     settings = load_settings(work / "feeds.toml", {"FEEDS_UNSUBSCRIBE_SECRET": SECRET})

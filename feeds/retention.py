@@ -18,10 +18,14 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from feeds import lock
+from feeds.config import Settings
+from feeds.errors import LockedError
 from feeds.ledger import Ledger
 from feeds.ledger_schema import CODES, DUE_SQL, NAMES
 
@@ -39,6 +43,28 @@ class Tidied:
     outboxes: int = 0
     digests: int = 0
     freed: int = 0  # bytes given back to the file system
+
+
+def tidy(settings: Settings, ledger: Ledger, log: Callable[[str], None]) -> None:
+    """After a send, under the send lock: collapse the ledger rows of old digests, remove
+    their dry-run outboxes and, when no build is at work, stale parsed copies of edited
+    files; then give the free pages back (`feeds.retention`)."""
+    paths = settings.paths
+    keep = timedelta(days=settings.newsletter.ledger_retention_days)
+    done = compact(ledger, keep=keep)
+    done.outboxes = remove_outboxes(paths.state.parent / "outbox", done.compacted)
+    try:
+        with lock.held(lock.build_lock(paths.state), busy="a build", hint="next time"):
+            done.digests = prune_digests(ledger.conn, before=ledger.now() - keep)
+    except LockedError:
+        pass
+    if done.rows or done.digests:
+        done.freed = reclaim(ledger.conn)
+        log(
+            f"retention: {len(done.compacted)} digest(s) compacted ({done.rows} rows), "
+            f"{done.outboxes} dry-run outbox(es) and {done.digests} stale parsed digest(s) "
+            f"removed, {done.freed / 1_000_000:.1f} MB given back"
+        )
 
 
 def compact(ledger: Ledger, *, keep: timedelta) -> Tidied:

@@ -22,7 +22,7 @@ from feeds import lock, verp
 from feeds.audience import Audience
 from feeds.config import Settings
 from feeds.deliver import Failure, LogFn, ProgressFn, Tally, deliver, silent
-from feeds.errors import ConfigError, DeliveryError, LockedError, StateError, display_path
+from feeds.errors import ConfigError, DeliveryError, StateError, display_path
 from feeds.ledger import DigestRef, Entry, Ledger, due_mark, nothing_due
 from feeds.model import Digest
 from feeds.output import write_private
@@ -182,32 +182,6 @@ def _check_record(settings: Settings, audience: Audience, *, fresh_start: bool, 
         ledger.close()
 
 
-def tidy(settings: Settings, ledger: Ledger, log: LogFn) -> None:
-    """After a send, under the send lock: collapse the ledger rows of old digests, remove
-    their dry-run outboxes and, when no build is at work, stale parsed copies of edited
-    files; then give the free pages back (`feeds.retention`)."""
-    from datetime import timedelta
-
-    from feeds import retention
-
-    paths = settings.paths
-    keep = timedelta(days=settings.newsletter.ledger_retention_days)
-    done = retention.compact(ledger, keep=keep)
-    done.outboxes = retention.remove_outboxes(paths.state.parent / "outbox", done.compacted)
-    try:
-        with lock.held(lock.build_lock(paths.state), busy="a build", hint="next time"):
-            done.digests = retention.prune_digests(ledger.conn, before=ledger.now() - keep)
-    except LockedError:
-        pass
-    if done.rows or done.digests:
-        done.freed = retention.reclaim(ledger.conn)
-        log(
-            f"retention: {len(done.compacted)} digest(s) compacted ({done.rows} rows), "
-            f"{done.outboxes} dry-run outbox(es) and {done.digests} stale parsed digest(s) "
-            f"removed, {done.freed / 1_000_000:.1f} MB given back"
-        )
-
-
 def envelope_for(settings: Settings, message_id: str) -> str:
     """The `MAIL FROM` of one message: a VERP address when `[newsletter] bounce_address` is
     set, so that its bounce names it; the plain sender address otherwise."""
@@ -317,6 +291,8 @@ def send_due(
             if outbox is None and mark is not None and tally.ok and ledger.count_due() == (0, 0):
                 ledger.set_meta("sent_for", mark)
             if outbox is None:
+                from feeds.retention import tidy
+
                 tidy(settings, ledger, log)
         finally:
             ledger.close()
