@@ -269,6 +269,9 @@ class Ledger:
         `mark_sending` did not count it). A `sent` row keeps no reply and no Message-ID: the
         one reply it would keep is a 250, and its Message-ID is made again from the row."""
         now = self._now()
+        # Committed one message at a time, `sent` too: a batch of outcomes lost to a kill would
+        # leave every message of the batch in `sending`, each sent again by the next run, and
+        # exactly once allows one such message per connection. A commit costs microseconds.
         kept = None if status == "sent" else reply[:500]
         with self._lock:
             self._conn.execute(
