@@ -8,6 +8,7 @@ each recipient's message is made from that rendering.
 from __future__ import annotations
 
 import binascii
+import re
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -103,6 +104,7 @@ class Messages:
 _TO_MARK = "stencil@stencil.invalid"
 _ID_MARK = "<stencil@stencil.invalid>"
 _CHECK_TO = '"Zoë O\'Brien, 测试" <check@example.org>'
+_CHECK_PLAIN_TO = "Reader 7 <reader.7@mail.example.org>"
 
 
 class Stencil:
@@ -198,6 +200,9 @@ class Stencil:
         return _same_message(
             self.fill(to=_CHECK_TO, message_id=mid, token=token),
             self._compose(_CHECK_TO, mid, token),
+        ) and _same_message(
+            self.fill(to=_CHECK_PLAIN_TO, message_id=mid, token=token),
+            self._compose(_CHECK_PLAIN_TO, mid, token),
         )
 
 
@@ -214,8 +219,25 @@ def _split_headers(head: bytes) -> list[tuple[str, bytes]]:
     return fields
 
 
+# An address the email package writes as it is given: a display name of plain words (atext,
+# single spaces, no dot: a dot makes it quote the name) before <local@domain>, or a bare
+# local@domain, or a Message-ID <local@domain>. Without = and ?, so that nothing in it can be
+# read as an encoded word.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]"
+_PLAIN = re.compile(
+    rf"(?:(?:{_ATEXT}+ )*{_ATEXT}+ )?<{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*>"
+    rf"|{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
+
+
 def _folded(name: str, value: str) -> bytes:
-    """One header field exactly as `compose` and the SMTP policy write it."""
+    """One header field exactly as `compose` and the SMTP policy write it.
+
+    A plain address on a short line is written as it is, without the email package's header
+    parser and folder (0.25 ms a header, two headers a message): tests hold the two to the
+    same bytes, and every stencil checks a plain address against a full compose as well."""
+    if len(name) + 2 + len(value) <= 78 and _PLAIN.fullmatch(value):
+        return f"{name}: {value}\r\n".encode("ascii")
     from feeds.message import POLICY, header_text
 
     header = POLICY.header_factory(name, header_text(value))

@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import SAMPLE_DIGESTS
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from smtp_fixtures import delivery_settings
 
 from feeds.model import Digest
@@ -106,3 +108,29 @@ def test_category_sets_that_differ_only_in_codes_the_digest_lacks_share_one_rend
         messages.build(Job(digest.id, people.subscribers[0], "<x@example.org>")) or b"",
         policy=policy.default,
     )["Subject"])
+
+
+_NAME_CHARS = "abcXYZ019 .,'\"=?!#&*+/^_`{|}~-<>@()[]:;\\é测"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.text(alphabet=_NAME_CHARS, max_size=50),
+    local=st.text(alphabet="abz09.+-_=?'~", min_size=1, max_size=40),
+    domain=st.sampled_from(["example.org", "mail.example.co.uk", "x-y.example"]),
+)
+def test_a_to_header_written_directly_is_the_one_the_email_package_writes(
+    name: str, local: str, domain: str
+) -> None:
+    from email.headerregistry import Address
+
+    from feeds.message import POLICY, header_text
+    from feeds.personalize import _folded
+
+    try:
+        value = str(Address(display_name=name, username=local, domain=domain))
+    except ValueError:
+        return
+    for header, text in (("To", value), ("Message-ID", f"<{local}@{domain}>")):
+        slow = POLICY.header_factory(header, header_text(text)).fold(policy=POLICY)
+        assert _folded(header, text) == slow.encode("ascii")
