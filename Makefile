@@ -41,7 +41,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: compile
-	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/bench.py $(if $(SCALE),--scale)
 
 clean:
 	rm -rf output state benchmarks/.work tests/.artifacts tests/js/node_modules

@@ -48,7 +48,9 @@ def main() -> int:
     failed = []
     for script in sorted(HERE.glob("bench_*.py")):
         print(f"\n## {script.stem}", flush=True)
-        result = subprocess.run([sys.executable, str(script)], check=False)
+        # `make bench SCALE=1`: bench_scale simulates a year at 100,000 subscribers (long).
+        scale = ["--scale"] if "--scale" in sys.argv and script.name == "bench_scale.py" else []
+        result = subprocess.run([sys.executable, str(script), *scale], check=False)
         if result.returncode != 0:
             failed.append(script.name)
     # The machine may be shared: how busy it was says how far to trust the absolute times.

@@ -36,6 +36,8 @@ class CheckReport:
     subscribers: int = 0
     digests: int = 0
     smtp_reply: str | None = None
+    # The state database's size and what the ledger holds, when there is one.
+    state: str | None = None
 
     @property
     def errors(self) -> list[Finding]:
@@ -52,9 +54,10 @@ class CheckReport:
         n_err, n_warn = len(self.errors), len(self.warnings)
         counts = f"{n_err} error{'s' * (n_err != 1)}, {n_warn} warning{'s' * (n_warn != 1)}"
         smtp = f", SMTP {self.smtp_reply}" if self.smtp_reply else ""
+        state = f"\nstate: {self.state}" if self.state else ""
         return (
             f"checked the configuration, {self.subscribers} subscribers and "
-            f"{self.digests} digests{smtp}: {counts}"
+            f"{self.digests} digests{smtp}: {counts}{state}"
         )
 
 
@@ -65,7 +68,24 @@ def check(settings: Settings, *, smtp: bool = False) -> CheckReport:
     _check_subscribers(settings, report, categories)
     if smtp and not report.errors:
         _check_smtp(settings, report)
+    _check_state(settings, report)
     return report
+
+
+def _check_state(settings: Settings, report: CheckReport) -> None:
+    """How big the state database is (read-only: nothing is created or migrated)."""
+    import sqlite3
+
+    from feeds.retention import state_size
+
+    try:
+        size = state_size(settings.paths.state)
+    except sqlite3.Error as exc:
+        report.findings.append(
+            Finding("error", display_path(settings.paths.state), f"cannot be read: {exc}")
+        )
+        return
+    report.state = size.describe() if size is not None else None
 
 
 def _where(settings: Settings) -> str:

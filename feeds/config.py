@@ -87,6 +87,9 @@ class NewsletterSettings:
     # e.g. "bounces@digest.example.org": messages then go out with a VERP envelope sender,
     # bounces+TOKEN@digest.example.org, so that a bounce names its recipient and issue.
     bounce_address: str | None = None
+    # Days a sent digest's ledger rows are kept one by one; then they collapse to counts
+    # (feeds.retention), and the digest can never be queued again.
+    ledger_retention_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -343,6 +346,11 @@ def _validate(
         )
     if not newsletter.list_id.strip():
         raise wrong("[newsletter] list_id", "must not be empty")
+    if not 7 <= newsletter.ledger_retention_days <= 36500:
+        raise wrong(
+            "[newsletter] ledger_retention_days", "must be between 7 and 36500 days",
+            "a digest is given up 3 days after it was queued; 30 is the default",
+        )
     if smtp.security not in ("starttls", "ssl", "none"):
         raise wrong("[smtp] security", f"must be starttls, ssl or none, not {smtp.security!r}")
     if smtp.security == "none" and not smtp.allow_insecure and not is_loopback(smtp.host):

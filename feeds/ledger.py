@@ -7,28 +7,25 @@ cancelled (the subscriber left the list before delivery). `sending` is committed
 message data goes out and `sent` only after the server accepted it, so after a crash the only
 row whose fate is unknown is the one left in `sending`.
 
-Which digests are queued (see docs/delivery.md): a subscriber seen for the first time is queued
-the newest digest; a digest seen for the first time is queued to every subscriber already on
-the list, unless it is an archive file dated well before the newest digest already seen.
+Which digests are queued is `feeds.queueing`; the tables and their compact rows are
+`feeds.ledger_schema`; what is kept of old digests is `feeds.retention`.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
 
-from feeds import audience, state
-from feeds.errors import StateError
+from feeds import audience, ledger_schema, queueing, state
+from feeds.ledger_schema import CODES, DUE_SQL, NAMES, Status, hash_key, message_hash_key
+from feeds.queueing import BACKFILL_WINDOW as BACKFILL_WINDOW
+from feeds.queueing import DigestRef as DigestRef
 
-Status = Literal[
-    "pending", "sending", "sent", "failed_temporary", "failed_permanent", "skipped", "cancelled"
-]
 STATUSES: tuple[Status, ...] = (
     "pending", "sending", "sent", "failed_temporary", "failed_permanent", "skipped", "cancelled"
 )
@@ -36,42 +33,6 @@ DUE: tuple[Status, ...] = ("pending", "sending", "failed_temporary")
 # A newsletter that could not be delivered within this long after it was queued is given up:
 # by then it is old news, and the mailbox (or the relay) has been failing for days.
 GIVE_UP_AFTER = timedelta(days=3)
-# A digest seen for the first time that is dated this much before the newest digest already
-# known is an archive file being added, not news: it is sent only when asked for by id.
-BACKFILL_WINDOW = timedelta(days=7)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS ledger (
-    digest_id     TEXT NOT NULL,
-    recipient     TEXT NOT NULL,
-    status        TEXT NOT NULL,
-    attempts      INTEGER NOT NULL DEFAULT 0,
-    last_reply    TEXT,
-    message_id    TEXT,
-    queued        TEXT NOT NULL,
-    first_attempt TEXT,
-    updated       TEXT NOT NULL,
-    PRIMARY KEY (digest_id, recipient)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS ledger_by_status ON ledger (status, digest_id);
--- A bounce names its message by the hash in its Message-ID (<digest.HASH@domain>), through
--- the VERP token or the headers it quotes.
-CREATE INDEX IF NOT EXISTS ledger_by_hash
-    ON ledger (substr(message_id, instr(message_id, '@') - 24, 24));
-CREATE TABLE IF NOT EXISTS ledger_digests (
-    digest_id   TEXT PRIMARY KEY,
-    digest_date TEXT,
-    registered  TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS ledger_subscribers (
-    recipient TEXT PRIMARY KEY,
-    enrolled  TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS ledger_meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) WITHOUT ROWID;
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,22 +42,11 @@ class Entry:
     status: Status
     attempts: int
     last_reply: str | None
+    # None once sent (`feeds.send.message_id` makes it again, the same, when needed).
     message_id: str | None
     queued: str
     first_attempt: str | None
     updated: str
-
-
-@dataclass(frozen=True)
-class DigestRef:
-    """What the ledger needs to know of a digest."""
-
-    id: str
-    date: datetime | None
-    # The id an earlier version of this digest was published under (its date was corrected):
-    # the same issue, already sent under that id, so never news again.
-    replaces: str | None = None
-
 
 
 def due_mark(state_path: Path, audience: str) -> str | None:
@@ -118,6 +68,13 @@ def nothing_due(state_path: Path, mark: str | None) -> bool:
         ledger.close()
 
 
+# A digest and a recipient by their text, in a statement about one row.
+_ROW = (
+    "digest = (SELECT id FROM ledger_digests WHERE digest_id = ?)"
+    " AND person = (SELECT id FROM ledger_subscribers WHERE recipient = ?)"
+)
+
+
 class Ledger:
     def __init__(
         self, conn: sqlite3.Connection, *, clock: Callable[[], datetime] = state.utc_now
@@ -128,7 +85,7 @@ class Ledger:
         self._in_preview = False
         conn.isolation_level = None
         with self._lock:
-            conn.executescript(_SCHEMA)
+            ledger_schema.create(conn)
             audience.create_tables(conn)
 
     @classmethod
@@ -140,8 +97,15 @@ class Ledger:
     def close(self) -> None:
         self._conn.close()
 
-    def _now(self) -> str:
-        return self._clock().astimezone(UTC).isoformat(timespec="seconds")
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self._conn
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def _now(self) -> int:
+        return int(self._clock().timestamp())
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -168,7 +132,8 @@ class Ledger:
                 self._conn.execute("ROLLBACK")
 
     @contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (inside a preview: part of the preview's, rolled back)."""
         if self._in_preview:
             with self._lock:
                 yield self._conn
@@ -181,118 +146,59 @@ class Ledger:
     def queue(
         self,
         digests: Sequence[DigestRef],
-        recipients: Collection[str],
+        recipients: Iterable[str],
         *,
         only: str | None = None,
     ) -> None:
-        """Register digests (newest first) and listed recipients, and queue what the rules say;
-        with `only`, also queue that digest to every listed recipient."""
-        now = self._now()
-        listed = {r.lower() for r in recipients}
-        with self._writing() as conn:
-            known = {
-                row[0]: _parse_time(row[1])
-                for row in conn.execute("SELECT digest_id, digest_date FROM ledger_digests")
-            }
-            newest_known = max((d for d in known.values() if d is not None), default=None)
-            new = [d for d in digests if d.id not in known]
-            conn.executemany(
-                "INSERT INTO ledger_digests (digest_id, digest_date, registered) VALUES (?, ?, ?)",
-                [(d.id, _format_time(d.date), now) for d in new],
-            )
-            enrolled = {row[0] for row in conn.execute("SELECT recipient FROM ledger_subscribers")}
-            # An empty list is more likely a file being rewritten than everyone leaving.
-            if listed:
-                conn.executemany(
-                    "DELETE FROM ledger_subscribers WHERE recipient = ?",
-                    [(r,) for r in enrolled - listed],
-                )
-            existing = sorted(enrolled & listed)
-            fresh = sorted(listed - enrolled)
-            conn.executemany(
-                "INSERT INTO ledger_subscribers (recipient, enrolled) VALUES (?, ?)",
-                [(r, now) for r in fresh],
-            )
-            renamed = [d for d in new if d.replaces is not None and d.replaces in known]
-            # The same issue under a new id: what was still due under the old one goes on under
-            # the new one (the old id is no longer published), and nothing is queued afresh.
-            conn.executemany(
-                "UPDATE ledger SET digest_id = ? WHERE digest_id = ? AND status IN (?, ?, ?)",
-                [(d.id, d.replaces, *DUE) for d in renamed],
-            )
-            fresh_news = [d for d in new if d not in renamed]
-            for digest in _news(fresh_news, known=bool(known), newest_known=newest_known):
-                self._add(conn, digest.id, existing, now)
-            if digests:
-                self._add(conn, digests[0].id, fresh, now)
-            if only is not None:
-                self._add(conn, only, sorted(listed), now)
+        """Register digests (newest first) and listed recipients, and queue what the rules say
+        (`feeds.queueing`); with `only`, also queue that digest to every listed recipient."""
+        with self.writing() as conn:
+            queueing.queue(conn, digests, recipients, now=self._clock(), only=only)
 
-    def adopt(self, digests: Sequence[DigestRef], recipients: Collection[str]) -> None:
+    def adopt(self, digests: Sequence[DigestRef], recipients: Iterable[str]) -> None:
         """Take these digests as sent to these recipients, queueing nothing: a fresh start after
         the state was lost, so that the next send mails only what comes next."""
-        now = self._now()
-        with self._writing() as conn:
-            conn.executemany(
-                "INSERT OR IGNORE INTO ledger_digests (digest_id, digest_date, registered)"
-                " VALUES (?, ?, ?)",
-                [(d.id, _format_time(d.date), now) for d in digests],
-            )
-            conn.executemany(
-                "INSERT OR IGNORE INTO ledger_subscribers (recipient, enrolled) VALUES (?, ?)",
-                [(r.lower(), now) for r in recipients],
-            )
-
-    @staticmethod
-    def _add(conn: sqlite3.Connection, digest_id: str, recipients: Sequence[str], now: str) -> None:
-        conn.executemany(
-            "INSERT OR IGNORE INTO ledger (digest_id, recipient, status, queued, updated)"
-            " VALUES (?, ?, 'pending', ?, ?)",
-            [(digest_id, r, now, now) for r in recipients],
-        )
+        with self.writing() as conn:
+            queueing.adopt(conn, digests, recipients, now=self._clock())
 
     def settle(self, recipients: Iterable[str]) -> list[Entry]:
         """Before sending: cancel what is queued for recipients no longer listed, and give up
         rows queued too long ago; the rows given up (each reported once, by this run). Done in
         SQL, so memory does not grow with the list."""
-        now = self._clock()
-        stamp = _format_time(now)
-        cutoff = _format_time(now - GIVE_UP_AFTER)
+        now = self._now()
+        cutoff = int((self._clock() - GIVE_UP_AFTER).timestamp())
         gave_up = f"gave up after {GIVE_UP_AFTER.days} days"
-        with self._writing() as conn:
+        with self.writing() as conn:
+            queueing.listed(conn, recipients)
             conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS listed (recipient TEXT PRIMARY KEY) WITHOUT ROWID"
+                f"UPDATE ledger SET status = {CODES['cancelled']}, last_reply = ?, updated = ?"
+                f" WHERE {DUE_SQL} AND person NOT IN (SELECT s.id FROM ledger_subscribers s"
+                " JOIN temp.listed l ON l.recipient = s.recipient)",
+                ("unsubscribed before delivery", now),
             )
+            keys = conn.execute(
+                f"UPDATE ledger SET status = {CODES['failed_permanent']}, updated = ?,"
+                " last_reply = CASE WHEN COALESCE(last_reply, '') = '' THEN ?"
+                f" ELSE ? || ': ' || last_reply END WHERE {DUE_SQL} AND queued < ?"
+                " RETURNING digest, person",
+                (now, gave_up, gave_up, cutoff),
+            ).fetchall()
             conn.execute("DELETE FROM temp.listed")
-            conn.executemany(
-                "INSERT OR IGNORE INTO temp.listed (recipient) VALUES (?)",
-                ((r.lower(),) for r in recipients),
-            )
-            conn.execute(
-                "UPDATE ledger SET status = 'cancelled', last_reply = ?, updated = ?"
-                " WHERE status IN (?, ?, ?)"
-                " AND recipient NOT IN (SELECT recipient FROM temp.listed)",
-                ("unsubscribed before delivery", stamp, *DUE),
-            )
-            given_up = [_entry(row) for row in conn.execute(
-                "UPDATE ledger SET status = 'failed_permanent', updated = ?, last_reply ="
-                " CASE WHEN COALESCE(last_reply, '') = '' THEN ? ELSE ? || ': ' || last_reply END"
-                f" WHERE status IN (?, ?, ?) AND queued < ? RETURNING {_FIELDS}",
-                (stamp, gave_up, gave_up, *DUE, cutoff),
-            ).fetchall()]
-            conn.execute("DELETE FROM temp.listed")
+            given_up = [_entry(row) for key in keys for row in conn.execute(
+                f"{_SELECT} WHERE l.digest = ? AND l.person = ?", key
+            )]
         return sorted(given_up, key=lambda e: (e.digest_id, e.recipient))
 
     def count_due(self, digest_id: str | None = None) -> tuple[int, int]:
         """(rows due, of which left `sending` by a run that stopped)."""
         sql = (
-            "SELECT COUNT(*), COALESCE(SUM(status = 'sending'), 0) FROM ledger"
-            " WHERE status IN (?, ?, ?)"
+            f"SELECT COUNT(*), COALESCE(SUM(status = {CODES['sending']}), 0) FROM ledger"
+            f" WHERE {DUE_SQL}"
         )
-        params: tuple[str, ...] = DUE
+        params: tuple[str, ...] = ()
         if digest_id is not None:
-            sql += " AND digest_id = ?"
-            params = (*DUE, digest_id)
+            sql += " AND digest = (SELECT id FROM ledger_digests WHERE digest_id = ?)"
+            params = (digest_id,)
         with self._lock:
             total, in_doubt = self._conn.execute(sql, params).fetchone()
         return int(total), int(in_doubt)
@@ -300,13 +206,13 @@ class Ledger:
     def iter_due(self, digest_id: str | None = None, *, page: int = 512) -> Iterator[Entry]:
         """Rows still to deliver, oldest digest first, read a page at a time (and so safe to
         interleave with the writes of a send in progress)."""
-        sql = f"SELECT {_FIELDS} FROM ledger WHERE status IN (?, ?, ?)"
+        sql = f"{_SELECT} WHERE l.{DUE_SQL}"
         if digest_id is not None:
-            sql += " AND digest_id = ?"
-        sql += " AND (digest_id, recipient) > (?, ?) ORDER BY digest_id, recipient LIMIT ?"
-        after = ("", "")
+            sql += " AND l.digest = (SELECT id FROM ledger_digests WHERE digest_id = ?)"
+        sql += " AND (l.digest, l.person) > (?, ?) ORDER BY l.digest, l.person LIMIT ?"
+        after = (0, 0)
         while True:
-            params = (*DUE, *((digest_id,) if digest_id is not None else ()), *after, page)
+            params = (*((digest_id,) if digest_id is not None else ()), *after, page)
             with self._lock:
                 rows = self._conn.execute(sql, params).fetchall()
             yield from map(_entry, rows)
@@ -316,11 +222,14 @@ class Ledger:
 
     def due_digests(self, digest_id: str | None = None) -> list[str]:
         """The digests with rows still to deliver."""
-        sql = "SELECT DISTINCT digest_id FROM ledger WHERE status IN (?, ?, ?)"
-        params: tuple[str, ...] = DUE
+        sql = (
+            "SELECT digest_id FROM ledger_digests d WHERE EXISTS"
+            f" (SELECT 1 FROM ledger WHERE digest = d.id AND {DUE_SQL})"
+        )
+        params: tuple[str, ...] = ()
         if digest_id is not None:
             sql += " AND digest_id = ?"
-            params = (*DUE, digest_id)
+            params = (digest_id,)
         with self._lock:
             return [row[0] for row in self._conn.execute(sql, params)]
 
@@ -338,11 +247,12 @@ class Ledger:
         now = self._now()
         with self._lock:
             changed = self._conn.execute(
-                "UPDATE ledger SET status = 'sending', attempts = attempts + 1, message_id = ?,"
-                " first_attempt = COALESCE(first_attempt, ?), updated = ?"
-                " WHERE digest_id = ? AND recipient = ? AND recipient NOT IN (SELECT address"
-                " FROM subscribers WHERE status != 'confirmed')",
-                (message_id, now, now, digest_id, recipient),
+                f"UPDATE ledger SET status = {CODES['sending']}, attempts = attempts + 1,"
+                " message_id = ?, mhash = ?, first_attempt = COALESCE(first_attempt, ?),"
+                f" updated = ? WHERE {_ROW} AND NOT EXISTS (SELECT 1 FROM subscribers"
+                " WHERE address = ? AND status != 'confirmed')",
+                (message_id, message_hash_key(message_id), now, now, digest_id, recipient,
+                 recipient),
             ).rowcount
         return bool(changed)
 
@@ -356,16 +266,22 @@ class Ledger:
         attempted: bool = False,
     ) -> None:
         """Record an outcome. `attempted`: an SMTP transaction that ended before DATA (so
-        `mark_sending` did not count it)."""
+        `mark_sending` did not count it). A `sent` row keeps no reply and no Message-ID: the
+        one reply it would keep is a 250, and its Message-ID is made again from the row."""
         now = self._now()
+        # Committed one message at a time, `sent` too: a batch of outcomes lost to a kill would
+        # leave every message of the batch in `sending`, each sent again by the next run, and
+        # exactly once allows one such message per connection. A commit costs microseconds.
+        kept = None if status == "sent" else reply[:500]
         with self._lock:
             self._conn.execute(
                 "UPDATE ledger SET status = ?, last_reply = ?, updated = ?,"
                 " attempts = attempts + ?,"
+                " message_id = CASE WHEN ? THEN NULL ELSE message_id END,"
                 " first_attempt = CASE WHEN ? THEN COALESCE(first_attempt, ?) ELSE first_attempt"
-                " END WHERE digest_id = ? AND recipient = ?",
-                (status, reply[:500], now, int(attempted), int(attempted), now, digest_id,
-                 recipient),
+                f" END WHERE {_ROW}",
+                (CODES[status], kept, now, int(attempted), int(status == "sent"),
+                 int(attempted), now, digest_id, recipient),
             )
 
     # -- reading ------------------------------------------------------------------------------
@@ -374,32 +290,48 @@ class Ledger:
         """The row whose Message-ID carries this hash (`feeds.verp.message_hash`), if any: what
         a bounce is about."""
         with self._lock:
-            row = self._conn.execute(
-                f"SELECT {_FIELDS} FROM ledger"
-                " WHERE substr(message_id, instr(message_id, '@') - 24, 24) = ?",
-                (found,),
-            ).fetchone()
-        return None if row is None else _entry(row)
+            rows = self._conn.execute(
+                f"{_SELECT} WHERE l.mhash = ?", (hash_key(found),)
+            ).fetchall()
+        # 64 of the hash's 96 bits find the row; a Message-ID still kept must agree in full.
+        for row in rows:
+            entry = _entry(row)
+            if entry.message_id is None or found in entry.message_id:
+                return entry
+        return None
 
     def entries(self, digest_id: str | None = None) -> list[Entry]:
-        sql = f"SELECT {_FIELDS} FROM ledger"
+        sql = _SELECT
         params: tuple[str, ...] = ()
         if digest_id is not None:
-            sql += " WHERE digest_id = ?"
+            sql += " WHERE d.digest_id = ?"
             params = (digest_id,)
         with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY digest_id, recipient", params).fetchall()
+            rows = self._conn.execute(
+                sql + " ORDER BY d.digest_id, s.recipient", params
+            ).fetchall()
         return [_entry(row) for row in rows]
 
     def counts(self, digest_id: str | None = None) -> dict[Status, int]:
-        sql = "SELECT status, COUNT(*) FROM ledger"
-        params: tuple[str, ...] = ()
-        if digest_id is not None:
-            sql += " WHERE digest_id = ?"
-            params = (digest_id,)
+        """Rows by status, those retention collapsed included."""
+        import json
+
+        where, params = ("", ()) if digest_id is None else (
+            " WHERE d.digest_id = ?", (digest_id,)
+        )
+        found: dict[str, int] = {}
         with self._lock:
-            rows = self._conn.execute(sql + " GROUP BY status", params).fetchall()
-        found = dict(rows)
+            for code, n in self._conn.execute(
+                "SELECT l.status, COUNT(*) FROM ledger l JOIN ledger_digests d ON d.id = l.digest"
+                + where + " GROUP BY l.status", params
+            ):
+                found[NAMES[code]] = found.get(NAMES[code], 0) + int(n)
+            for (collapsed,) in self._conn.execute(
+                "SELECT collapsed FROM ledger_digests d" + where
+                + (" AND" if where else " WHERE") + " collapsed IS NOT NULL", params
+            ):
+                for status, n in json.loads(collapsed).items():
+                    found[status] = found.get(status, 0) + int(n)
         return {status: int(found.get(status, 0)) for status in STATUSES}
 
     def get_meta(self, key: str) -> str | None:
@@ -419,38 +351,29 @@ class Ledger:
             return {row[0] for row in self._conn.execute("SELECT digest_id FROM ledger_digests")}
 
 
-_FIELDS = (
-    "digest_id, recipient, status, attempts, last_reply, message_id, queued, first_attempt,"
-    " updated"
+_SELECT = (
+    "SELECT l.digest, l.person, d.digest_id, s.recipient, l.status, l.attempts, l.last_reply,"
+    " l.message_id, l.queued, l.first_attempt, l.updated FROM ledger l"
+    " JOIN ledger_digests d ON d.id = l.digest JOIN ledger_subscribers s ON s.id = l.person"
 )
 
 
 def _entry(row: tuple[object, ...]) -> Entry:
-    return Entry(*row)  # type: ignore[arg-type]
+    _, _, digest_id, recipient, code, attempts, reply, mid, queued, first, updated = row
+    return Entry(
+        digest_id=str(digest_id),
+        recipient=str(recipient),
+        status=NAMES[int(code)],  # type: ignore[call-overload]
+        attempts=int(attempts),  # type: ignore[call-overload]
+        last_reply=None if reply is None else str(reply),
+        message_id=None if mid is None else str(mid),
+        queued=_iso(queued),
+        first_attempt=None if first is None else _iso(first),
+        updated=_iso(updated),
+    )
 
 
-def _news(
-    new: Sequence[DigestRef], *, known: bool, newest_known: datetime | None
-) -> list[DigestRef]:
-    """Which newly seen digests go to the subscribers already on the list."""
-    if not new:
-        return []
-    if not known:
-        # The first digests ever seen are an archive: only the newest is news.
-        return [new[0]]
-    if newest_known is None:
-        return list(new)
-    floor = newest_known - BACKFILL_WINDOW
-    return [d for d in new if d.date is None or d.date >= floor]
+def _iso(seconds: object) -> str:
+    return datetime.fromtimestamp(int(seconds), UTC).isoformat(timespec="seconds")  # type: ignore[call-overload]
 
 
-def _format_time(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise StateError(f"naive datetime {value!r} in the ledger")
-    return value.astimezone(UTC).isoformat(timespec="seconds")
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None

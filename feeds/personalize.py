@@ -8,6 +8,7 @@ each recipient's message is made from that rendering.
 from __future__ import annotations
 
 import binascii
+import re
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -48,6 +49,7 @@ class Messages:
         self._digests = digests
         self._now = now
         self._stencils: dict[tuple[str, frozenset[str] | None], Stencil | None] = {}
+        self._present: dict[str, frozenset[str]] = {}
         self._lock = threading.Lock()
         self._template = settings.unsubscribe_template or None
 
@@ -68,9 +70,15 @@ class Messages:
         digest = self._digests[job.digest_id]
         wanted = job.subscriber.categories
         categories = None
-        if wanted:
-            present = frozenset(i.category for i in digest.items if i.category)
-            categories = resolve_categories(wanted, present)
+        if wanted and digest.format != "weekly":
+            # Keyed on the codes this digest has: on a day without AS, `AS CV` and `CV` are
+            # the same newsletter, rendered once (weekly picks, never filtered, are one for
+            # everybody).
+            present = self._present.get(digest.id)
+            if present is None:
+                present = frozenset(i.category for i in digest.items if i.category)
+                self._present[digest.id] = present
+            categories = resolve_categories(wanted, present) & present
         key = (digest.id, categories)
         # Rendering takes a while (premailer); the lock keeps two threads from doing it twice.
         with self._lock:
@@ -96,6 +104,7 @@ class Messages:
 _TO_MARK = "stencil@stencil.invalid"
 _ID_MARK = "<stencil@stencil.invalid>"
 _CHECK_TO = '"Zoë O\'Brien, 测试" <check@example.org>'
+_CHECK_PLAIN_TO = "Reader 7 <reader.7@mail.example.org>"
 
 
 class Stencil:
@@ -191,6 +200,9 @@ class Stencil:
         return _same_message(
             self.fill(to=_CHECK_TO, message_id=mid, token=token),
             self._compose(_CHECK_TO, mid, token),
+        ) and _same_message(
+            self.fill(to=_CHECK_PLAIN_TO, message_id=mid, token=token),
+            self._compose(_CHECK_PLAIN_TO, mid, token),
         )
 
 
@@ -207,8 +219,25 @@ def _split_headers(head: bytes) -> list[tuple[str, bytes]]:
     return fields
 
 
+# An address the email package writes as it is given: a display name of plain words (atext,
+# single spaces, no dot: a dot makes it quote the name) before <local@domain>, or a bare
+# local@domain, or a Message-ID <local@domain>. Without = and ?, so that nothing in it can be
+# read as an encoded word.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]"
+_PLAIN = re.compile(
+    rf"(?:(?:{_ATEXT}+ )*{_ATEXT}+ )?<{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*>"
+    rf"|{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
+
+
 def _folded(name: str, value: str) -> bytes:
-    """One header field exactly as `compose` and the SMTP policy write it."""
+    """One header field exactly as `compose` and the SMTP policy write it.
+
+    A plain address on a short line is written as it is, without the email package's header
+    parser and folder (0.25 ms a header, two headers a message): tests hold the two to the
+    same bytes, and every stencil checks a plain address against a full compose as well."""
+    if len(name) + 2 + len(value) <= 78 and _PLAIN.fullmatch(value):
+        return f"{name}: {value}\r\n".encode("ascii")
     from feeds.message import POLICY, header_text
 
     header = POLICY.header_factory(name, header_text(value))

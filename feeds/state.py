@@ -126,6 +126,7 @@ def connect(path: Path) -> sqlite3.Connection:
     """
     try:
         private_folder(path.parent)
+        new = not path.exists() or path.stat().st_size == 0
         if not path.exists():
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         # A database from an earlier release may be readable by others; it holds addresses.
@@ -141,6 +142,10 @@ def connect(path: Path) -> sqlite3.Connection:
         # WAL: a send reads while a build writes, and a killed writer loses nothing committed.
         # synchronous=NORMAL: a commit survives the process being killed at any moment without
         # an fsync per commit; only a power cut can lose the last few.
+        if new:
+            # Set before the first table: free pages (the ledger's retention frees a digest's
+            # rows every day) can then be given back without rewriting the whole file.
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         _migrate(conn, path)

@@ -147,3 +147,20 @@ def test_a_sender_or_reply_to_without_an_address_is_an_error(project: Path) -> N
 
     assert any("from has no address" in f.message for f in check(no_from).errors)
     assert any("reply_to is not an address" in f.message for f in check(bad_reply).errors)
+
+
+def test_the_summary_says_how_big_the_state_is_without_changing_it(project: Path) -> None:
+    from feeds.ledger import Ledger
+
+    settings = _settings(project)
+    assert check(settings).state is None and not settings.paths.state.exists()
+    Ledger.open(settings.paths.state).close()
+    before = settings.paths.state.stat().st_mtime_ns
+
+    report = check(settings)
+
+    assert report.state is not None and report.state.endswith(
+        "ledger: 0 rows for 0 digests, 0 of them compacted"
+    )
+    assert "\nstate: " in report.summary() and " MB (" in report.summary()
+    assert settings.paths.state.stat().st_mtime_ns == before

@@ -171,6 +171,8 @@ def test_a_named_file_with_a_line_break_is_quoted_in_warnings_and_in_every_later
         ("smtp", "messages_per_second = -3", "[smtp] messages_per_second must be 0"),
         ("smtp", "send_time_limit = 0", "[smtp] send_time_limit must be more than 0"),
         ("newsletter", "size_budget = -1", "[newsletter] size_budget must be between"),
+        ("newsletter", "ledger_retention_days = 2",
+         "[newsletter] ledger_retention_days must be between 7 and 36500"),
         ("site", 'base_url = "http://"', "[site] base_url must be an http(s) URL with a host"),
         ("web", 'public_url = "http://example.org/list"', "[web] public_url must be https://"),
         ("web", "notices_per_day = 0", "[web] notices_per_day must be between 1 and 100"),

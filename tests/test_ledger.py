@@ -127,7 +127,10 @@ def test_a_row_moves_from_pending_through_sending_to_sent(ledger: Ledger) -> Non
     assert (sending.status, sending.attempts, sending.message_id) == (
         "sending", 1, "<m@example.org>"
     )
-    assert (sent.status, sent.attempts, sent.last_reply) == ("sent", 1, "250 2.0.0 Queued")
+    # A sent row keeps neither the 250 nor the Message-ID (made again from the row).
+    assert (sent.status, sent.attempts, sent.last_reply, sent.message_id) == (
+        "sent", 1, None, None
+    )
     assert sent.first_attempt == NOW.isoformat(timespec="seconds")
     assert ledger.due(["a@example.org"]) == []
 
@@ -227,3 +230,27 @@ def test_the_count_of_due_rows_says_how_many_were_in_doubt(ledger: Ledger) -> No
 
     assert ledger.count_due() == (2, 1)
     assert ledger.count_due("2022-08-01") == (0, 0)
+
+
+def test_the_confirmed_subscribers_are_queued_from_the_database_itself(tmp_path: Path) -> None:
+    from feeds.audience import Audience
+    from feeds.recipients import Confirmed
+
+    path = tmp_path / "feeds.sqlite3"
+    with Audience.open(path) as audience:
+        audience.add("Ada@Example.org", categories=frozenset({"CV"}))
+        audience.add("gone@example.org")
+        audience.remove("gone@example.org")
+        audience.request("pending@example.org")
+        people = Confirmed(audience.conn)
+        ledger = Ledger.open(path, clock=lambda: NOW)
+        ledger.queue(ARCHIVE, people.keys())
+
+        assert _queued(ledger) == {("2022-08-13", "ada@example.org")}
+        assert list(people.keys()) == ["ada@example.org"]
+        ada = people.get("ada@example.org")
+        assert ada is not None and (ada.email, ada.categories) == (
+            "Ada@Example.org", frozenset({"CV"})
+        )
+        assert people.get("nobody@example.org") is None
+        ledger.close()

@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import SAMPLE_DIGESTS
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from smtp_fixtures import delivery_settings
 
 from feeds.model import Digest
@@ -84,3 +86,51 @@ def test_a_subscriber_whose_categories_are_not_in_the_digest_gets_nothing(
     assert Messages(settings, {digest.id: digest}, now=NOW).build(
         Job(digest.id, robots, "<x@example.org>")
     ) is None
+
+
+def test_category_sets_that_differ_only_in_codes_the_digest_lacks_share_one_rendering(
+    tmp_path: Path, digest: Digest
+) -> None:
+    settings = delivery_settings(tmp_path, None)
+    present = {i.category for i in digest.items if i.category}
+    assert "AS" not in present and "CV" in present
+    people = parse_subscribers(
+        "email,name,categories\na@example.org,,AS CV\nb@example.org,,CV\nc@example.org,,CV XX\n"
+    )
+    messages = Messages(settings, {digest.id: digest}, now=NOW)
+
+    stencils = [messages.stencil(Job(digest.id, p, "<x@example.org>")) for p in
+                people.subscribers]
+
+    assert stencils[0] is not None and stencils[0].fast
+    assert all(s is stencils[0] for s in stencils)
+    assert "CV" in str(message_from_bytes(
+        messages.build(Job(digest.id, people.subscribers[0], "<x@example.org>")) or b"",
+        policy=policy.default,
+    )["Subject"])
+
+
+_NAME_CHARS = "abcXYZ019 .,'\"=?!#&*+/^_`{|}~-<>@()[]:;\\é测"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.text(alphabet=_NAME_CHARS, max_size=50),
+    local=st.text(alphabet="abz09.+-_=?'~", min_size=1, max_size=40),
+    domain=st.sampled_from(["example.org", "mail.example.co.uk", "x-y.example"]),
+)
+def test_a_to_header_written_directly_is_the_one_the_email_package_writes(
+    name: str, local: str, domain: str
+) -> None:
+    from email.headerregistry import Address
+
+    from feeds.message import POLICY, header_text
+    from feeds.personalize import _folded
+
+    try:
+        value = str(Address(display_name=name, username=local, domain=domain))
+    except ValueError:
+        return
+    for header, text in (("To", value), ("Message-ID", f"<{local}@{domain}>")):
+        slow = POLICY.header_factory(header, header_text(text)).fold(policy=POLICY)
+        assert _folded(header, text) == slow.encode("ascii")
