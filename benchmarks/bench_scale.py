@@ -161,11 +161,11 @@ def configure(work: Path, port: int, *, connections: int, limit: float) -> None:
 def history(work: Path, days: int, subscribers: int) -> float:
     """`days` digests sent to everyone, one a day up to yesterday, with retention after each;
     seconds taken."""
+    from feeds.addressing import message_id
     from feeds.config import load_settings
     from feeds.ledger import DigestRef, Ledger
     from feeds.recipients import Confirmed
     from feeds.retention import tidy
-    from feeds.send import message_id
 
     started = time.perf_counter()
     settings = load_settings(work / "feeds.toml", {"FEEDS_UNSUBSCRIBE_SECRET": SECRET})

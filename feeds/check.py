@@ -93,7 +93,7 @@ def _where(settings: Settings) -> str:
 
 
 def _check_sending(settings: Settings, report: CheckReport) -> None:
-    from feeds.send import check_sending
+    from feeds.addressing import check_sending
 
     try:
         check_sending(settings)

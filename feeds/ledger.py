@@ -42,7 +42,7 @@ class Entry:
     status: Status
     attempts: int
     last_reply: str | None
-    # None once sent (`feeds.send.message_id` makes it again, the same, when needed).
+    # None once sent (`feeds.addressing.message_id` makes it again, the same, when needed).
     message_id: str | None
     queued: str
     first_attempt: str | None

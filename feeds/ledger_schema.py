@@ -5,7 +5,7 @@ small: the digest and the recipient are integer references (`ledger_digests.id`,
 `ledger_subscribers.id`), the status a one-digit code (`sent`, by far the most common, is 0,
 which SQLite stores in no bytes at all), times are Unix seconds, a `sent` row keeps neither the
 server's reply nor its Message-ID (the Message-ID can be computed again, see
-`feeds.send.message_id`), and a bounce finds its message through a 64-bit integer of the hash
+`feeds.addressing.message_id`), and a bounce finds its message through a 64-bit integer of the hash
 in its Message-ID. About 60 bytes a row with its indexes, against 265 in the first layout.
 
 The ledger keeps its own schema version (`ledger_meta` key `schema`), beside the build's
@@ -119,7 +119,7 @@ DROP TABLE ledger_subscribers_v1;
 def message_hash_key(message_id: str | None) -> int | None:
     """The integer a Message-ID is found by (`ledger.mhash`): the first 64 bits of the hash
     in `<digest.HASH@domain>` as a signed integer; None for a Message-ID not made by
-    `feeds.send.message_id` (a test copy)."""
+    `feeds.addressing.message_id` (a test copy)."""
     from feeds.verp import message_hash
 
     found = message_hash(message_id) if message_id else None

@@ -2,7 +2,7 @@
 bounce, which goes back to the envelope sender, says which message it is about.
 
 The token is the hash part of the message's Message-ID (`<digest.HASH@domain>`, fixed per
-digest and recipient, see `feeds.send.message_id`) and an HMAC of it, so that a forged bounce
+digest and recipient, see `feeds.addressing.message_id`) and an HMAC of it, so that a forged bounce
 cannot suppress anybody: `bounces+HASH.MAC@domain`, 43 characters before the @, within the 64
 that SMTP allows.
 """

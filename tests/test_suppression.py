@@ -14,13 +14,14 @@ from conftest import NOW, Clock, sample_issue
 from smtp_fixtures import SECRET, SmtpServer, delivery_settings, smtp_server
 
 from feeds import verp
+from feeds.addressing import message_id
 from feeds.audience import Audience
 from feeds.cli import cli
 from feeds.config import Settings
 from feeds.deliver import Failure, Tally
 from feeds.ledger import Entry, Ledger
 from feeds.model import Digest
-from feeds.send import Issues, message_id, send
+from feeds.send import Issues, send
 
 __all__ = ["smtp_server"]
 pytestmark = pytest.mark.smtp
