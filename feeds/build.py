@@ -172,6 +172,11 @@ def build(
                     "errors": report.errors,
                 },
             )
+        if settings.site.websub_hub:
+            # After the files are in place; a no-op build retries what a failed hub left.
+            from feeds.websub import announce
+
+            report.warnings += announce(settings, report.written, log).failures
     report.seconds = time.perf_counter() - started
     return report
 

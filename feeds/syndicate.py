@@ -157,7 +157,8 @@ def render_feed(
     calls.
 
     The RSS and Atom subscription documents link `prev-archive` to the archive document of
-    the month of their newest paper (`feeds.archive`).
+    the month of their newest paper (`feeds.archive`), and name the WebSub hub when one is set
+    (`[site] websub_hub`; the JSON Feed in its `hubs`).
     """
     if times is None:
         times = entry_times(papers, settings.site.tz)
@@ -166,6 +167,9 @@ def render_feed(
     site = settings.site
     links: dict[str, list[tuple[str, str]]] = {"atom": [], "rss": []}
     for ext, rels in links.items():
+        if site.websub_hub:
+            # WebSub discovery: the hub beside the self link feedgen writes.
+            rels.append(("hub", site.websub_hub))
         if papers:
             month = archive_month(papers[0], site.tz)
             rels.append(("prev-archive", site.url(feed.archive(month, ext))))
@@ -301,6 +305,7 @@ def json_feed(
         "description": one_line(feed.description),
         "authors": [{"name": one_line(site.author) or GENERATOR}],
         "language": site.language,
+        **({"hubs": [{"type": "WebSub", "url": site.websub_hub}]} if site.websub_hub else {}),
         "items": [
             _json_item(paper, times[paper.key], _content(paper, known, settings), settings)
             for paper in papers
