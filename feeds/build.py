@@ -152,6 +152,11 @@ def build(
                     "errors": report.errors,
                 },
             )
+        if settings.site.websub_hub:
+            # After the files are in place; a no-op build retries what a failed hub left.
+            from feeds.websub import announce
+
+            report.warnings += announce(settings, report.written, log).failures
     report.seconds = time.perf_counter() - started
     return report
 
@@ -169,10 +174,12 @@ def _publish(
     force: bool,
     workers: Workers,
 ) -> None:
+    from feeds.archive_build import Shelf
     from feeds.assemble import assemble
 
     paths = settings.paths
     render_fp = fingerprints.render_fingerprint(settings)
+    shelf = Shelf(conn, settings, render_fp, force)
     for leftover in output.remove_temporaries(paths.output):
         log(f"removed a temporary file left by a killed build: {leftover}")
 
@@ -188,7 +195,8 @@ def _publish(
 
     tick = time.perf_counter()
     keys, titles = state.guid_maps(conn)
-    ctx, identities = assemble(found.digests, keys, titles, hydrate=_hydrate(conn, found, settings))
+    hydrate = _hydrate(conn, found, settings, shelf.plan)
+    ctx, identities = assemble(found.digests, keys, titles, hydrate=hydrate)
     report.digests = len(ctx.digests)
     report.papers = len(ctx.papers)
     report.timings["assemble"] = time.perf_counter() - tick
@@ -239,6 +247,7 @@ def _publish(
     report.timings["archive"] = time.perf_counter() - tick
     tick = time.perf_counter()
     site_files.update(syndicate.render_feeds(ctx, settings))
+    site_files.update(shelf.render(ctx))
     report.timings["feeds"] = time.perf_counter() - tick
     tick = time.perf_counter()
     site_files.update(site.render_site(ctx, settings))
@@ -247,6 +256,7 @@ def _publish(
     tick = time.perf_counter()
     report.written += output.write_files(paths.output, site_files)
     owned.update(dict.fromkeys(site_files, ""))
+    owned.update(dict.fromkeys(shelf.paths, ""))
     gone = (set(owned_before) | _in_our_layout(paths.output)) - set(owned)
     report.removed = output.remove_files(paths.output, gone)
     report.timings["write"] = time.perf_counter() - tick + write_seconds
@@ -264,10 +274,14 @@ def _publish(
         state.save_renders(conn, rendered, rendered_before)
         state.save_outputs(conn, owned, owned_before)
         state.set_meta(conn, "published", json.dumps(sorted(found.headers)))
+        shelf.save(conn)
 
 
 def _hydrate(
-    conn: sqlite3.Connection, found: inputs.Inputs, settings: Settings
+    conn: sqlite3.Connection,
+    found: inputs.Inputs,
+    settings: Settings,
+    also: Callable[[BuildContext], set[str]],
 ) -> Callable[[BuildContext], dict[str, Digest]]:
     """For `assemble`: the digests that sight a paper some page shows, in full, by id.
 
@@ -279,7 +293,8 @@ def _hydrate(
     from feeds.catalog import feed_list, select
 
     def hydrate(summary: BuildContext) -> dict[str, Digest]:
-        needed: set[str] = set()
+        # The archive documents to render, and the digests they need (feeds.archive_build).
+        needed = also(summary)
         limit = settings.site.items_per_feed
         for feed in feed_list(summary, settings):
             for paper in select(summary, feed, limit):

@@ -12,6 +12,7 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
+from datetime import tzinfo
 from functools import lru_cache
 from typing import Literal
 
@@ -57,6 +58,11 @@ class FeedInfo:
     def html(self) -> str:
         return f"feeds/{self.slug}.html"
 
+    def archive(self, month: str, ext: str) -> str:
+        """The RFC 5005 archive document of one month ("2021-03") in one format ("atom",
+        "rss"): `feeds/archive/<slug>/<month>.<ext>`."""
+        return f"feeds/archive/{self.slug}/{month}.{ext}"
+
     @property
     def label(self) -> str:
         """What the feed is about, in a few words: "计算机视觉 (CV)", "重点关注"."""
@@ -86,6 +92,16 @@ def category_slug(code: str) -> str:
 
 def category_label(code: str, name: str | None) -> str:
     return f"{name} ({code})" if name and name != code else code
+
+
+def archive_month(paper: Paper, tz: tzinfo) -> str:
+    """The month a paper is archived under ("2021-03"): its first-seen date's, in the site's
+    time zone. Not its entry time, which counts seconds back from a digest's time and could
+    cross into the previous month."""
+    moment = paper.first_seen
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)  # as the feeds read a naive time
+    return moment.astimezone(tz).strftime("%Y-%m")
 
 
 def feed_list(ctx: BuildContext, settings: Settings) -> list[FeedInfo]:

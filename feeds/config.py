@@ -49,6 +49,9 @@ class SiteSettings:
     language: str = "zh-CN"
     timezone: str = "Asia/Shanghai"
     items_per_feed: int = 100
+    # A WebSub hub (e.g. "https://pubsubhubbub.appspot.com/"): the RSS, Atom and JSON feeds
+    # name it, and the build tells it which feeds changed (feeds.websub). Empty: no hub.
+    websub_hub: str | None = None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -339,6 +342,14 @@ def _validate(
         raise wrong("[site] base_url", f"must be an http(s) URL with a host, not {site.base_url!r}")
     if site.items_per_feed < 1:
         raise wrong("[site] items_per_feed", "must be at least 1")
+    if site.websub_hub:
+        hub = urlsplit(site.websub_hub)
+        if hub.scheme not in ("https", "http") or not hub.hostname or hub.fragment:
+            raise wrong("[site] websub_hub", f"must be an http(s) URL, not {site.websub_hub!r}",
+                        "e.g. https://pubsubhubbub.appspot.com/")
+        if hub.scheme == "http" and not is_loopback(hub.hostname):
+            # The hub is told which feeds changed at every build: over https, as hubs serve.
+            raise wrong("[site] websub_hub", "must be https:// (http:// on 127.0.0.1 only)")
     if not 20_000 <= newsletter.size_budget <= 10_000_000:
         raise wrong(
             "[newsletter] size_budget", "must be between 20000 and 10000000 bytes",

@@ -26,6 +26,8 @@ RENDER_MODULES = (
     "feeds.links",
     "feeds.identity",
     "feeds.syndicate",
+    "feeds.archive",
+    "feeds.feedlinks",
     "feeds.entry",
     "feeds.credits",
     "feeds.site",

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, time, timedelta, tzinfo
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from feeds.catalog import FeedInfo, feed_list, select
+from feeds.catalog import FeedInfo, archive_month, feed_list, select
 from feeds.config import Settings
 
 # What an entry says lives in feeds.entry; these names are this module's API as well.
@@ -65,6 +65,7 @@ __all__ = [
     "permalink",
     "render_feed",
     "render_feeds",
+    "xml_documents",
 ]
 
 GENERATOR = "digest-feeds"
@@ -153,26 +154,68 @@ def render_feed(
 ) -> dict[str, bytes]:
     """One feed's three files, entries in the order given; `times` from `entry_times` over all
     papers (default: over these papers alone); `contents` keeps entry HTML by paper key across
-    calls."""
+    calls.
+
+    The RSS and Atom subscription documents link `prev-archive` to the archive document of
+    the month of their newest paper (`feeds.archive`), and name the WebSub hub when one is set
+    (`[site] websub_hub`; the JSON Feed in its `hubs`).
+    """
     if times is None:
         times = entry_times(papers, settings.site.tz)
     if contents is None:
         contents = {}
-    generator = _feedgen(feed, papers, settings, times, contents)
     site = settings.site
-    # One generator serves both XML formats: only the self link differs, and the HTML page
-    # goes last because feedgen makes the last link the RSS channel <link>.
-    generator.link(href=site.url(feed.atom), rel="self", type="application/atom+xml", replace=True)
-    generator.link(href=site.url(feed.html), rel="alternate", type="text/html")
-    atom = generator.atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
-    generator.link(href=site.url(feed.rss), rel="self", type="application/rss+xml", replace=True)
-    generator.link(href=site.url(feed.html), rel="alternate", type="text/html")
-    rss = generator.rss_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+    links: dict[str, list[tuple[str, str]]] = {"atom": [], "rss": []}
+    for ext, rels in links.items():
+        if site.websub_hub:
+            # WebSub discovery: the hub beside the self link feedgen writes.
+            rels.append(("hub", site.websub_hub))
+        if papers:
+            month = archive_month(papers[0], site.tz)
+            rels.append(("prev-archive", site.url(feed.archive(month, ext))))
+    atom, rss = xml_documents(
+        feed, papers, settings, times, contents,
+        atom_path=feed.atom, rss_path=feed.rss, links=links, archive=False,
+    )
     return {
         feed.rss: rss,
         feed.atom: atom,
         feed.json: json_feed(feed, papers, settings, times, contents),
     }
+
+
+def xml_documents(
+    feed: FeedInfo,
+    papers: Sequence[Paper],
+    settings: Settings,
+    times: Mapping[str, datetime],
+    contents: dict[str, str],
+    *,
+    atom_path: str,
+    rss_path: str,
+    links: Mapping[str, Sequence[tuple[str, str]]],
+    archive: bool,
+) -> tuple[bytes, bytes]:
+    """The Atom and RSS documents of `papers` under `feed`'s identity, each with its self link
+    (`atom_path`, `rss_path`), the feed-level `links` of its format ("atom", "rss": (rel, URL)
+    pairs) and, for an RFC 5005 archive document, the `fh:archive` mark."""
+    from feeds import feedlinks
+
+    generator = _feedgen(feed, papers, settings, times, contents)
+    generator.register_extension(feedlinks.NAMESPACE, feedlinks.FeedLinksExtension)
+    generator.feedlinks.archive(archive)
+    site = settings.site
+    # One generator serves both XML formats: only the self link differs, and the HTML page
+    # goes last because feedgen makes the last link the RSS channel <link>.
+    generator.link(href=site.url(atom_path), rel="self", type="application/atom+xml", replace=True)
+    generator.link(href=site.url(feed.html), rel="alternate", type="text/html")
+    generator.feedlinks.links(list(links.get("atom", ())))
+    atom = generator.atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+    generator.link(href=site.url(rss_path), rel="self", type="application/rss+xml", replace=True)
+    generator.link(href=site.url(feed.html), rel="alternate", type="text/html")
+    generator.feedlinks.links(list(links.get("rss", ())))
+    rss = generator.rss_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+    return atom, rss
 
 
 def _feedgen(
@@ -262,6 +305,7 @@ def json_feed(
         "description": one_line(feed.description),
         "authors": [{"name": one_line(site.author) or GENERATOR}],
         "language": site.language,
+        **({"hubs": [{"type": "WebSub", "url": site.websub_hub}]} if site.websub_hub else {}),
         "items": [
             _json_item(paper, times[paper.key], _content(paper, known, settings), settings)
             for paper in papers

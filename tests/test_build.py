@@ -224,6 +224,7 @@ def test_a_removed_digest_takes_its_newsletter_files_with_it(
     report = build(settings, now=NOW, log=quiet)
     # Robotics (RO) appeared in that digest only: its feed goes too, as a fresh build would.
     assert sorted(report.removed) == [
+        "feeds/archive/ro/2021-03.atom", "feeds/archive/ro/2021-03.rss",
         "feeds/ro.atom", "feeds/ro.html", "feeds/ro.json", "feeds/ro.rss", *issue_files,
     ]
     assert (settings.paths.output / "unrelated.txt").exists()

@@ -535,6 +535,8 @@ def test_rss_channel_link_is_the_feed_page_and_self_links_point_at_each_file() -
     assert links == [
         ("self", "https://digest.example.org/feeds/cv.atom"),
         ("alternate", "https://digest.example.org/feeds/cv.html"),
+        # RFC 5005: the month of the feed's newest paper (feeds.archive).
+        ("prev-archive", "https://digest.example.org/feeds/archive/cv/2021-03.atom"),
     ]
 
 
