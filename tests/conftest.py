@@ -87,6 +87,29 @@ def built_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return settings.paths.output
 
 
+@pytest.fixture(scope="session")
+def served_site(built_site: Path) -> Iterator[str]:
+    """`built_site` served by a real http.server on 127.0.0.1 (the search box loads its index
+    with a module import, which browsers refuse from file://); its base URL."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(built_site))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 # What headless Chromium needs on a closed network, as root, with no GPU.
 CHROMIUM_FLAGS = [
