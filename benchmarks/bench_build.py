@@ -23,7 +23,8 @@ TARGETS = {"full": 60.0, "one": 2.0, "noop": 0.3, "peak_mb": 300.0}
 
 def phases(output: str) -> dict[str, float]:
     """The phase timings `feeds build -v` prints on its summary line."""
-    found = re.findall(r"(parse|newsletter|archive|feeds|site|write) (\d+\.\d+) s", output)
+    names = "parse|newsletter|archive|feeds|history|search|site|write"
+    found = re.findall(rf"({names}) (\d+\.\d+) s", output)
     return {name: float(value) for name, value in found}
 
 

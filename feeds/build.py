@@ -174,12 +174,12 @@ def _publish(
     force: bool,
     workers: Workers,
 ) -> None:
-    from feeds.archive_build import Shelf
+    from feeds.additions import Additions
     from feeds.assemble import assemble
 
     paths = settings.paths
     render_fp = fingerprints.render_fingerprint(settings)
-    shelf = Shelf(conn, settings, render_fp, force)
+    additions = Additions(conn, settings, render_fp, force)
     for leftover in output.remove_temporaries(paths.output):
         log(f"removed a temporary file left by a killed build: {leftover}")
 
@@ -195,7 +195,7 @@ def _publish(
 
     tick = time.perf_counter()
     keys, titles = state.guid_maps(conn)
-    hydrate = _hydrate(conn, found, settings, shelf.plan)
+    hydrate = _hydrate(conn, found, settings, additions.plan)
     ctx, identities = assemble(found.digests, keys, titles, hydrate=hydrate)
     report.digests = len(ctx.digests)
     report.papers = len(ctx.papers)
@@ -247,8 +247,9 @@ def _publish(
     report.timings["archive"] = time.perf_counter() - tick
     tick = time.perf_counter()
     site_files.update(syndicate.render_feeds(ctx, settings))
-    site_files.update(shelf.render(ctx))
     report.timings["feeds"] = time.perf_counter() - tick
+    site_files.update(additions.render(ctx))
+    report.timings.update(additions.timings)
     tick = time.perf_counter()
     site_files.update(site.render_site(ctx, settings))
     report.timings["site"] = time.perf_counter() - tick
@@ -256,7 +257,7 @@ def _publish(
     tick = time.perf_counter()
     report.written += output.write_files(paths.output, site_files)
     owned.update(dict.fromkeys(site_files, ""))
-    owned.update(dict.fromkeys(shelf.paths, ""))
+    owned.update(dict.fromkeys(additions.paths, ""))
     gone = (set(owned_before) | _in_our_layout(paths.output)) - set(owned)
     report.removed = output.remove_files(paths.output, gone)
     report.timings["write"] = time.perf_counter() - tick + write_seconds
@@ -274,7 +275,7 @@ def _publish(
         state.save_renders(conn, rendered, rendered_before)
         state.save_outputs(conn, owned, owned_before)
         state.set_meta(conn, "published", json.dumps(sorted(found.headers)))
-        shelf.save(conn)
+        additions.save(conn)
 
 
 def _hydrate(
@@ -293,7 +294,7 @@ def _hydrate(
     from feeds.catalog import feed_list, select
 
     def hydrate(summary: BuildContext) -> dict[str, Digest]:
-        # The archive documents to render, and the digests they need (feeds.archive_build).
+        # What the feeds' archive documents and the search index need (feeds.additions).
         needed = also(summary)
         limit = settings.site.items_per_feed
         for feed in feed_list(summary, settings):

@@ -28,6 +28,7 @@ RENDER_MODULES = (
     "feeds.syndicate",
     "feeds.archive",
     "feeds.feedlinks",
+    "feeds.search",
     "feeds.entry",
     "feeds.credits",
     "feeds.site",

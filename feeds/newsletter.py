@@ -154,6 +154,7 @@ def render_archive(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
         css=_css(env),
         issues=rows,
         language=settings.site.language,
+        search=settings.site.search,
     )
     return {"newsletter/index.html": html.encode("utf-8")}
 

@@ -3,7 +3,8 @@
 Pure like every generator: the build context and settings in, bytes out. Pages link to each
 other with relative URLs (the site works from any folder, even file://); what leaves the site
 (autodiscovery, OPML) uses absolute URLs from `[site] base_url`. Templates live in
-`templates/site/` (jinja2, autoescaped); no JavaScript, no XSLT.
+`templates/site/` (jinja2, autoescaped); no XSLT. The one script, `search.js`, only adds the
+search box (over the index `feeds.search_build` makes): every page works without it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def render_site(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
         alternates=[alt for feed in feeds for alt in _alternates(feed, settings)],
         latest=_digest_view(latest, settings) if latest else None,
         newsletter=_signup_view(feeds, settings),
+        search=settings.site.search,
     )
     files["index.html"] = index.encode("utf-8")
 
@@ -66,6 +68,10 @@ def render_site(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
         modified=_rfc822(newest) if newest else None,
     )
     files["feeds.opml"] = opml.encode("utf-8")
+    if settings.site.search:
+        # The search box's script, for the index and the newsletter archive (feeds.search).
+        assert env.loader is not None
+        files["search.js"] = env.loader.get_source(env, "search.js")[0].encode("utf-8")
     return files
 
 

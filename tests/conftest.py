@@ -70,10 +70,12 @@ def artifacts_dir(request: pytest.FixtureRequest) -> Path:
 def built_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real build of the sample digests, shared by the browser tests; its output folder."""
     from feeds.build import build
-    from feeds.config import PathSettings, Settings
+    from feeds.config import PathSettings, Settings, SiteSettings
 
     work = tmp_path_factory.mktemp("site")
     settings = Settings(
+        # With the search index: the browser tests search it.
+        site=SiteSettings(search=True),
         paths=PathSettings(
             input=SAMPLE_DIGESTS,
             output=work / "output",
@@ -85,6 +87,29 @@ def built_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     report = build(settings, now=datetime(2022, 8, 14, tzinfo=UTC), log=lambda _: None)
     assert not report.failed, report.summary_lines(True)
     return settings.paths.output
+
+
+@pytest.fixture(scope="session")
+def served_site(built_site: Path) -> Iterator[str]:
+    """`built_site` served by a real http.server on 127.0.0.1 (the search box loads its index
+    with a module import, which browsers refuse from file://); its base URL."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(built_site))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 CHROMIUM = Path("/usr/bin/chromium")

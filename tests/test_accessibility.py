@@ -82,3 +82,26 @@ def test_axe_does_find_a_planted_contrast_failure_and_a_missing_landmark(
     )
     ids = {v["id"] for v in violations(chromium, page, 375, False, axe)}
     assert {"color-contrast", "landmark-one-main"} <= ids
+
+
+@pytest.mark.parametrize("dark", [False, True], ids=["light", "dark"])
+@pytest.mark.parametrize("width", [375, 1280])
+@pytest.mark.parametrize("name", ["index.html", "newsletter/index.html"])
+def test_axe_finds_no_violation_in_the_search_box_and_its_results(
+    chromium: Any, served_site: str, name: str, width: int, dark: bool, axe: Path
+) -> None:
+    # Over HTTP: the search box shows only where its index loads, which file:// forbids.
+    page = chromium.new_page()
+    try:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.emulate_media(color_scheme="dark" if dark else "light")
+        page.goto(served_site + name)
+        page.wait_for_selector("#search-q", state="visible", timeout=15_000)
+        page.fill("#search-q", "self-supervised")
+        page.wait_for_selector("#search-results .search-result mark", timeout=15_000)
+        assert page.locator("#search-section").is_visible()
+        page.add_script_tag(path=str(axe))
+        found = page.evaluate(_RUN)
+        assert found == [], found
+    finally:
+        page.close()

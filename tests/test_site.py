@@ -56,6 +56,21 @@ def test_the_site_has_an_index_a_page_per_feed_and_the_opml(
     assert {"feeds/all.html", "feeds/starred.html", "feeds/lg.html", "feeds/cv.html"} <= expected
 
 
+def test_the_search_box_and_its_script_come_only_with_search_on(
+    sample_ctx: BuildContext, pages: dict[str, bytes]
+) -> None:
+    assert b"search" not in pages["index.html"].lower().replace(b"research", b"")
+    on = replace(SETTINGS, site=replace(SETTINGS.site, search=True))
+    searching = render_site(sample_ctx, on)
+    assert searching["search.js"] == (ROOT / "templates" / "site" / "search.js").read_bytes()
+    doc = lxml_html.fromstring(searching["index.html"])
+    # One script only, the search box's, from the site itself (feeds.search).
+    assert [(s.get("type"), s.get("src"), s.text) for s in doc.xpath("//script")] == [
+        ("module", "search.js", None)
+    ]
+    assert doc.xpath('//section[@id="search-section"]')
+
+
 def test_the_index_announces_every_feed_in_every_format(
     sample_ctx: BuildContext, pages: dict[str, bytes]
 ) -> None:
@@ -68,7 +83,8 @@ def test_the_index_announces_every_feed_in_every_format(
             expected.add((mime, SETTINGS.site.url(path)))
     assert found == expected
     assert all(href.startswith("https://digest.example.org/feeds/") for _, href in found)
-    assert not doc.xpath("//script")
+    # No script: search is off by default.
+    assert doc.xpath("//script") == []
 
 
 def test_the_index_shows_the_latest_digest_and_links_its_newsletter(
@@ -179,13 +195,18 @@ def test_hostile_text_stays_inert_text_everywhere() -> None:
     settings = replace(SETTINGS, site=replace(SETTINGS.site, title='Site <"&">'))
     pages = render_site(hostile_ctx(), settings)
     for name, data in pages.items():
+        if name == "search.js":
+            assert data == (ROOT / "templates" / "site" / "search.js").read_bytes()
+            continue
         text = data.decode("utf-8")
         assert "<script>" not in text and "<iframe>" not in text and "<img" not in text, name
         assert "\x00" not in text and "\x01" not in text and "\x0b" not in text, name
         assert "javascript:" not in text.replace("javascript:alert(1)</", ""), name
         if name.endswith(".html"):
             doc = lxml_html.fromstring(data)
-            assert not doc.xpath("//script | //iframe | //img | //style[not(parent::head)]")
+            inline = "//script[not(@src)] | //iframe | //img | //style[not(parent::head)]"
+            assert not doc.xpath(inline)
+            assert [s.get("src") for s in doc.xpath("//script")] in ([], ["search.js"])
             assert all(not h.lower().startswith("javascript") for h in doc.xpath("//a/@href"))
     opml = etree.fromstring(pages["feeds.opml"])
     assert opml.findtext("./head/title") == 'Site <"&">'
@@ -226,12 +247,13 @@ def test_pages_fit_a_phone_screen_without_sideways_scrolling(
     browser_page.goto((tmp_path / name).as_uri())
     width = browser_page.evaluate("document.documentElement.scrollWidth")
     assert width <= 375
-    # Every paper title is on screen horizontally, and the page ran no script of its own.
+    # Every paper title is on screen horizontally, and the page runs no script (search is off).
     boxes = browser_page.evaluate(
         "[...document.querySelectorAll('article .title')].map(e => e.getBoundingClientRect())"
         ".map(b => [b.left, b.right])"
     )
     assert all(left >= 0 and right <= 375 for left, right in boxes)
     assert browser_page.evaluate("document.scripts.length") == 0
+    assert browser_page.locator("#search-q").count() == 0
     browser_page.screenshot(path=str(artifacts_dir / f"{name.replace('/', '-')}.png"),
                             full_page=False)

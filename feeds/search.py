@@ -1,0 +1,97 @@
+"""What the site's full-text search knows of each paper: one Pagefind record per paper.
+
+Pure like every generator: the build context and settings in, records out. A record is the
+paper, not a page: its URL is the paper's permanent place on the site (its anchor in the web
+copy of the issue that first showed it), its text the titles in both languages, authors,
+affiliations, category, summary, abstract and the curator's notes, and its metadata what a
+result shows (`templates/site/search.js`). `feeds.search_build` hands the records to Pagefind.
+Records are made from the papers rather than by having Pagefind read the written pages: a page
+is an issue, and a filter (category, star) belongs to a paper, not to an issue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from feeds.catalog import STARRED_LABEL, category_label
+from feeds.config import Settings
+from feeds.entry import clean, entry_authors, entry_title, one_line
+from feeds.links import paper_page
+from feeds.model import BuildContext
+from feeds.syndicate import entry_times
+
+# The filters a visitor can narrow results with, and the value a starred paper has.
+CATEGORY_FILTER = "category"
+STARRED_FILTER = "starred"
+STARRED_VALUE = STARRED_LABEL
+# The sort key: the entry time, "YYYY-MM-DDTHH:MM:SS" in the site's time zone, which sorts
+# as text in time order and keeps one digest's papers in the curator's order.
+SORT_KEY = "date"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One paper for Pagefind: where it is, what it says, what a result shows."""
+
+    url: str
+    content: str
+    language: str
+    meta: dict[str, str] = field(default_factory=dict)
+    filters: dict[str, list[str]] = field(default_factory=dict)
+    sort: dict[str, str] = field(default_factory=dict)
+
+
+def index_language(settings: Settings) -> str:
+    """The index's language: the site's, as the pages' `<html lang>` names it, which is how
+    Pagefind's script picks the index to search. Chinese text is segmented into words only
+    under a Chinese code (the default, zh-CN)."""
+    return settings.site.language.lower()
+
+
+def records(ctx: BuildContext, settings: Settings) -> list[Record]:
+    """A record for every paper with a place on the site, newest first."""
+    tz = settings.site.tz
+    language = index_language(settings)
+    times = entry_times(ctx.papers, tz)
+    found: list[Record] = []
+    for paper in ctx.papers:
+        item = paper.item
+        page = paper_page(item)
+        if page is None:
+            continue
+        title = entry_title(item)
+        title_zh = one_line(item.title_zh)
+        authors = ", ".join(entry_authors(item))
+        if authors and item.authors_truncated:
+            authors += " et al."
+        affiliations = "; ".join(n for n in (one_line(a) for a in item.affiliations) if n)
+        code = one_line(item.category)
+        category = category_label(code, one_line(item.category_name) or None) if code else ""
+        moment = times[paper.key].astimezone(tz)
+        meta = {"title": title, "date": moment.strftime("%Y-%m-%d")}
+        filters: dict[str, list[str]] = {}
+        if title_zh and title_zh != title:
+            meta["title_zh"] = title_zh
+        if authors:
+            meta["authors"] = authors
+        if affiliations:
+            meta["affiliations"] = affiliations
+        if category:
+            meta["category"] = category
+            filters[CATEGORY_FILTER] = [category]
+        if item.starred:
+            meta["starred"] = STARRED_VALUE
+            filters[STARRED_FILTER] = [STARRED_VALUE]
+        parts = [title, title_zh, authors, affiliations, category, clean(item.summary_zh),
+                 clean(item.abstract), clean(item.notes)]
+        found.append(
+            Record(
+                url=page,
+                content="\n".join(part for part in parts if part),
+                language=language,
+                meta=meta,
+                filters=filters,
+                sort={SORT_KEY: moment.strftime("%Y-%m-%dT%H:%M:%S")},
+            )
+        )
+    return found

@@ -1,0 +1,273 @@
+"""The full-text search: a Pagefind record per paper, an index the build makes only when a
+paper changed (byte-identical when made again), and the search box in a real headless
+Chromium over a real http.server: Chinese and English queries, the category and starred
+filters, the link to the paper's anchor, a phone's width."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, SAMPLE_DIGESTS, make_context, make_paper
+from test_archive import LATER_DIGEST
+
+from feeds.build import BuildReport, build
+from feeds.config import PathSettings, Settings, SiteSettings
+from feeds.links import paper_page
+from feeds.search import records
+
+NOW = datetime(2022, 9, 30, tzinfo=UTC)
+MULTI_VIEW = "Self-supervised Learning from a Multi-view Perspective"
+KERNEL = "Self-Supervised Learning with Kernel Dependence Maximization"
+
+
+# --- the records ---------------------------------------------------------------------------
+
+
+def test_each_paper_is_one_record_at_its_anchor_with_what_a_result_shows() -> None:
+    starred = make_paper(1, starred=True, category="LG", title_zh="用多视角看自监督学习")
+    plain = make_paper(2, days_ago=1, category=None, category_name=None, affiliations=())
+    found = records(make_context(starred, plain), Settings())
+    assert [r.url for r in found] == [paper_page(starred.item), paper_page(plain.item)]
+    assert found[0].url == "newsletter/2021-03-30.html#p-" + found[0].url.split("#p-")[1]
+    first, second = found
+    assert first.language == "zh-cn"
+    assert first.meta == {
+        "title": "Paper number 1", "date": "2021-03-30", "title_zh": "用多视角看自监督学习",
+        "authors": "Y H Tsai, R Salakhutdinov", "affiliations": "CMU; Google Research",
+        "category": "机器学习 (LG)", "starred": "重点关注",
+    }
+    assert first.filters == {"category": ["机器学习 (LG)"], "starred": ["重点关注"]}
+    assert second.filters == {} and "category" not in second.meta
+    # The text holds both titles, the people and both summaries.
+    for words in ("Paper number 1", "用多视角看自监督学习", "Y H Tsai", "CMU", "一句中文摘要",
+                  "An English abstract."):
+        assert words in first.content
+    # Sorted as text, newer papers sort later: the build's sort key is the entry time.
+    assert first.sort["date"] > second.sort["date"]
+
+
+# --- the index in the build ----------------------------------------------------------------
+
+
+def settings_for(tmp_path: Path) -> Settings:
+    inputs = tmp_path / "digests"
+    if not inputs.exists():
+        shutil.copytree(SAMPLE_DIGESTS, inputs)
+    return Settings(site=SiteSettings(search=True), paths=PathSettings(
+        input=inputs, output=tmp_path / "output", state=tmp_path / "state" / "feeds.sqlite3",
+        templates=ROOT / "templates", subscribers=tmp_path / "subscribers.csv",
+    ))
+
+
+def run_build(settings: Settings, *, force: bool = False) -> BuildReport:
+    report = build(settings, now=NOW, log=lambda _: None, force=force)
+    assert not report.failed, report.summary_lines(True)
+    return report
+
+
+def bundle(settings: Settings) -> dict[str, bytes]:
+    root = settings.paths.output / "pagefind"
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_the_index_is_made_once_and_again_only_when_a_paper_changed(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    first = run_build(settings)
+    assert "search" in first.timings
+    made = bundle(settings)
+    assert {"pagefind.js", "pagefind-entry.json", "pagefind-worker.js"} <= set(made)
+    assert any(name.startswith("index/zh-cn_") for name in made)
+    # Pagefind's own interfaces are not published: the site has its own search box.
+    assert not [name for name in made if "-ui." in name]
+    assert (settings.paths.output / "search.js").is_file()
+
+    # No-op build: nothing read, nothing indexed.
+    assert run_build(settings).noop
+    # A real build with the same papers (an input touched): the index is kept as it is.
+    (settings.paths.input / "2021-03-10.txt").touch()
+    same = run_build(settings)
+    assert not same.noop and "search" not in same.timings
+    assert bundle(settings) == made
+    # Made again by force: the same bytes, so no file of it is written.
+    forced = run_build(settings, force=True)
+    assert "search" in forced.timings
+    assert not [p for p in forced.written if p.startswith("pagefind/")]
+
+    (settings.paths.input / "2022-09-02.txt").write_text(LATER_DIGEST, encoding="utf-8")
+    later = run_build(settings)
+    assert "search" in later.timings
+    remade = bundle(settings)
+    assert remade != made and "pagefind.js" in remade
+    # Index files of the old index the new one does not have are gone: the build owned them.
+    assert {f"pagefind/{name}" for name in set(made) - set(remade)} <= set(later.removed)
+
+
+def test_an_index_file_deleted_by_hand_makes_the_next_real_build_index_again(
+    tmp_path: Path,
+) -> None:
+    settings = settings_for(tmp_path)
+    run_build(settings)
+    made = bundle(settings)
+    (settings.paths.output / "pagefind" / "pagefind-entry.json").unlink()
+    (settings.paths.input / "2021-03-10.txt").touch()
+    again = run_build(settings)
+    assert "search" in again.timings and again.written == ["pagefind/pagefind-entry.json"]
+    assert bundle(settings) == made
+
+
+# --- the search box in Chromium ------------------------------------------------------------
+
+
+def search_page(chromium: Any, url: str, width: int = 800) -> Any:
+    page = chromium.new_page()
+    page.set_viewport_size({"width": width, "height": 900})
+    page.goto(url)
+    page.wait_for_selector("#search-q", state="visible", timeout=15_000)
+    return page
+
+
+def results(page: Any, query: str, change: Any = None) -> list[dict[str, str]]:
+    """Type `query` (or make the `change` given) and wait for that search's results: each
+    result's title, link, titles and meta line."""
+    before = int(page.get_attribute("#search", "data-done") or 0)
+    if change is None:
+        page.fill("#search-q", query)
+    else:
+        change()
+    page.wait_for_function(
+        "(before) => Number(document.querySelector('#search').dataset.done || 0) > before",
+        arg=before, timeout=15_000,
+    )
+    assert page.input_value("#search-q") == query
+    found: list[dict[str, str]] = page.evaluate(
+        """() => [...document.querySelectorAll('#search-results .search-result')].map((li) => ({
+             title: li.querySelector('.search-title a').textContent,
+             href: li.querySelector('.search-title a').href,
+             zh: li.querySelector('.search-title-zh')?.textContent || '',
+             meta: li.querySelector('.search-meta').textContent,
+             authors: li.querySelector('.search-authors')?.textContent || '',
+           }))"""
+    )
+    return found
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("start", ["index.html", "newsletter/index.html"])
+def test_a_chinese_and_an_english_query_find_the_paper_first_and_its_link_lands_on_it(
+    chromium: Any, served_site: str, start: str, artifacts_dir: Path
+) -> None:
+    page = search_page(chromium, served_site + start)
+    try:
+        # Newest first by default; within a digest, the curator's order.
+        chinese = results(page, "多视角")
+        assert chinese[0]["title"] == MULTI_VIEW
+        assert chinese[0]["zh"] == "用多视角看自监督学习"
+        assert chinese[0]["meta"] == "2021-03-30 · 机器学习 (LG)"
+        assert chinese[0]["authors"] == "Y H Tsai, Y Wu, R Salakhutdinov, L Morency [CMU]"
+        english = results(page, "multi-view")
+        assert english[0]["title"] == MULTI_VIEW
+        assert results(page, "kernel dependence")[0]["title"] == KERNEL
+        # Both words of the issue's example find the paper, newest first.
+        for query in ("自监督", "self-supervised"):
+            newest = results(page, query)
+            assert MULTI_VIEW in [r["title"] for r in newest], query
+            dates = [r["meta"][:10] for r in newest]
+            assert dates == sorted(dates, reverse=True) and len(set(dates)) > 1
+        # Best match instead: the same papers, in another order.
+        best = results(page, "self-supervised", lambda: page.select_option("#search-sort", ""))
+        assert sorted(r["title"] for r in best) == sorted(r["title"] for r in newest)
+        assert [r["title"] for r in best] != [r["title"] for r in newest]
+        results(page, "self-supervised", lambda: page.select_option("#search-sort", "date"))
+        found = results(page, "multi-view")
+        page.screenshot(path=str(artifacts_dir / "search.png"), full_page=True)
+        href = found[0]["href"]
+        assert href.startswith(served_site + "newsletter/2021-03-30.html#p-")
+        page.click("#search-results .search-result a")
+        page.wait_for_url(href)
+        anchor = href.split("#", 1)[1]
+        landed = page.evaluate(
+            "(id) => { const el = document.getElementById(id); const box = "
+            "el.getBoundingClientRect(); return [el.matches(':target'), el.textContent, "
+            "box.top, innerHeight]; }",
+            anchor,
+        )
+        assert landed[0] is True and MULTI_VIEW in landed[1]
+        assert 0 <= landed[2] < landed[3]  # scrolled to it
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+def test_the_category_and_starred_filters_narrow_the_results(
+    chromium: Any, served_site: str
+) -> None:
+    page = search_page(chromium, served_site + "index.html")
+    try:
+        everything = results(page, "self-supervised")
+        categories = {r["meta"].split(" · ")[1] for r in everything if " · " in r["meta"]}
+        assert {"机器学习 (LG)", "计算机视觉 (CV)"} <= categories
+        vision = results(
+            page, "self-supervised",
+            lambda: page.select_option("#search-category", "计算机视觉 (CV)"),
+        )
+        assert vision and len(vision) < len(everything)
+        assert all("计算机视觉 (CV)" in r["meta"] for r in vision)
+        results(page, "self-supervised", lambda: page.select_option("#search-category", ""))
+        results(page, "self-supervised", lambda: page.check("#search-starred"))
+        starred = results(page, "learning")
+        assert starred and all("★ 重点关注" in r["meta"] for r in starred)
+        everything_learning = results(page, "learning", lambda: page.uncheck("#search-starred"))
+        assert len(everything_learning) > len(starred)
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+def test_the_search_box_and_its_results_fit_a_phone(
+    chromium: Any, served_site: str, artifacts_dir: Path
+) -> None:
+    page = search_page(chromium, served_site + "index.html", width=375)
+    try:
+        found = results(page, "transformer")
+        assert len(found) >= 3
+        page.screenshot(path=str(artifacts_dir / "search-375.png"), full_page=True)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        boxes = page.evaluate(
+            """() => [...document.querySelectorAll('#search input, #search select, '
+                 + '.search-title a')].map((el) => { const b = el.getBoundingClientRect();
+                 return [b.left, b.right, b.width]; })"""
+        )
+        assert boxes and all(left >= 0 and right <= 375 and w > 0 for left, right, w in boxes)
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+def test_without_an_index_the_search_box_stays_hidden(chromium: Any, built_site: Path) -> None:
+    # From file:// the module cannot be loaded: the page is the page it was, without a box.
+    page = chromium.new_page()
+    try:
+        page.goto((built_site / "index.html").as_uri())
+        page.wait_for_timeout(500)
+        assert page.locator("#search-section").is_hidden()
+        assert page.locator("main h3").count() >= 9
+    finally:
+        page.close()
+
+
+def test_with_search_off_no_index_is_made_and_an_earlier_one_is_removed(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    run_build(settings)
+    assert (settings.paths.output / "pagefind").is_dir()
+    off = replace(settings, site=replace(settings.site, search=False))
+    report = run_build(off)
+    assert "search" not in report.timings
+    assert [p for p in (settings.paths.output / "pagefind").rglob("*") if p.is_file()] == []
+    assert not (settings.paths.output / "search.js").exists()
+    assert b"search.js" not in (settings.paths.output / "index.html").read_bytes()
