@@ -103,8 +103,17 @@ def stamp(settings: Settings, listing: inputs.Scan) -> str:
     by hand makes the next build a real one).
     """
     output_dir = settings.paths.output
+    archive = output_dir / "feeds" / "archive"
+    try:
+        # One folder per feed holds its archive documents (feeds.archive).
+        per_feed = sorted(entry.path for entry in os.scandir(archive) if entry.is_dir())
+    except OSError:
+        per_feed = []
     marks = []
-    for folder in (output_dir, output_dir / "feeds", output_dir / "newsletter"):
+    for folder in (
+        output_dir, output_dir / "feeds", output_dir / "newsletter", archive, *per_feed,
+        output_dir / "pagefind",
+    ):
         try:
             marks.append(os.stat(folder).st_mtime_ns)
         except OSError:
