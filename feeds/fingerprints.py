@@ -106,7 +106,7 @@ def stamp(settings: Settings, listing: inputs.Scan) -> str:
     archive = output_dir / "feeds" / "archive"
     try:
         # One folder per feed holds its archive documents (feeds.archive).
-        per_feed = sorted(entry.path for entry in os.scandir(archive) if entry.is_dir())
+        per_feed = sorted(Path(e.path) for e in os.scandir(archive) if e.is_dir())
     except OSError:
         per_feed = []
     marks = []

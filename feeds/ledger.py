@@ -346,6 +346,14 @@ class Ledger:
                 "INSERT OR REPLACE INTO ledger_meta (key, value) VALUES (?, ?)", (key, value)
             )
 
+    def compacted(self, digest_id: str) -> str | None:
+        """When retention compacted this digest (feeds.retention); None if it has not."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT compacted FROM ledger_digests WHERE digest_id = ?", (digest_id,)
+            ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
     def known_digests(self) -> set[str]:
         with self._lock:
             return {row[0] for row in self._conn.execute("SELECT digest_id FROM ledger_digests")}

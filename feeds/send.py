@@ -8,6 +8,7 @@ a send after ten years of digests decodes one or two of them.
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from feeds.addressing import check_sending, envelope_for, envelope_sender, messa
 from feeds.audience import Audience
 from feeds.config import Settings
 from feeds.deliver import Failure, LogFn, ProgressFn, Tally, deliver, silent
-from feeds.errors import ConfigError, DeliveryError, StateError, display_path
+from feeds.errors import ConfigError, DeliveryError, FeedsError, StateError, display_path
 from feeds.ledger import DigestRef, Ledger, due_mark, nothing_due
 from feeds.model import Digest
 from feeds.output import write_private
@@ -96,6 +97,12 @@ def send(
             f"no digest {digest_id!r}",
             hint="known: " + (", ".join(ref.id for ref in issues.refs[:5]) or "none"),
         )
+    if digest_id is not None and ledger.compacted(digest_id) is not None:
+        raise DeliveryError(
+            f"digest {digest_id!r} is older than [newsletter] ledger_retention_days: its record "
+            "was compacted, and a compacted digest is never sent again",
+            hint="send a test copy with --to ADDRESS",
+        )
     listed = InMemory.of(subscribers) if isinstance(subscribers, SubscriberList) else subscribers
     tally = Tally(dry_run=outbox is not None)
     if outbox is not None:
@@ -104,6 +111,9 @@ def send(
         with ledger.preview():
             digests = _plan(ledger, issues, listed, digest_id, tally, log)
             jobs = list(_jobs(ledger, digests, listed, settings, digest_id, record=False))
+        # Rolled back with the preview: the real run gives these up, and reports them.
+        tally.notes += [f"{f.recipient}: would be given up: {f.reply}" for f in tally.given_up]
+        tally.given_up = []
         write_outbox(jobs, Messages(settings, digests, now=now).build, outbox, tally)
         return tally
     digests = _plan(ledger, issues, listed, digest_id, tally, log)
@@ -281,7 +291,15 @@ def send_due(
             if outbox is None:
                 from feeds.retention import tidy
 
-                tidy(settings, ledger, log)
+                # Housekeeping fails alone: what the send did is still reported, once.
+                try:
+                    tidy(settings, ledger, log)
+                except sqlite3.Error as exc:
+                    from feeds.state import explain
+
+                    errors.append(str(explain(exc, paths.state)))
+                except FeedsError as exc:
+                    errors.append(str(exc))
         finally:
             ledger.close()
     tally.notes[:0] = notes

@@ -95,6 +95,23 @@ def test_a_compacted_digest_is_never_queued_again_to_anyone(
     }
 
 
+def test_asking_for_a_compacted_digest_by_id_is_a_clear_error(
+    ledger: Ledger, clock: Clock
+) -> None:
+    from feeds.config import Settings
+    from feeds.errors import DeliveryError
+    from feeds.send import Issues, send
+    from feeds.subscribers import SubscriberList
+
+    _month_later(ledger, clock, ["a@example.org"])
+    assert ledger.compacted("2024-05-06") is not None
+    assert ledger.compacted("2024-05-07") is None
+    issues = Issues((_day(6),), lambda ids: {})
+    with pytest.raises(DeliveryError, match="compacted, and a compacted digest is never sent"):
+        send(Settings(), issues, SubscriberList("t", ()), ledger, now=clock.now,
+             digest_id="2024-05-06")
+
+
 def test_a_digest_with_something_due_or_touched_lately_is_kept_whole(
     ledger: Ledger, clock: Clock
 ) -> None:

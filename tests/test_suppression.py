@@ -314,3 +314,25 @@ def test_an_unsubscribe_arriving_during_a_send_is_honoured_at_once(
     assert tally.ok and tally.sent == 2 and tally.cancelled == 1
     assert "1 not sent (left during the send)" in tally.summary()
     assert statuses["a3@example.org"] == ("cancelled", "left before the message went out")
+
+
+def test_a_dry_run_says_what_would_be_given_up_and_the_real_run_gives_it_up(
+    smtp_server: SmtpServer, tmp_path: Path, clock: Clock
+) -> None:
+    settings = delivery_settings(tmp_path, smtp_server, max_attempts=1)
+    smtp_server.handler.rcpt_temporary = {"full@example.org": 10**6}
+    with Audience.open(settings.paths.state, clock=clock) as audience:
+        audience.add("full@example.org")
+        send_once(settings, clock, audience, sample_issue(0))
+        clock.now = NOW + timedelta(days=4)
+        ledger = Ledger.open(settings.paths.state, clock=clock)
+        try:
+            dry = send(settings, Issues.of([sample_issue(0)]), audience.recipients(), ledger,
+                       now=clock.now, outbox=tmp_path / "outbox", audience=audience)
+        finally:
+            ledger.close()
+        assert dry.ok and dry.given_up == []
+        assert [n.split(": ")[1] for n in dry.notes] == ["would be given up"]
+        real = send_once(settings, clock, audience, sample_issue(0))
+        assert [f.reply.split(":")[0] for f in real.given_up] == ["gave up after 3 days"]
+        assert not real.ok
