@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Literal
 
 from feeds import dsn, verp
+from feeds.addressing import message_id
 from feeds.audience import Audience
 from feeds.config import Settings
 from feeds.errors import ConfigError
@@ -126,14 +127,14 @@ class Judge:
                 # Not made by us, or altered on the way: trusting its quoted Message-ID
                 # instead would let whoever forged it suppress somebody.
                 return f"forged or damaged VERP token in {address}"
-            entry = self.ledger.by_message_hash(found)
+            entry = self._row(found)
             if entry is None:
                 return f"VERP token of {address} names a message the ledger does not hold"
             return entry, "VERP token"
         quoted = [(mid, verp.message_hash(mid)) for mid in notification.quoted_ids]
         ours = [(mid, found) for mid, found in quoted if found is not None]
         for mid, found in ours:
-            entry = self.ledger.by_message_hash(found)
+            entry = self._row(found)
             if entry is not None:
                 return entry, f"quoted Message-ID {mid}"
         if ours:
@@ -142,6 +143,15 @@ class Judge:
         return (
             f"no VERP token and no quoted Message-ID of ours (it names {named or 'nobody'})"
         )
+
+    def _row(self, found: str) -> Entry | None:
+        """The ledger row of the message whose Message-ID carries the hash `found`. The ledger
+        finds it by 64 of the hash's 96 bits and keeps no Message-ID once a message is sent:
+        the Message-ID made again must carry the whole hash."""
+        entry = self.ledger.by_message_hash(found)
+        if entry is None or verp.message_hash(message_id(entry, self.settings)) != found:
+            return None
+        return entry
 
     def _act(
         self, label: str, notification: dsn.Notification, entry: Entry, how: str

@@ -202,6 +202,20 @@ def test_a_notification_without_verp_is_matched_by_the_message_id_it_quotes(
     assert any(f"by quoted Message-ID {ada.message_id}" in line for line in world.lines)
 
 
+def test_a_quoted_message_id_must_carry_the_whole_hash_not_only_what_finds_the_row(
+    world: World, sent: dict[str, Sent]
+) -> None:
+    ada = sent["ada@example.org"]
+    found = verp.message_hash(ada.message_id)
+    assert found is not None
+    # The same first 64 bits, the last 32 other: the row is found, the message is not ours.
+    near = ada.message_id.replace(found, found[:16] + ("0" if found[16] != "0" else "1") * 8)
+    world.deliver(render("rfc3464-failed.eml", ada, verp=BOUNCE_ADDRESS, message_id=near))
+    report = world.process()
+    assert report.hard == 0 and report.unmatched == 1 and report.suppressed == []
+    assert world.member("ada@example.org")[0] == "confirmed"
+
+
 def test_the_ledger_recipient_is_suppressed_not_the_address_the_text_names(
     world: World, sent: dict[str, Sent]
 ) -> None:
