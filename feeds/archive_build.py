@@ -10,10 +10,9 @@ others untouched. A daily digest thus re-renders the current month of the feeds 
 
 from __future__ import annotations
 
-import os
 import sqlite3
-from pathlib import Path
 
+from feeds import output
 from feeds.archive import Volume, render_volumes, volume_marks, volumes
 from feeds.config import Settings
 from feeds.model import BuildContext
@@ -52,7 +51,7 @@ class Shelf:
         times = entry_times(ctx.papers, self.settings.site.tz)
         self.marks = volume_marks(found, ctx, self.settings, times, self.render_fingerprint)
         self.paths = sorted(self.marks)
-        present = _existing(self.settings.paths.output, self.paths)
+        present = output.existing(self.settings.paths.output, self.paths)
         self.stale = set()
         needed: set[str] = set()
         for volume in found:
@@ -84,19 +83,3 @@ class Shelf:
             "INSERT OR REPLACE INTO archive_marks (path, fingerprint) VALUES (?, ?)",
             sorted((p, m) for p, m in self.marks.items() if self.before.get(p) != m),
         )
-
-
-def _existing(root: Path, paths: list[str]) -> set[str]:
-    """Which of these paths exist, one listing per folder."""
-    listed: dict[str, set[str]] = {}
-    found: set[str] = set()
-    for rel in paths:
-        folder, _, name = rel.rpartition("/")
-        if folder not in listed:
-            try:
-                listed[folder] = set(os.listdir(root / folder))
-            except OSError:
-                listed[folder] = set()
-        if name in listed[folder]:
-            found.add(rel)
-    return found

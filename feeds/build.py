@@ -24,7 +24,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -209,7 +209,7 @@ def _publish(
     files_by_owner: dict[str, list[str]] = {}
     for rel, owner in owned_before.items():
         files_by_owner.setdefault(owner, []).append(rel)
-    existing = _existing_files(paths.output, owned_before)
+    existing = output.existing(paths.output, owned_before)
     stale: list[Digest] = []
     for digest in ctx.digests:
         fp = _fingerprint([render_fp, digest.content_hash, digest.id, _iso(digest.date)])
@@ -330,22 +330,6 @@ def _in_our_layout(root: Path) -> set[str]:
         except OSError:
             continue
         found.update(f"{folder}/{name}" for name in names if name.endswith(suffixes))
-    return found
-
-
-def _existing_files(root: Path, paths: Iterable[str]) -> set[str]:
-    """Which of these relative paths exist: one directory listing per folder, not a stat each."""
-    folders: dict[str, set[str]] = {}
-    found: set[str] = set()
-    for rel in paths:
-        folder, _, name = rel.rpartition("/")
-        if folder not in folders:
-            try:
-                folders[folder] = set(os.listdir(root / folder))
-            except OSError:
-                folders[folder] = set()
-        if name in folders[folder]:
-            found.add(rel)
     return found
 
 

@@ -187,3 +187,19 @@ def _file_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def existing(root: Path, paths: Iterable[str]) -> set[str]:
+    """Which of these relative paths exist: one directory listing per folder, not a stat each."""
+    folders: dict[str, set[str]] = {}
+    found: set[str] = set()
+    for rel in paths:
+        folder, _, name = rel.rpartition("/")
+        if folder not in folders:
+            try:
+                folders[folder] = set(os.listdir(root / folder))
+            except OSError:
+                folders[folder] = set()
+        if name in folders[folder]:
+            found.add(rel)
+    return found
