@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
 
-from feeds.archive_build import Shelf
+from feeds.archive_build import Load, Shelf
 from feeds.config import Settings
 from feeds.model import BuildContext
 from feeds.search_build import SearchIndex
@@ -29,21 +30,28 @@ class Additions:
         self.timings: dict[str, float] = {}
 
     def plan(self, ctx: BuildContext) -> set[str]:
-        """From the light context: the ids of the digests to load in full."""
-        return self.archive.plan(ctx) | self.search.plan(ctx)
+        """From the light context: what to make again, and the ids of the digests the search
+        index needs in full (the archive loads its own, batch by batch)."""
+        self.archive.plan(ctx)
+        return self.search.plan(ctx)
 
-    def render(self, ctx: BuildContext) -> dict[str, bytes]:
-        """The files that changed, from the full context."""
+    def render(self, ctx: BuildContext, load: Load) -> Iterator[dict[str, bytes]]:
+        """The files that changed, in batches to write one after the other: the archive's
+        (`load` gives it digests in full), then the search index's."""
         tick = time.perf_counter()
-        files = self.archive.render(ctx)
-        self.timings["history"] = time.perf_counter() - tick
+        spent = 0.0
+        for batch in self.archive.render(ctx, load):
+            spent += time.perf_counter() - tick
+            yield batch
+            tick = time.perf_counter()
+        spent += time.perf_counter() - tick
+        self.timings["history"] = spent
         tick = time.perf_counter()
         index = self.search.render(ctx)
         if index:
             # Only a build that indexed says so (`feeds build -v`, the benchmarks).
             self.timings["search"] = time.perf_counter() - tick
-        files.update(index)
-        return files
+            yield index
 
     @property
     def paths(self) -> list[str]:

@@ -54,9 +54,13 @@ def volumes(ctx: BuildContext, settings: Settings) -> list[Volume]:
     all_months = months[feeds[0].slug]
     starred_months = months[feeds[1].slug]
     # One pass over the archive: a paper goes to "all", its category's feed and maybe
-    # "starred"; its month is worked out once.
+    # "starred". Its month is worked out once per first-seen moment, which a digest's papers
+    # share (ten years: 3,650 moments for 33,000 papers; the conversion was 0.15 s a build).
+    month_of: dict[datetime, str] = {}
     for paper in ctx.papers:
-        month = archive_month(paper, tz)
+        month = month_of.get(paper.first_seen)
+        if month is None:
+            month = month_of[paper.first_seen] = archive_month(paper, tz)
         all_months.setdefault(month, []).append(paper)
         if paper.item.starred:
             starred_months.setdefault(month, []).append(paper)
@@ -92,33 +96,42 @@ def volume_marks(
     entry is made of those alone). Equal marks, equal bytes: computed from a context whose
     digests are not loaded in full, so the build loads only what it must render."""
     hashes = {digest.id: digest.content_hash for digest in ctx.digests}
+    # A paper is in two or three volumes ("all", its category's, maybe "starred"): what it
+    # adds to a mark is worked out once.
+    tokens: dict[str, bytes] = {}
     marks: dict[str, str] = {}
     for volume in found:
         feed = volume.feed
-        papers = [
-            (
-                paper.guid,
-                paper.key,
-                times[paper.key].isoformat(),
-                [(d, hashes.get(d, "")) for d in paper.digest_ids],
-            )
-            for paper in volume.papers
-        ]
-        parts = [
+        head = [
             render_fingerprint, feed.slug, feed.title, feed.description, volume.month,
-            volume.prev, volume.next, papers,
+            volume.prev, volume.next,
         ]
-        mark = hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()
+        h = hashlib.sha256(repr(head).encode("utf-8"))
+        for paper in volume.papers:
+            token = tokens.get(paper.key)
+            if token is None:
+                sightings = [(d, hashes.get(d, "")) for d in paper.digest_ids]
+                # The time as a number: its ISO text cost twice as much, for the same facts.
+                token = tokens[paper.key] = repr(
+                    (paper.guid, paper.key, times[paper.key].timestamp(), sightings)
+                ).encode("utf-8")
+            h.update(token)
+        mark = h.hexdigest()
         for ext in FORMATS:
             marks[volume.path(ext)] = mark
     return marks
 
 
 def render_volumes(
-    found: Sequence[Volume], ctx: BuildContext, settings: Settings
+    found: Sequence[Volume],
+    ctx: BuildContext,
+    settings: Settings,
+    times: Mapping[str, datetime] | None = None,
 ) -> dict[str, bytes]:
-    """The Atom and RSS archive documents of `found`."""
-    times = entry_times(ctx.papers, settings.site.tz)
+    """The Atom and RSS archive documents of `found`; `times` are the context's entry times
+    (`feeds.syndicate.entry_times`), when the caller has them already."""
+    if times is None:
+        times = entry_times(ctx.papers, settings.site.tz)
     contents: dict[str, str] = {}
     files: dict[str, bytes] = {}
     site = settings.site

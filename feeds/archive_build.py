@@ -5,18 +5,30 @@ every daily build most of its time. So each document's mark (`feeds.archive.volu
 what it is made of) is kept in the state database; a build renders the documents whose mark
 changed or whose file is gone, loads in full only the digests those need, and keeps owning the
 others untouched. A daily digest thus re-renders the current month of the feeds it adds to
-(and, when it opens a month, the month before, which gains its `next-archive` link).
+(and, when it opens a month, the month before, which gains its `next-archive` link). The
+documents are planned from the light context and rendered from the digests in full, a month or
+two at a time (`Shelf.render`).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import datetime
 
 from feeds import output
 from feeds.archive import Volume, render_volumes, volume_marks, volumes
+from feeds.assemble import complete
 from feeds.config import Settings
-from feeds.model import BuildContext
+from feeds.model import BuildContext, Digest
 from feeds.syndicate import entry_times
+
+# Digest ids -> those digests in full, by id.
+Load = Callable[[list[str]], dict[str, Digest]]
+
+# Digests loaded in full at once while archive documents are rendered (a month has about 30).
+BATCH_DIGESTS = 64
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS archive_marks (
@@ -40,38 +52,60 @@ class Shelf:
             conn.execute("SELECT path, fingerprint FROM archive_marks")
         )
         self.marks: dict[str, str] = {}
-        self.stale: set[tuple[str, str]] = set()
+        # The volumes to render, as the light context has them, and every paper's entry time
+        # (the same in the light and the full context: it depends on dates and order alone).
+        self.stale: list[Volume] = []
+        self.times: dict[str, datetime] = {}
         # Every archive document of this build, rendered or kept.
         self.paths: list[str] = []
 
-    def plan(self, ctx: BuildContext) -> set[str]:
-        """Decide what to render from `ctx` (its digests may be light); return the ids of the
-        digests whose full text that needs."""
+    def plan(self, ctx: BuildContext) -> None:
+        """Decide what to render from `ctx` (its digests may be light)."""
         found = volumes(ctx, self.settings)
-        times = entry_times(ctx.papers, self.settings.site.tz)
-        self.marks = volume_marks(found, ctx, self.settings, times, self.render_fingerprint)
+        self.times = entry_times(ctx.papers, self.settings.site.tz)
+        self.marks = volume_marks(found, ctx, self.settings, self.times, self.render_fingerprint)
         self.paths = sorted(self.marks)
         present = output.existing(self.settings.paths.output, self.paths)
-        self.stale = set()
-        needed: set[str] = set()
-        for volume in found:
-            paths = [volume.path("atom"), volume.path("rss")]
-            if self.force or any(
-                self.before.get(p) != self.marks[p] or p not in present for p in paths
-            ):
-                self.stale.add((volume.feed.slug, volume.month))
-                for paper in volume.papers:
-                    needed.update(paper.digest_ids)
-        return needed
-
-    def render(self, ctx: BuildContext) -> dict[str, bytes]:
-        """The changed archive documents, from the full context."""
-        if not self.paths and ctx.papers:
-            self.plan(ctx)
-        chosen: list[Volume] = [
-            v for v in volumes(ctx, self.settings) if (v.feed.slug, v.month) in self.stale
+        self.stale = [
+            volume
+            for volume in found
+            if self.force
+            or any(
+                self.before.get(p) != self.marks[p] or p not in present
+                for p in (volume.path("atom"), volume.path("rss"))
+            )
         ]
-        return render_volumes(chosen, ctx, self.settings)
+
+    def render(self, ctx: BuildContext, load: Load) -> Iterator[dict[str, bytes]]:
+        """The changed archive documents, in batches of a month or two: each batch loads in
+        full (`load`: digest ids -> full digests by id) only the digests its papers come from,
+        and its bytes go to disk before the next is made. A first build renders every month of
+        ten years, some 400 MB of XML over 33,000 papers in full, which held at once would
+        take most of a gigabyte."""
+        if not self.marks and ctx.papers:
+            self.plan(ctx)
+        batch: list[Volume] = []
+        needed: set[str] = set()
+        # By month: a month's volumes ("all", each category's, "starred") share its digests.
+        for volume in sorted(self.stale, key=lambda v: (v.month, v.feed.slug)):
+            wants = {digest_id for p in volume.papers for digest_id, _ in p.sightings}
+            if batch and len(needed | wants) > BATCH_DIGESTS:
+                yield self._render(batch, needed, ctx, load)
+                batch, needed = [], set()
+            batch.append(volume)
+            needed |= wants
+        if batch:
+            yield self._render(batch, needed, ctx, load)
+
+    def _render(
+        self, batch: list[Volume], needed: set[str], ctx: BuildContext, load: Load
+    ) -> dict[str, bytes]:
+        full = load(sorted(needed))
+        whole = [
+            replace(volume, papers=tuple(complete(p, full) for p in volume.papers))
+            for volume in batch
+        ]
+        return render_volumes(whole, ctx, self.settings, self.times)
 
     def save(self, conn: sqlite3.Connection) -> None:
         """Record the marks of this build's documents (inside the build's transaction)."""

@@ -10,7 +10,7 @@ there first.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 
@@ -83,45 +83,74 @@ class _Sighting:
 
     def paper(self) -> Paper:
         """The assembled paper: the first sighting, with what later ones add."""
-        guid = self.guid
         first = self.first
         if self.later is None:
+            guid = self.guid
             item = first if guid == first.guid else replace(first, guid=guid)
-            return Paper(item=item, first_seen=self.seen, digest_ids=(first.digest_id,))
-        digest_ids = [first.digest_id]
-        links: list[Link] = list(first.links)
-        hrefs = {link.href for link in links}
-        changes: dict[str, object] = {}
-        for item, _, _ in self.later:
-            if item.digest_id not in digest_ids:
-                digest_ids.append(item.digest_id)
-            for link in item.links:
-                if link.href not in hrefs:
-                    hrefs.add(link.href)
-                    links.append(link)
-            # What the first sighting lacked, a later one may tell (a weekly pick has no
-            # category, a short entry no summary).
-            for name in ("category", "category_name", "title_zh", "summary_zh", "abstract"):
-                if getattr(first, name) is None and name not in changes:
-                    value = getattr(item, name)
-                    if value is not None:
-                        changes[name] = value
-            if not first.authors and item.authors and "authors" not in changes:
-                changes["authors"] = item.authors
-                changes["authors_truncated"] = item.authors_truncated
-            if not first.affiliations and item.affiliations:
-                changes.setdefault("affiliations", item.affiliations)
-            if item.starred and not first.starred:
-                changes["starred"] = True
-        if guid != first.guid:
-            changes["guid"] = guid
-        if len(links) != len(first.links):
-            changes["links"] = tuple(links)
-            primary = primary_url(links)
-            if primary and primary != first.url:
-                changes["url"] = primary
-        item = replace(first, **changes) if changes else first  # type: ignore[arg-type]
-        return Paper(item=item, first_seen=self.seen, digest_ids=tuple(digest_ids))
+            return Paper(
+                item=item, first_seen=self.seen, digest_ids=(first.digest_id,),
+                sightings=((first.digest_id, self.position),),
+            )
+        sightings = (
+            (first.digest_id, self.position),
+            *((item.digest_id, position) for item, _, position in self.later),
+        )
+        later = [item for item, _, _ in self.later]
+        return _merge(first, later, self.guid, self.seen, sightings)
+
+
+def _merge(
+    first: Item,
+    later: list[Item],
+    guid: str,
+    seen: datetime,
+    sightings: tuple[tuple[str, int], ...],
+) -> Paper:
+    """One paper of several sightings: the first, with what later ones add."""
+    digest_ids = [first.digest_id]
+    links: list[Link] = list(first.links)
+    hrefs = {link.href for link in links}
+    changes: dict[str, object] = {}
+    for item in later:
+        if item.digest_id not in digest_ids:
+            digest_ids.append(item.digest_id)
+        for link in item.links:
+            if link.href not in hrefs:
+                hrefs.add(link.href)
+                links.append(link)
+        # What the first sighting lacked, a later one may tell (a weekly pick has no
+        # category, a short entry no summary).
+        for name in ("category", "category_name", "title_zh", "summary_zh", "abstract"):
+            if getattr(first, name) is None and name not in changes:
+                value = getattr(item, name)
+                if value is not None:
+                    changes[name] = value
+        if not first.authors and item.authors and "authors" not in changes:
+            changes["authors"] = item.authors
+            changes["authors_truncated"] = item.authors_truncated
+        if not first.affiliations and item.affiliations:
+            changes.setdefault("affiliations", item.affiliations)
+        if item.starred and not first.starred:
+            changes["starred"] = True
+    if guid != first.guid:
+        changes["guid"] = guid
+    if len(links) != len(first.links):
+        changes["links"] = tuple(links)
+        primary = primary_url(links)
+        if primary and primary != first.url:
+            changes["url"] = primary
+    item = replace(first, **changes) if changes else first  # type: ignore[arg-type]
+    return Paper(item=item, first_seen=seen, digest_ids=tuple(digest_ids), sightings=sightings)
+
+
+def complete(paper: Paper, full: Mapping[str, Digest]) -> Paper:
+    """`paper`, assembled from digests without their texts, made of the full digests `full`
+    (by id) instead: equal to the paper a context of full digests has. `full` must hold every
+    digest that sights it."""
+    (first_id, first_at), *rest = paper.sightings
+    first = full[first_id].items[first_at]
+    later = [full[digest_id].items[position] for digest_id, position in rest]
+    return _merge(first, later, paper.guid, paper.first_seen, paper.sightings)
 
 
 def assemble(

@@ -248,7 +248,16 @@ def _publish(
     tick = time.perf_counter()
     site_files.update(syndicate.render_feeds(ctx, settings))
     report.timings["feeds"] = time.perf_counter() - tick
-    site_files.update(additions.render(ctx))
+    # Written batch by batch: a first build's archive documents are most of a gigabyte.
+    hashes = {digest.id: digest.content_hash for digest in ctx.digests}
+
+    def load(ids: list[str]) -> dict[str, Digest]:
+        return {d.id: d for d in found.full(conn, [hashes[i] for i in ids]).values()}
+
+    for batch in additions.render(ctx, load):
+        w = time.perf_counter()
+        report.written += output.write_files(paths.output, batch)
+        write_seconds += time.perf_counter() - w
     report.timings.update(additions.timings)
     tick = time.perf_counter()
     site_files.update(site.render_site(ctx, settings))
@@ -294,7 +303,7 @@ def _hydrate(
     from feeds.catalog import feed_list, select
 
     def hydrate(summary: BuildContext) -> dict[str, Digest]:
-        # What the feeds' archive documents and the search index need (feeds.additions).
+        # What the search index needs (feeds.additions).
         needed = also(summary)
         limit = settings.site.items_per_feed
         for feed in feed_list(summary, settings):

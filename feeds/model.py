@@ -135,6 +135,10 @@ class Paper:
     item: Item
     first_seen: datetime
     digest_ids: tuple[str, ...] = field(default=())
+    # Where each sighting is, first first: (digest id, position in that digest). A paper
+    # assembled from digests without their texts is made whole from these
+    # (`feeds.assemble.complete`); not part of what the paper is.
+    sightings: tuple[tuple[str, int], ...] = field(default=(), compare=False)
 
     @property
     def guid(self) -> str:

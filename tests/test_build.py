@@ -498,6 +498,29 @@ def test_the_archive_is_the_same_from_digests_without_their_texts(
     )
 
 
+def test_papers_from_digests_without_texts_made_whole_equal_papers_from_full_digests(
+    tmp_path: Path, inputs: Path
+) -> None:
+    from feeds.assemble import assemble, complete
+
+    settings = settings_for(tmp_path, inputs)
+    build(settings, now=NOW, log=quiet)
+    full = published(settings)
+    conn = state.connect(settings.paths.state)
+    try:
+        headers = {d.content_hash: replace(d, items=()) for d in full}
+        summary = store.load_digests(conn, headers, texts=False)
+    finally:
+        conn.close()
+    whole, _ = assemble(full, {}, {})
+    light, _ = assemble([summary[d.content_hash] for d in full], {}, {})
+    by_id = {d.id: d for d in full}
+    # Papers sighted in more than one digest are merged: those are made whole too.
+    assert any(len(paper.sightings) > 1 for paper in light.papers)
+    assert light.papers != whole.papers
+    assert [complete(paper, by_id) for paper in light.papers] == list(whole.papers)
+
+
 # -- concurrency and interruption -----------------------------------------------------------
 
 
