@@ -9,6 +9,7 @@ from the environment only.
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -223,8 +224,15 @@ def load_settings(
         except UnicodeDecodeError as exc:
             raise ConfigError("config is not UTF-8", path=str(path)) from exc
         except tomllib.TOMLDecodeError as exc:
-            line = getattr(exc, "lineno", None)
-            raise ConfigError(f"invalid TOML: {exc}", path=str(path), line=line) from exc
+            # tomllib (3.11) says where only in its message: "... (at line 3, column 7)". The
+            # line goes where every error puts it, FILE:LINE; the column stays in the text.
+            message = str(exc)
+            where = re.search(r" \(at line (\d+), column (\d+)\)$", message)
+            line = None
+            if where:
+                line = int(where[1])
+                message = f"{message[: where.start()]} (column {where[2]})"
+            raise ConfigError(f"invalid TOML: {message}", path=str(path), line=line) from exc
         root = path.resolve().parent
 
     sections: dict[str, Any] = {}

@@ -228,6 +228,10 @@ def _feeds_process(root: Path, args: list[str]) -> subprocess.CompletedProcess[s
     )
 
 
+def _broken_config(root: Path) -> None:
+    (root / "broken.toml").write_text('[site]\ntitle = "x"\nbad = \n', encoding="utf-8")
+
+
 # args, what to do to the fresh folder first, the exit status and what it says (errors on stderr).
 CASES: dict[str, tuple[list[str], Callable[[Path], None], int, str]] = {
     "fresh build": (["--config", "feeds.toml", "build"], _nothing, 0, ""),
@@ -244,6 +248,10 @@ CASES: dict[str, tuple[list[str], Callable[[Path], None], int, str]] = {
     ),
     "missing config file": (
         ["--config", "absent.toml", "build"], _nothing, 1, "error: absent.toml: cannot read"
+    ),
+    "invalid TOML": (
+        ["--config", "broken.toml", "build"], _broken_config, 1,
+        "error: broken.toml:3: invalid TOML: Invalid value (column 7)",
     ),
     "bad digest parse": (
         ["parse", "digests/2022-09-01.txt"], _bad_digest, 1,
