@@ -50,12 +50,7 @@ def run(
     try:
         report.build = build(settings, now=now, log=log, wait=wait)
     except LockedError as exc:
-        if exc.held_for > settings.smtp.send_time_limit + STUCK_AFTER:
-            # Runs that keep finding the lock taken say nothing, so a stuck one must be heard.
-            minutes = exc.held_for / 60
-            report.problems.append(f"{exc}; held for {minutes:.0f} minutes: is it stuck?")
-        else:
-            log(f"skipped: {exc}")
+        _taken(exc, settings, report, log, "skipped")
         return report
     except FeedsError as exc:
         report.problems.append(str(exc))
@@ -104,7 +99,7 @@ def run(
             settings, now=now, progress=progress, log=log, fresh_start=fresh_start
         )
     except LockedError as exc:
-        log(f"send skipped: {exc}")
+        _taken(exc, settings, report, log, "send skipped")
         return report
     except FeedsError as exc:
         report.problems.append(str(exc))
@@ -118,3 +113,16 @@ def run(
         if tally.out_of_time is not None:
             report.problems.append(tally.summary())
     return report
+
+
+def _taken(
+    exc: LockedError, settings: Settings, report: RunReport, log: Log, skipped: str
+) -> None:
+    """Another run holds a lock this one needs: leave the work to it, quietly, unless it has
+    held the lock for longer than any run may take. Runs that keep finding the lock taken say
+    nothing, so a stuck one must be heard (cron mails what a run prints)."""
+    if exc.held_for > settings.smtp.send_time_limit + STUCK_AFTER:
+        minutes = exc.held_for / 60
+        report.problems.append(f"{exc}; held for {minutes:.0f} minutes: is it stuck?")
+    else:
+        log(f"{skipped}: {exc}")

@@ -126,6 +126,29 @@ def test_run_without_a_subscriber_list_only_builds(project: Path, smtp_server: S
     assert smtp_server.handler.received == []
 
 
+def test_a_run_leaves_a_send_in_progress_alone_but_reports_one_held_for_hours(
+    project: Path, smtp_server: SmtpServer
+) -> None:
+    import time
+
+    from feeds.lock import send_lock
+
+    path = send_lock(project / "state" / "feeds.sqlite3")
+    with lock_holder(path):
+        quiet = _feeds(project, "run")
+        assert (quiet.exit_code, quiet.output) == (0, "")
+        assert smtp_server.handler.copies() == {}
+        hours_ago = time.time() - 3 * 3600
+        os.utime(path, (hours_ago, hours_ago))
+        stuck = _feeds(project, "run")
+    assert stuck.exit_code == 1
+    assert "another `feeds send` or `feeds run` is sending" in stuck.output
+    assert "held for 180 minutes: is it stuck?" in stuck.output
+    # Once the holder is gone, the next run sends what was due.
+    assert _feeds(project, "run").exit_code == 0
+    assert set(smtp_server.handler.copies()) == {"ada@example.org", "alan@example.com"}
+
+
 def test_send_dry_run_writes_the_outbox_outside_output(
     project: Path, smtp_server: SmtpServer
 ) -> None:
