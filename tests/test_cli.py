@@ -149,6 +149,33 @@ def test_a_run_leaves_a_send_in_progress_alone_but_reports_one_held_for_hours(
     assert set(smtp_server.handler.copies()) == {"ada@example.org", "alan@example.com"}
 
 
+def test_housekeeping_that_fails_after_a_send_keeps_the_sends_record_and_says_so_once(
+    project: Path, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from feeds import retention
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(retention, "compact", full_disk)
+    failed = _feeds(project, "run")
+    sent = smtp_server.handler.copies()
+    assert set(sent) == {"ada@example.org", "alan@example.com"}
+    assert failed.exit_code == 1
+    errors = [line for line in failed.output.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: {project / 'state' / 'feeds.sqlite3'}: the state database failed: database or "
+        "disk is full (free some space on the disk that holds it; nothing was half-recorded)"
+    ]
+    # What was sent stays recorded: the next run, housekeeping working again, sends nothing.
+    monkeypatch.undo()
+    again = _feeds(project, "run")
+    assert (again.exit_code, again.output) == (0, "")
+    assert smtp_server.handler.copies() == sent
+
+
 def test_send_dry_run_writes_the_outbox_outside_output(
     project: Path, smtp_server: SmtpServer
 ) -> None:
