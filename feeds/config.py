@@ -224,14 +224,10 @@ def load_settings(
         except UnicodeDecodeError as exc:
             raise ConfigError("config is not UTF-8", path=str(path)) from exc
         except tomllib.TOMLDecodeError as exc:
-            # tomllib (3.11) says where only in its message: "... (at line 3, column 7)". The
-            # line goes where every error puts it, FILE:LINE; the column stays in the text.
-            message = str(exc)
-            where = re.search(r" \(at line (\d+), column (\d+)\)$", message)
-            line = None
-            if where:
-                line = int(where[1])
-                message = f"{message[: where.start()]} (column {where[2]})"
+            # tomllib says where only in its text, "... (at line 3, column 7)": FILE:LINE.
+            message, line = str(exc), None
+            if where := re.search(r" \(at line (\d+), column (\d+)\)$", message):
+                message, line = f"{message[: where.start()]} (column {where[2]})", int(where[1])
             raise ConfigError(f"invalid TOML: {message}", path=str(path), line=line) from exc
         root = path.resolve().parent
 
