@@ -39,7 +39,7 @@ class Additions:
         self.timings["history"] = time.perf_counter() - tick
         tick = time.perf_counter()
         index = self.search.render(ctx)
-        if index:
+        if self.search.indexed:
             # Only a build that indexed says so (`feeds build -v`, the benchmarks).
             self.timings["search"] = time.perf_counter() - tick
         files.update(index)

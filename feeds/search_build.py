@@ -1,38 +1,37 @@
-"""The build's side of the search: index the papers with Pagefind, only when they changed.
+"""The build's side of the search: index the papers with Pagefind, a month at a time, and only
+the months whose papers changed.
 
-Pagefind (PyPI `pagefind[extended]`, whose binary segments Chinese into words) builds the whole
-index at once; there is no adding to an index. So the build keeps a mark of what the index was
-made of (each paper's guid, entry time and the content hashes of the digests that sight it,
-the record code, the settings, Pagefind's version) with the list of the index's files in the
-state database. Same mark and every file still there: no indexing, and only then are the
-digests not loaded in full. Otherwise every paper is indexed again, into a temporary folder
-beside the state database, whose files the build then writes into `output/pagefind/` through
-its writer (atomic, unchanged bytes untouched; the index's file names are hashes of their
-content, so a new index mostly adds files and the build removes the old ones it owns).
+Pagefind (PyPI `pagefind[extended]`, whose binary segments Chinese into words) builds an index
+whole; there is no adding to one. So the papers are indexed by period (`feeds.search.period`,
+a calendar month), each period its own index under `output/pagefind/YYYY-MM/`, and the build
+keeps a mark of what each period's index was made of (each paper's guid, entry time and the
+content hashes of the digests that sight it, the record code, the settings, Pagefind's version)
+with the list of its files in the state database. A period whose mark is the same and whose
+files are all there is not indexed again; a new digest re-indexes its month only, and only
+the digests that sight papers of the periods to index are loaded in full. The index's files
+reach `output/` through the build's writer (atomic, unchanged bytes untouched); their names are
+hashes of their content, so a remade period mostly adds files, and the build removes the old
+ones it owns. `pagefind/periods.json` (`feeds.search.manifest`) tells the search box which
+periods there are.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import hashlib
-import os
 import re
 import sqlite3
-import tempfile
-import threading
-from collections.abc import Coroutine
+from collections.abc import Sequence
 from importlib.metadata import version
-from pathlib import Path
-from typing import Any
 
 from feeds.config import Settings
 from feeds.errors import OutputError
-from feeds.model import BuildContext
-from feeds.search import Record, records
+from feeds.model import BuildContext, Paper
+from feeds.search import MANIFEST, SORT_KEY, Record, manifest, periods, records
+from feeds.search_service import index_periods
 from feeds.syndicate import entry_times
 
-# The folder under output/ the index and Pagefind's script live in.
+# The folder under output/ the periods' indexes and the manifest live in.
 BUNDLE = "pagefind"
 
 # Pagefind's own search interfaces: the site has its own (templates/site/search.js), which
@@ -41,6 +40,10 @@ UNUSED = frozenset({
     "pagefind-ui.js", "pagefind-ui.css", "pagefind-modular-ui.js", "pagefind-modular-ui.css",
     "pagefind-component-ui.js", "pagefind-component-ui.css", "pagefind-highlight.js",
 })
+# Pagefind writes its script, its worker and its WebAssembly into every index; the browser
+# loads them once, from the newest period's folder (the index it opens first: the others are
+# merged into it), so only that folder keeps them: 155 KB a period otherwise.
+_PERIOD_PATH = re.compile(r"^pagefind/(?P<period>\d{4}-\d{2})/(?P<rel>.+)$")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS search_index (
@@ -50,8 +53,13 @@ CREATE TABLE IF NOT EXISTS search_index (
 """
 
 
+def is_code(rel: str) -> bool:
+    """Whether a file of a period's bundle is Pagefind's code rather than the period's data."""
+    return rel in ("pagefind.js", "pagefind-worker.js") or rel.startswith("wasm.")
+
+
 class SearchIndex:
-    """One build's search index: whether to make it again, and which files it has."""
+    """One build's search index: which periods to index again, and which files it has."""
 
     def __init__(
         self, conn: sqlite3.Connection, settings: Settings, render_fingerprint: str, force: bool
@@ -60,61 +68,92 @@ class SearchIndex:
         self.settings = settings
         self.render_fingerprint = render_fingerprint
         self.force = force
-        rows = list(conn.execute("SELECT path, mark FROM search_index"))
-        self.before: dict[str, str] = dict(rows)
-        self.mark = ""
-        self.stale = True
+        self.before: dict[str, str] = dict(conn.execute("SELECT path, mark FROM search_index"))
+        self.planned = False
+        # Each period's mark, newest period first.
+        self.marks: dict[str, str] = {}
+        # The periods to index this time; after `render`, those indexed.
+        self.stale: set[str] = set()
+        self.indexed: list[str] = []
         # The index's files, made this time or kept from the build that made them.
         self.paths: list[str] = []
 
     def plan(self, ctx: BuildContext) -> set[str]:
-        """Decide from `ctx` (digests may be light) whether to index; the digests to load."""
+        """Decide from `ctx` (digests may be light) which periods to index; the digests to load."""
+        self.planned = True
         if not self.settings.site.search:
             # Off ([site] search): no index, and the files of an earlier one are removed.
-            self.stale, self.mark, self.paths = False, "off", []
+            self.marks, self.stale, self.paths = {}, set(), []
             return set()
-        self.mark = _mark(ctx, self.settings, self.render_fingerprint)
-        kept = sorted(self.before)
-        self.stale = (
-            self.force
-            or not kept
-            or any(mark != self.mark for mark in self.before.values())
-            or not all((self.settings.paths.output / rel).is_file() for rel in kept)
-        )
-        if self.stale:
-            # Every paper's text goes into the index.
-            return {digest.id for digest in ctx.digests}
-        self.paths = kept
-        return set()
+        groups = periods(ctx, self.settings)
+        self.marks = _marks(ctx, groups, self.settings, self.render_fingerprint)
+        newest = next(iter(groups), None)
+        before: dict[str, dict[str, str]] = {}
+        for path, mark in self.before.items():
+            match = _PERIOD_PATH.match(path)
+            if match is not None:
+                before.setdefault(match["period"], {})[match["rel"]] = mark
+        output = self.settings.paths.output
+        self.stale, self.paths = set(), [f"{BUNDLE}/{MANIFEST}"]
+        for name, mark in self.marks.items():
+            kept = before.get(name, {})
+            wanted = [rel for rel in sorted(kept) if name == newest or not is_code(rel)]
+            if (
+                self.force
+                or not kept
+                or any(old != mark for old in kept.values())
+                or (name == newest and "pagefind.js" not in kept)
+                or not all((output / BUNDLE / name / rel).is_file() for rel in wanted)
+            ):
+                self.stale.add(name)
+            else:
+                self.paths += [f"{BUNDLE}/{name}/{rel}" for rel in wanted]
+        return {d for name in self.stale for paper in groups[name] for d in paper.digest_ids}
 
     def render(self, ctx: BuildContext) -> dict[str, bytes]:
-        """The index's files, when it is made again; nothing when it is kept."""
-        if not self.mark:
+        """The manifest, and the files of the periods indexed again."""
+        if not self.planned:
             self.plan(ctx)
-        if not self.stale:
+        if not self.settings.site.search:
             return {}
-        made = make_index(records(ctx, self.settings), self.settings.paths.state.parent)
-        files = {f"{BUNDLE}/{rel}": data for rel, data in made.items()}
-        self.paths = sorted(files)
+        files = {f"{BUNDLE}/{MANIFEST}": manifest(ctx, self.settings)}
+        by_period: dict[str, list[Record]] = {}
+        for record in records(ctx, self.settings, only=self.stale):
+            by_period.setdefault(record.sort[SORT_KEY][:7], []).append(record)
+        newest = next(iter(self.marks), None)
+        for name, bundle in sorted(make_indexes(by_period).items()):
+            kept = {rel: data for rel, data in bundle.items() if name == newest or not is_code(rel)}
+            made = {f"{BUNDLE}/{name}/{rel}": data for rel, data in kept.items()}
+            files.update(made)
+            self.paths += sorted(made)
+        self.indexed = sorted(by_period)
         return files
 
     def save(self, conn: sqlite3.Connection) -> None:
         conn.execute("DELETE FROM search_index")
-        conn.executemany(
-            "INSERT INTO search_index (path, mark) VALUES (?, ?)",
-            [(rel, self.mark) for rel in self.paths],
-        )
+        rows = []
+        for path in self.paths:
+            match = _PERIOD_PATH.match(path)
+            rows.append((path, self.marks[match["period"]] if match else ""))
+        conn.executemany("INSERT INTO search_index (path, mark) VALUES (?, ?)", rows)
 
 
-def _mark(ctx: BuildContext, settings: Settings, render_fingerprint: str) -> str:
-    """What the index is made of, from a context whose digests may be light."""
+def _marks(
+    ctx: BuildContext, groups: dict[str, list[Paper]], settings: Settings, render_fingerprint: str
+) -> dict[str, str]:
+    """What each period's index is made of, from a context whose digests may be light."""
     hashes = {digest.id: digest.content_hash for digest in ctx.digests}
     times = entry_times(ctx.papers, settings.site.tz)
-    h = hashlib.sha256(repr([render_fingerprint, _pagefind_version()]).encode("utf-8"))
-    for paper in ctx.papers:
-        sightings = [(d, hashes.get(d, "")) for d in paper.digest_ids]
-        h.update(repr((paper.guid, paper.key, times[paper.key].isoformat(), sightings)).encode())
-    return h.hexdigest()
+    common = repr([render_fingerprint, _pagefind_version()]).encode("utf-8")
+    marks: dict[str, str] = {}
+    for name, papers in groups.items():
+        h = hashlib.sha256(common)
+        for paper in papers:
+            sightings = [(d, hashes.get(d, "")) for d in paper.digest_ids]
+            h.update(repr((paper.guid, paper.key, times[paper.key].isoformat(),
+                           sightings)).encode())
+        marks[name] = h.hexdigest()
+    return marks
 
 
 def _pagefind_version() -> str:
@@ -124,82 +163,17 @@ def _pagefind_version() -> str:
         return ""
 
 
-def make_index(found: list[Record], scratch: Path) -> dict[str, bytes]:
-    """Pagefind's bundle for these records ({path under the bundle: bytes}), made in a
-    temporary folder under `scratch` (never under output/, which must only ever show whole
-    files) and read back; nothing reaches the network."""
-    try:
-        from pagefind.index import IndexConfig, PagefindIndex
-    except ImportError as exc:
-        raise OutputError(
-            "[site] search is on, but the pagefind package is not installed",
-            hint="pip install 'digest-feeds[search]', or set [site] search = false",
-        ) from exc
-
-    async def run(folder: str) -> None:
-        config = IndexConfig(output_path=folder)
-        async with PagefindIndex(config=config) as index:
-            for record in found:
-                await index.add_custom_record(
-                    url=record.url, content=record.content, language=record.language,
-                    meta=record.meta, filters=record.filters, sort=record.sort,
-                )
-
-    import pagefind.service
-
-    scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch, prefix=".feeds-search-") as folder:
-        # pagefind 1.5.2's client waits 0.1 s before reading each answer of its service, so a
-        # record costs 0.1 s (ten years of papers: hours); without that pause, a pipe's round
-        # trip. Only its own module sees the change, and only while indexing.
-        namespace = vars(pagefind.service)
-        saved = namespace["asyncio"]
-        namespace["asyncio"] = _NoPause()
-        try:
-            _run_apart(run(folder))
-        except Exception as exc:
-            raise OutputError(f"cannot build the search index: {exc}") from exc
-        finally:
-            namespace["asyncio"] = saved
-        files: dict[str, bytes] = {}
-        for parent, _dirs, names in os.walk(folder):
-            for name in names:
-                if name in UNUSED:
-                    continue
-                path = Path(parent) / name
-                files[path.relative_to(folder).as_posix()] = path.read_bytes()
-    if "pagefind.js" not in files:
-        raise OutputError("cannot build the search index: Pagefind wrote no pagefind.js")
-    return canonical(files)
-
-
-def _run_apart(work: Coroutine[Any, Any, None]) -> None:
-    """Run `work` to its end on an event loop of its own thread: the caller's thread may have a
-    loop running already (a program embedding the build), where `asyncio.run` refuses."""
-    failed: list[BaseException] = []
-
-    def main() -> None:
-        try:
-            asyncio.run(work)
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=main, name="search-index")
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-
-
-class _NoPause:
-    """`asyncio` as pagefind.service sees it while indexing: `sleep` yields, never waits."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
-
-    @staticmethod
-    async def sleep(delay: float, result: Any = None) -> Any:
-        return await asyncio.sleep(0, result)
+def make_indexes(by_period: dict[str, Sequence[Record]]) -> dict[str, dict[str, bytes]]:
+    """Pagefind's bundle for each period's records ({period: {path under the bundle: bytes}}),
+    made in memory; nothing reaches the network."""
+    made = index_periods(by_period)
+    bundles: dict[str, dict[str, bytes]] = {}
+    for name, files in made.items():
+        if "pagefind.js" not in files:
+            raise OutputError("cannot build the search index: Pagefind wrote no pagefind.js")
+        bundles[name] = canonical({rel: data for rel, data in files.items()
+                                   if rel not in UNUSED})
+    return bundles
 
 
 # -- the same index, the same bytes ----------------------------------------------------------

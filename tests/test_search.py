@@ -5,6 +5,7 @@ filters, the link to the paper's anchor, a phone's width."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -70,6 +71,15 @@ def run_build(settings: Settings, *, force: bool = False) -> BuildReport:
     return report
 
 
+def run_context(settings: Settings) -> Any:
+    """The build's context of the sample digests, assembled as the build does."""
+    from feeds.assemble import assemble
+    from feeds.parse import parse_file
+
+    digests = [parse_file(p, tz=settings.site.tz) for p in sorted(settings.paths.input.glob("*.txt"))]
+    return assemble(digests, {}, {})[0]
+
+
 def bundle(settings: Settings) -> dict[str, bytes]:
     root = settings.paths.output / "pagefind"
     return {p.relative_to(root).as_posix(): p.read_bytes()
@@ -81,8 +91,19 @@ def test_the_index_is_made_once_and_again_only_when_a_paper_changed(tmp_path: Pa
     first = run_build(settings)
     assert "search" in first.timings
     made = bundle(settings)
-    assert {"pagefind.js", "pagefind-entry.json", "pagefind-worker.js"} <= set(made)
-    assert any(name.startswith("index/zh-cn_") for name in made)
+    listed = json.loads(made["periods.json"])
+    months = ["2022-08", "2021-06", "2021-03", "2020-07"]
+    assert [p["id"] for p in listed["periods"]] == months
+    assert sum(p["papers"] for p in listed["periods"]) == len(
+        records(run_context(settings), settings))
+    assert "机器学习 (LG)" in listed["categories"]
+    # A Pagefind index per month; its script, worker and WebAssembly only in the newest.
+    for month in months:
+        assert f"{month}/pagefind-entry.json" in made
+        assert any(name.startswith(f"{month}/index/zh-cn_") for name in made)
+    code = {"pagefind.js", "pagefind-worker.js", "wasm.unknown.pagefind"}
+    assert {name for name in made if name.split("/")[-1] in code} == {
+        f"2022-08/{name}" for name in code}
     # Pagefind's own interfaces are not published: the site has its own search box.
     assert not [name for name in made if "-ui." in name]
     assert (settings.paths.output / "search.js").is_file()
@@ -99,13 +120,20 @@ def test_the_index_is_made_once_and_again_only_when_a_paper_changed(tmp_path: Pa
     assert "search" in forced.timings
     assert not [p for p in forced.written if p.startswith("pagefind/")]
 
+    # A digest of a new month: that month alone is indexed, and becomes the newest.
     (settings.paths.input / "2022-09-02.txt").write_text(LATER_DIGEST, encoding="utf-8")
     later = run_build(settings)
     assert "search" in later.timings
     remade = bundle(settings)
-    assert remade != made and "pagefind.js" in remade
-    # Index files of the old index the new one does not have are gone: the build owned them.
-    assert {f"pagefind/{name}" for name in set(made) - set(remade)} <= set(later.removed)
+    written = {p for p in later.written if p.startswith("pagefind/")}
+    assert written == {"pagefind/periods.json"} | {
+        f"pagefind/{name}" for name in remade if name.startswith("2022-09/")}
+    assert {f"2022-09/{name}" for name in code} <= set(remade)
+    # The month before keeps its data, byte for byte, and drops the code it no longer serves.
+    assert set(later.removed) == {f"pagefind/2022-08/{name}" for name in code}
+    for name, data in made.items():
+        if name != "periods.json" and name.split("/")[-1] not in code:
+            assert remade[name] == data, name
 
 
 def test_an_index_file_deleted_by_hand_makes_the_next_real_build_index_again(
@@ -114,10 +142,10 @@ def test_an_index_file_deleted_by_hand_makes_the_next_real_build_index_again(
     settings = settings_for(tmp_path)
     run_build(settings)
     made = bundle(settings)
-    (settings.paths.output / "pagefind" / "pagefind-entry.json").unlink()
-    (settings.paths.input / "2021-03-10.txt").touch()
+    (settings.paths.output / "pagefind" / "2021-03" / "pagefind-entry.json").unlink()
     again = run_build(settings)
-    assert "search" in again.timings and again.written == ["pagefind/pagefind-entry.json"]
+    # Only that month is indexed again, and only the missing file written.
+    assert "search" in again.timings and again.written == ["pagefind/2021-03/pagefind-entry.json"]
     assert bundle(settings) == made
 
 

@@ -1,0 +1,146 @@
+"""Pagefind's indexer, driven directly: each period's records in, each period's bundle out.
+
+Pagefind's binary (`pagefind_extended --service`, from PyPI `pagefind-bin-extended`) is an
+indexing service that reads requests from stdin and answers on stdout, each message base64 of
+a JSON object followed by a comma; the `pagefind` package's own client speaks the same
+protocol. That client waits for every answer before sending the next request (one pipe round
+trip per record) and paused 0.1 s before each read; this one writes all of a process's
+requests from a thread while reading the answers, and keeps the files in memory (`GetFiles`),
+so no temporary folder is written. Measured where the time goes (benchmarks/README.md): the
+round trips were never the cost; Pagefind's own work is, about 1.5 ms a record, and one index
+runs mostly on one core. So the periods are shared out among up to two service processes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from feeds.errors import OutputError
+from feeds.search import Record
+
+# Service processes at once: Pagefind keeps a core busy per index; more than the machine's
+# cores only adds switching, and two already halve a full indexing on a 2-core machine.
+MAX_PROCESSES = 2
+
+
+def executable() -> Path:
+    """The extended binary (it segments Chinese into words), or a clear error."""
+    try:
+        from pagefind_bin_extended import get_executable  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise OutputError(
+            "[site] search is on, but Pagefind's extended binary is not installed",
+            hint="pip install 'digest-feeds[search]', or set [site] search = false",
+        ) from exc
+    found: Path = get_executable()
+    return found
+
+
+def index_periods(
+    periods: Mapping[str, Sequence[Record]], processes: int = MAX_PROCESSES
+) -> dict[str, dict[str, bytes]]:
+    """{period: {path in the bundle: bytes}} for each period's records, each its own index."""
+    if not periods:
+        return {}
+    binary = executable()
+    # Biggest first, each to the process with the least work so far: the processes end close
+    # together.
+    loads: list[list[str]] = [[] for _ in range(max(1, min(processes, len(periods))))]
+    sizes = [0] * len(loads)
+    for name in sorted(periods, key=lambda p: (-len(periods[p]), p)):
+        least = sizes.index(min(sizes))
+        loads[least].append(name)
+        sizes[least] += len(periods[name])
+    with ThreadPoolExecutor(len(loads), thread_name_prefix="pagefind") as pool:
+        done = pool.map(lambda names: _run(binary, [(n, periods[n]) for n in names]), loads)
+        made: dict[str, dict[str, bytes]] = {}
+        for part in done:
+            made.update(part)
+    return made
+
+
+def _run(binary: Path, work: Sequence[tuple[str, Sequence[Record]]]) -> dict[str, dict[str, bytes]]:
+    """One service process indexing `work` (period, records) one index after another."""
+    requests: list[bytes] = []
+    # The answer each index's files come in, by message id.
+    files_at: dict[int, str] = {}
+    for index_id, (name, found) in enumerate(work):
+        requests.append(_message(len(requests) + 1, {"type": "NewIndex", "config": None}))
+        for record in found:
+            requests.append(_message(len(requests) + 1, {
+                "type": "AddRecord", "index_id": index_id, "url": record.url,
+                "content": record.content, "language": record.language, "meta": record.meta,
+                "filters": record.filters, "sort": record.sort,
+            }))
+        requests.append(_message(len(requests) + 1, {"type": "GetFiles", "index_id": index_id}))
+        files_at[len(requests)] = name
+        requests.append(_message(len(requests) + 1, {"type": "DeleteIndex", "index_id": index_id}))
+    try:
+        process = subprocess.Popen(
+            [str(binary), "--service"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, cwd=os.getcwd(),
+        )
+    except OSError as exc:
+        raise OutputError(f"cannot build the search index: cannot start Pagefind: {exc}") from exc
+    assert process.stdin is not None and process.stdout is not None
+    writer = threading.Thread(target=_send, args=(process.stdin, requests), daemon=True)
+    writer.start()
+    made: dict[str, dict[str, bytes]] = {}
+    try:
+        for message_id, payload in _answers(process.stdout, len(requests)):
+            if payload.get("type") == "Error":
+                raise OutputError(f"cannot build the search index: {payload.get('message')}")
+            name = files_at.get(message_id)
+            if name is not None:
+                made[name] = {
+                    file["path"]: base64.b64decode(file["content"]) for file in payload["files"]
+                }
+    finally:
+        # Every answer is in (or an error came): the service has nothing more to say.
+        process.kill()
+        process.wait()
+        writer.join()
+        process.stdin.close()
+        process.stdout.close()
+    if len(made) != len(work):
+        raise OutputError("cannot build the search index: Pagefind stopped before the end")
+    return made
+
+
+def _message(message_id: int, payload: dict[str, Any]) -> bytes:
+    body = json.dumps({"message_id": message_id, "payload": payload}, ensure_ascii=False)
+    return base64.b64encode(body.encode("utf-8")) + b","
+
+
+def _send(stdin: Any, requests: Iterable[bytes]) -> None:
+    try:
+        for request in requests:
+            stdin.write(request)
+        # Not closed: the service exits at the end of its input at once, with answers unsent.
+        stdin.flush()
+    except (BrokenPipeError, ValueError):  # the service died or was stopped: the reader says why
+        pass
+
+
+def _answers(stdout: Any, count: int) -> Iterable[tuple[int, dict[str, Any]]]:
+    """(message id, payload) of each answer, until `count` have come or the output ends."""
+    pending = b""
+    seen = 0
+    while seen < count:
+        chunk = os.read(stdout.fileno(), 1 << 20)
+        if not chunk:
+            return
+        pending += chunk
+        *whole, pending = pending.split(b",")
+        for part in whole:
+            answer = json.loads(base64.b64decode(part))
+            seen += 1
+            yield int(answer.get("message_id") or 0), answer.get("payload") or {}
