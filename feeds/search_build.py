@@ -21,7 +21,7 @@ import gzip
 import hashlib
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.metadata import version
 
 from feeds.config import Settings
@@ -163,7 +163,7 @@ def _pagefind_version() -> str:
         return ""
 
 
-def make_indexes(by_period: dict[str, Sequence[Record]]) -> dict[str, dict[str, bytes]]:
+def make_indexes(by_period: Mapping[str, Sequence[Record]]) -> dict[str, dict[str, bytes]]:
     """Pagefind's bundle for each period's records ({period: {path under the bundle: bytes}}),
     made in memory; nothing reaches the network."""
     made = index_periods(by_period)

@@ -98,9 +98,9 @@ def _run(binary: Path, work: Sequence[tuple[str, Sequence[Record]]]) -> dict[str
         for message_id, payload in _answers(process.stdout, len(requests)):
             if payload.get("type") == "Error":
                 raise OutputError(f"cannot build the search index: {payload.get('message')}")
-            name = files_at.get(message_id)
-            if name is not None:
-                made[name] = {
+            done = files_at.get(message_id)
+            if done is not None:
+                made[done] = {
                     file["path"]: base64.b64decode(file["content"]) for file in payload["files"]
                 }
     finally:

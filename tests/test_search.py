@@ -76,7 +76,8 @@ def run_context(settings: Settings) -> Any:
     from feeds.assemble import assemble
     from feeds.parse import parse_file
 
-    digests = [parse_file(p, tz=settings.site.tz) for p in sorted(settings.paths.input.glob("*.txt"))]
+    paths = sorted(settings.paths.input.glob("*.txt"))
+    digests = [parse_file(p, tz=settings.site.tz) for p in paths]
     return assemble(digests, {}, {})[0]
 
 
