@@ -17,7 +17,7 @@ guided by `manifest`).
 from __future__ import annotations
 
 import json
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -64,12 +64,15 @@ def period(moment: datetime) -> str:
     return moment.strftime("%Y-%m")
 
 
-def periods(ctx: BuildContext, settings: Settings) -> dict[str, list[Paper]]:
+def periods(
+    ctx: BuildContext, settings: Settings, times: Mapping[str, datetime] | None = None
+) -> dict[str, list[Paper]]:
     """The papers with a place on the site by period, newest period first. Reads only what a
     light context has (identities, dates), so a build can decide what to index before it loads
-    any digest's text."""
+    any digest's text. `times`: the papers' entry times, when the caller has them already."""
     tz = settings.site.tz
-    times = entry_times(ctx.papers, tz)
+    if times is None:
+        times = entry_times(ctx.papers, tz)
     found: dict[str, list[Paper]] = {}
     for paper in ctx.papers:
         if paper_page(paper.item) is not None:
@@ -77,16 +80,18 @@ def periods(ctx: BuildContext, settings: Settings) -> dict[str, list[Paper]]:
     return dict(sorted(found.items(), reverse=True))
 
 
-def manifest(ctx: BuildContext, settings: Settings) -> bytes:
-    """What the search box needs before it loads any index: the periods, newest first, with
-    their number of papers, and every category label (the category filter's choices)."""
+def manifest(groups: dict[str, list[Paper]]) -> bytes:
+    """What the search box needs before it loads any index: the periods (`periods`), newest
+    first, with their number of papers, and every category label (the category filter's
+    choices)."""
+    named = {(paper.item.category, paper.item.category_name)
+             for papers in groups.values() for paper in papers if paper.item.category}
     labels: set[str] = set()
-    for paper in ctx.papers:
-        code = one_line(paper.item.category)
-        if code and paper_page(paper.item) is not None:
-            labels.add(category_label(code, one_line(paper.item.category_name) or None))
-    shown = [{"id": name, "papers": len(papers)}
-             for name, papers in periods(ctx, settings).items()]
+    for category, name in named:
+        code = one_line(category)
+        if code:
+            labels.add(category_label(code, one_line(name) or None))
+    shown = [{"id": name, "papers": len(papers)} for name, papers in groups.items()]
     document = {"periods": shown, "categories": sorted(labels)}
     return (json.dumps(document, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
 
@@ -102,11 +107,11 @@ def records(
     found: list[Record] = []
     for paper in ctx.papers:
         item = paper.item
-        page = paper_page(item)
-        if page is None:
-            continue
         moment = times[paper.key].astimezone(tz)
         if only is not None and period(moment) not in only:
+            continue
+        page = paper_page(item)
+        if page is None:
             continue
         title = entry_title(item)
         title_zh = one_line(item.title_zh)

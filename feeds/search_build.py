@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import re
 import sqlite3
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from importlib.metadata import version
+from pathlib import Path
 
 from feeds.config import Settings
 from feeds.errors import OutputError
+from feeds.fingerprints import SEARCH_DATA
 from feeds.model import BuildContext, Paper
 from feeds.search import MANIFEST, SORT_KEY, Record, manifest, periods, records
 from feeds.search_service import index_periods
@@ -70,6 +74,7 @@ class SearchIndex:
         self.force = force
         self.before: dict[str, str] = dict(conn.execute("SELECT path, mark FROM search_index"))
         self.planned = False
+        self.manifest = b""
         # Each period's mark, newest period first.
         self.marks: dict[str, str] = {}
         # The periods to index this time; after `render`, those indexed.
@@ -85,15 +90,16 @@ class SearchIndex:
             # Off ([site] search): no index, and the files of an earlier one are removed.
             self.marks, self.stale, self.paths = {}, set(), []
             return set()
-        groups = periods(ctx, self.settings)
-        self.marks = _marks(ctx, groups, self.settings, self.render_fingerprint)
+        times = entry_times(ctx.papers, self.settings.site.tz)
+        groups = periods(ctx, self.settings, times)
+        self.marks = _marks(ctx, groups, times, self.render_fingerprint)
         newest = next(iter(groups), None)
         before: dict[str, dict[str, str]] = {}
         for path, mark in self.before.items():
             match = _PERIOD_PATH.match(path)
             if match is not None:
                 before.setdefault(match["period"], {})[match["rel"]] = mark
-        output = self.settings.paths.output
+        self.manifest = manifest(groups)
         self.stale, self.paths = set(), [f"{BUNDLE}/{MANIFEST}"]
         for name, mark in self.marks.items():
             kept = before.get(name, {})
@@ -103,7 +109,7 @@ class SearchIndex:
                 or not kept
                 or any(old != mark for old in kept.values())
                 or (name == newest and "pagefind.js" not in kept)
-                or not all((output / BUNDLE / name / rel).is_file() for rel in wanted)
+                or not set(wanted) <= _present(self.settings.paths.output / BUNDLE / name)
             ):
                 self.stale.add(name)
             else:
@@ -116,7 +122,7 @@ class SearchIndex:
             self.plan(ctx)
         if not self.settings.site.search:
             return {}
-        files = {f"{BUNDLE}/{MANIFEST}": manifest(ctx, self.settings)}
+        files = {f"{BUNDLE}/{MANIFEST}": self.manifest}
         by_period: dict[str, list[Record]] = {}
         for record in records(ctx, self.settings, only=self.stale):
             by_period.setdefault(record.sort[SORT_KEY][:7], []).append(record)
@@ -138,12 +144,27 @@ class SearchIndex:
         conn.executemany("INSERT INTO search_index (path, mark) VALUES (?, ?)", rows)
 
 
+def _present(folder: Path) -> set[str]:
+    """The files of a period's folder, as paths under it: one listing per folder rather than a
+    `stat` per file (a month has about 300 files; ten years, 34,000)."""
+    found: set[str] = set()
+    for sub in ("", *SEARCH_DATA):
+        try:
+            with os.scandir(folder / sub) as entries:
+                found.update(f"{sub}/{e.name}" if sub else e.name for e in entries if e.is_file())
+        except OSError:
+            pass
+    return found
+
+
 def _marks(
-    ctx: BuildContext, groups: dict[str, list[Paper]], settings: Settings, render_fingerprint: str
+    ctx: BuildContext,
+    groups: dict[str, list[Paper]],
+    times: Mapping[str, datetime],
+    render_fingerprint: str,
 ) -> dict[str, str]:
     """What each period's index is made of, from a context whose digests may be light."""
     hashes = {digest.id: digest.content_hash for digest in ctx.digests}
-    times = entry_times(ctx.papers, settings.site.tz)
     common = repr([render_fingerprint, _pagefind_version()]).encode("utf-8")
     marks: dict[str, str] = {}
     for name, papers in groups.items():

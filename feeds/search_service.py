@@ -14,11 +14,12 @@ runs mostly on one core. So the periods are shared out among up to two service p
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -69,20 +70,14 @@ def index_periods(
 
 def _run(binary: Path, work: Sequence[tuple[str, Sequence[Record]]]) -> dict[str, dict[str, bytes]]:
     """One service process indexing `work` (period, records) one index after another."""
-    requests: list[bytes] = []
-    # The answer each index's files come in, by message id.
+    # Message ids run 1, 2, ... in the order `_requests` makes them: per index, NewIndex, a
+    # message per record, GetFiles (the answer with the files), DeleteIndex.
     files_at: dict[int, str] = {}
-    for index_id, (name, found) in enumerate(work):
-        requests.append(_message(len(requests) + 1, {"type": "NewIndex", "config": None}))
-        for record in found:
-            requests.append(_message(len(requests) + 1, {
-                "type": "AddRecord", "index_id": index_id, "url": record.url,
-                "content": record.content, "language": record.language, "meta": record.meta,
-                "filters": record.filters, "sort": record.sort,
-            }))
-        requests.append(_message(len(requests) + 1, {"type": "GetFiles", "index_id": index_id}))
-        files_at[len(requests)] = name
-        requests.append(_message(len(requests) + 1, {"type": "DeleteIndex", "index_id": index_id}))
+    count = 0
+    for name, found in work:
+        count += 2 + len(found)
+        files_at[count] = name
+        count += 1
     try:
         process = subprocess.Popen(
             [str(binary), "--service"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -91,11 +86,16 @@ def _run(binary: Path, work: Sequence[tuple[str, Sequence[Record]]]) -> dict[str
     except OSError as exc:
         raise OutputError(f"cannot build the search index: cannot start Pagefind: {exc}") from exc
     assert process.stdin is not None and process.stdout is not None
-    writer = threading.Thread(target=_send, args=(process.stdin, requests), daemon=True)
+    # Requests are made as they are written, not all at once first: ten years of records,
+    # encoded, would be another 130 MB held until the end.
+    failed: list[BaseException] = []
+    writer = threading.Thread(
+        target=_send, args=(process.stdin, _requests(work), failed), daemon=True
+    )
     writer.start()
     made: dict[str, dict[str, bytes]] = {}
     try:
-        for message_id, payload in _answers(process.stdout, len(requests)):
+        for message_id, payload in _answers(process.stdout, count):
             if payload.get("type") == "Error":
                 raise OutputError(f"cannot build the search index: {payload.get('message')}")
             done = files_at.get(message_id)
@@ -108,11 +108,34 @@ def _run(binary: Path, work: Sequence[tuple[str, Sequence[Record]]]) -> dict[str
         process.kill()
         process.wait()
         writer.join()
-        process.stdin.close()
+        with contextlib.suppress(OSError, ValueError):
+            process.stdin.close()
         process.stdout.close()
+    if failed and not isinstance(failed[0], BrokenPipeError):
+        raise OutputError(f"cannot build the search index: {failed[0]}") from failed[0]
     if len(made) != len(work):
         raise OutputError("cannot build the search index: Pagefind stopped before the end")
     return made
+
+
+def _requests(work: Sequence[tuple[str, Sequence[Record]]]) -> Iterator[bytes]:
+    message_id = 0
+
+    def message(payload: dict[str, Any]) -> bytes:
+        nonlocal message_id
+        message_id += 1
+        return _message(message_id, payload)
+
+    for index_id, (_name, found) in enumerate(work):
+        yield message({"type": "NewIndex", "config": None})
+        for record in found:
+            yield message({
+                "type": "AddRecord", "index_id": index_id, "url": record.url,
+                "content": record.content, "language": record.language, "meta": record.meta,
+                "filters": record.filters, "sort": record.sort,
+            })
+        yield message({"type": "GetFiles", "index_id": index_id})
+        yield message({"type": "DeleteIndex", "index_id": index_id})
 
 
 def _message(message_id: int, payload: dict[str, Any]) -> bytes:
@@ -120,14 +143,18 @@ def _message(message_id: int, payload: dict[str, Any]) -> bytes:
     return base64.b64encode(body.encode("utf-8")) + b","
 
 
-def _send(stdin: Any, requests: Iterable[bytes]) -> None:
+def _send(stdin: Any, requests: Iterable[bytes], failed: list[BaseException]) -> None:
     try:
         for request in requests:
             stdin.write(request)
         # Not closed: the service exits at the end of its input at once, with answers unsent.
         stdin.flush()
-    except (BrokenPipeError, ValueError):  # the service died or was stopped: the reader says why
-        pass
+    except BaseException as exc:
+        # A request that could not be made, or a service that died (a broken pipe): closing
+        # its input ends it, so the reader stops waiting, and `_run` reports this.
+        failed.append(exc)
+        with contextlib.suppress(OSError, ValueError):
+            stdin.close()
 
 
 def _answers(stdout: Any, count: int) -> Iterable[tuple[int, dict[str, Any]]]:
