@@ -24,7 +24,7 @@ from datetime import datetime
 from feeds.catalog import STARRED_LABEL, category_label
 from feeds.config import Settings
 from feeds.entry import clean, entry_authors, entry_title, one_line
-from feeds.links import paper_page
+from feeds.links import has_page, paper_page
 from feeds.model import BuildContext, Paper
 from feeds.syndicate import entry_times
 
@@ -61,7 +61,7 @@ def index_language(settings: Settings) -> str:
 def period(moment: datetime) -> str:
     """The index a paper's record goes into: the month of its entry time, "YYYY-MM" (in the
     site's time zone, as the date a result shows)."""
-    return moment.strftime("%Y-%m")
+    return f"{moment.year:04d}-{moment.month:02d}"
 
 
 def periods(
@@ -75,7 +75,7 @@ def periods(
         times = entry_times(ctx.papers, tz)
     found: dict[str, list[Paper]] = {}
     for paper in ctx.papers:
-        if paper_page(paper.item) is not None:
+        if has_page(paper.item):
             found.setdefault(period(times[paper.key].astimezone(tz)), []).append(paper)
     return dict(sorted(found.items(), reverse=True))
 
