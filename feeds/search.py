@@ -97,13 +97,17 @@ def manifest(groups: dict[str, list[Paper]]) -> bytes:
 
 
 def records(
-    ctx: BuildContext, settings: Settings, only: Container[str] | None = None
+    ctx: BuildContext,
+    settings: Settings,
+    only: Container[str] | None = None,
+    times: Mapping[str, datetime] | None = None,
 ) -> list[Record]:
     """A record for every paper with a place on the site (or only for those in the periods
-    `only` names), newest first."""
+    `only` names), newest first. `times`: the papers' entry times, when the caller has them."""
     tz = settings.site.tz
     language = index_language(settings)
-    times = entry_times(ctx.papers, tz)
+    if times is None:
+        times = entry_times(ctx.papers, tz)
     found: list[Record] = []
     for paper in ctx.papers:
         item = paper.item

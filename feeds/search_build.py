@@ -47,12 +47,14 @@ UNUSED = frozenset({
 # Pagefind writes its script, its worker and its WebAssembly into every index; the browser
 # loads them once, from the newest period's folder (the index it opens first: the others are
 # merged into it), so only that folder keeps them: 155 KB a period otherwise.
-_PERIOD_PATH = re.compile(r"^pagefind/(?P<period>\d{4}-\d{2})/(?P<rel>.+)$")
 
+# A row per period: its mark and its files (paths under its folder, one a line). A row per
+# file, as the first layout kept, meant reading and writing 34,000 rows at every build.
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS search_index (
-    path TEXT PRIMARY KEY,
-    mark TEXT NOT NULL
+CREATE TABLE IF NOT EXISTS search_periods (
+    period TEXT PRIMARY KEY,
+    mark TEXT NOT NULL,
+    files TEXT NOT NULL
 )
 """
 
@@ -69,51 +71,62 @@ class SearchIndex:
         self, conn: sqlite3.Connection, settings: Settings, render_fingerprint: str, force: bool
     ) -> None:
         conn.execute(_SCHEMA)
+        # The single index's table, from before the index was split by period: its files are
+        # owned outputs, which the first build of this layout removes.
+        conn.execute("DROP TABLE IF EXISTS search_index")
         self.settings = settings
         self.render_fingerprint = render_fingerprint
         self.force = force
-        self.before: dict[str, str] = dict(conn.execute("SELECT path, mark FROM search_index"))
+        self.before: dict[str, tuple[str, list[str]]] = {
+            period: (mark, files.split("\n") if files else [])
+            for period, mark, files in conn.execute(
+                "SELECT period, mark, files FROM search_periods")
+        }
         self.planned = False
         self.manifest = b""
-        # Each period's mark, newest period first.
+        # Each period's mark, newest period first, and the papers' entry times.
         self.marks: dict[str, str] = {}
+        self.times: dict[str, datetime] = {}
         # The periods to index this time; after `render`, those indexed.
         self.stale: set[str] = set()
         self.indexed: list[str] = []
-        # The index's files, made this time or kept from the build that made them.
-        self.paths: list[str] = []
+        # Each period's files (paths under its folder), made this time or kept.
+        self.files: dict[str, list[str]] = {}
+
+    @property
+    def paths(self) -> list[str]:
+        """The index's files, as paths under output/."""
+        if not self.settings.site.search:
+            return []
+        return [f"{BUNDLE}/{MANIFEST}"] + [
+            f"{BUNDLE}/{name}/{rel}" for name, rels in self.files.items() for rel in rels]
 
     def plan(self, ctx: BuildContext) -> set[str]:
         """Decide from `ctx` (digests may be light) which periods to index; the digests to load."""
         self.planned = True
         if not self.settings.site.search:
             # Off ([site] search): no index, and the files of an earlier one are removed.
-            self.marks, self.stale, self.paths = {}, set(), []
+            self.marks, self.stale, self.files = {}, set(), {}
             return set()
-        times = entry_times(ctx.papers, self.settings.site.tz)
-        groups = periods(ctx, self.settings, times)
-        self.marks = _marks(ctx, groups, times, self.render_fingerprint)
+        self.times = entry_times(ctx.papers, self.settings.site.tz)
+        groups = periods(ctx, self.settings, self.times)
+        self.marks = _marks(ctx, groups, self.times, self.render_fingerprint)
         newest = next(iter(groups), None)
-        before: dict[str, dict[str, str]] = {}
-        for path, mark in self.before.items():
-            match = _PERIOD_PATH.match(path)
-            if match is not None:
-                before.setdefault(match["period"], {})[match["rel"]] = mark
         self.manifest = manifest(groups)
-        self.stale, self.paths = set(), [f"{BUNDLE}/{MANIFEST}"]
+        self.stale, self.files = set(), {}
         for name, mark in self.marks.items():
-            kept = before.get(name, {})
-            wanted = [rel for rel in sorted(kept) if name == newest or not is_code(rel)]
+            old_mark, kept = self.before.get(name, ("", []))
+            wanted = [rel for rel in kept if name == newest or not is_code(rel)]
             if (
                 self.force
                 or not kept
-                or any(old != mark for old in kept.values())
+                or old_mark != mark
                 or (name == newest and "pagefind.js" not in kept)
                 or not set(wanted) <= _present(self.settings.paths.output / BUNDLE / name)
             ):
                 self.stale.add(name)
             else:
-                self.paths += [f"{BUNDLE}/{name}/{rel}" for rel in wanted]
+                self.files[name] = wanted
         return {d for name in self.stale for paper in groups[name] for d in paper.digest_ids}
 
     def render(self, ctx: BuildContext) -> dict[str, bytes]:
@@ -124,24 +137,27 @@ class SearchIndex:
             return {}
         files = {f"{BUNDLE}/{MANIFEST}": self.manifest}
         by_period: dict[str, list[Record]] = {}
-        for record in records(ctx, self.settings, only=self.stale):
+        for record in records(ctx, self.settings, only=self.stale, times=self.times):
             by_period.setdefault(record.sort[SORT_KEY][:7], []).append(record)
         newest = next(iter(self.marks), None)
         for name, bundle in sorted(make_indexes(by_period).items()):
-            kept = {rel: data for rel, data in bundle.items() if name == newest or not is_code(rel)}
-            made = {f"{BUNDLE}/{name}/{rel}": data for rel, data in kept.items()}
-            files.update(made)
-            self.paths += sorted(made)
+            kept = sorted(rel for rel in bundle if name == newest or not is_code(rel))
+            files.update({f"{BUNDLE}/{name}/{rel}": bundle[rel] for rel in kept})
+            self.files[name] = kept
+        self.files = dict(sorted(self.files.items(), reverse=True))
         self.indexed = sorted(by_period)
         return files
 
     def save(self, conn: sqlite3.Connection) -> None:
-        conn.execute("DELETE FROM search_index")
-        rows = []
-        for path in self.paths:
-            match = _PERIOD_PATH.match(path)
-            rows.append((path, self.marks[match["period"]] if match else ""))
-        conn.executemany("INSERT INTO search_index (path, mark) VALUES (?, ?)", rows)
+        """Record each period's mark and files; only the rows that changed are written."""
+        rows = {name: (self.marks[name], rels) for name, rels in self.files.items()}
+        gone = [(name,) for name in self.before if name not in rows]
+        conn.executemany("DELETE FROM search_periods WHERE period = ?", gone)
+        conn.executemany(
+            "INSERT OR REPLACE INTO search_periods (period, mark, files) VALUES (?, ?, ?)",
+            [(name, mark, "\n".join(rels)) for name, (mark, rels) in rows.items()
+             if self.before.get(name) != (mark, rels)],
+        )
 
 
 def _present(folder: Path) -> set[str]:
