@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -358,3 +359,70 @@ def test_with_search_off_no_index_is_made_and_an_earlier_one_is_removed(tmp_path
     assert [p for p in (settings.paths.output / "pagefind").rglob("*") if p.is_file()] == []
     assert not (settings.paths.output / "search.js").exists()
     assert b"search.js" not in (settings.paths.output / "index.html").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def fourteen_months(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A site of fourteen digests, one a month (2020-01 to 2021-02, made from the samples by the
+    benchmarks' corpus generator, so each paper is distinct), served over HTTP; its base URL."""
+    import functools
+    import random
+    import sys
+    import threading
+    from datetime import date
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from corpus import DAILY_SAMPLES, _rewrite
+
+    work = tmp_path_factory.mktemp("months")
+    inputs = work / "digests"
+    inputs.mkdir()
+    sample = (ROOT / "digests" / DAILY_SAMPLES[0]).read_text(encoding="utf-8")
+    rng, serial = random.Random(14), [0]
+    for n in range(14):
+        day = date(2020 + n // 12, n % 12 + 1, 1)
+        (inputs / f"{day.isoformat()}.txt").write_text(
+            _rewrite(sample, day, rng, serial), encoding="utf-8")
+    settings = settings_for(work)
+    settings = replace(settings, paths=replace(settings.paths, input=inputs))
+    run_build(settings)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(settings.paths.output))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.browser
+def test_a_rare_word_searches_a_year_of_months_at_a_time(
+    chromium: Any, fourteen_months: str
+) -> None:
+    page = search_page(chromium, fourteen_months + "index.html")
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    try:
+        assert results(page, "qqqzzzxxy") == []
+        # Twelve months searched, newest first: 2021-02 back to 2020-03; the two oldest not
+        # opened until asked for.
+        status = page.text_content("#search-status")
+        assert status == "没有结果 No results (已搜索至 2020-03 searched back to 2020-03)"
+        oldest = ("/pagefind/2020-01/", "/pagefind/2020-02/")
+        assert not [url for url in fetched if any(month in url for month in oldest)]
+        assert page.text_content("#search-more") == "搜索更早的论文 Search earlier papers"
+        more(page)
+        assert page.text_content("#search-status") == "没有结果 No results"
+        assert page.locator("#search-more").is_hidden()
+        assert any("/pagefind/2020-01/" in url for url in fetched)
+        # A word of every month still fills its first page from the newest months.
+        assert len(results(page, "learning")) == 20
+    finally:
+        page.close()
