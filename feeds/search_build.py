@@ -31,8 +31,16 @@ from feeds.config import Settings
 from feeds.errors import OutputError
 from feeds.fingerprints import SEARCH_DATA
 from feeds.model import BuildContext, Paper
-from feeds.search import MANIFEST, SORT_KEY, Record, manifest, periods, records
-from feeds.search_service import index_periods
+from feeds.search import (
+    MANIFEST,
+    SORT_KEY,
+    Record,
+    index_language,
+    manifest,
+    periods,
+    records,
+)
+from feeds.search_service import MAX_PROCESSES, Warm, index_periods
 from feeds.syndicate import entry_times
 
 # The folder under output/ the periods' indexes and the manifest live in.
@@ -83,6 +91,7 @@ class SearchIndex:
                 "SELECT period, mark, files FROM search_periods")
         }
         self.planned = False
+        self.warm: Warm | None = None
         self.manifest = b""
         # Each period's mark, newest period first, and the papers' entry times.
         self.marks: dict[str, str] = {}
@@ -127,6 +136,9 @@ class SearchIndex:
                 self.stale.add(name)
             else:
                 self.files[name] = wanted
+        if self.stale:
+            # Pagefind starts now, loading its Chinese dictionary while the build goes on.
+            self.warm = Warm(min(MAX_PROCESSES, len(self.stale)), index_language(self.settings))
         return {d for name in self.stale for paper in groups[name] for d in paper.digest_ids}
 
     def render(self, ctx: BuildContext) -> dict[str, bytes]:
@@ -140,7 +152,13 @@ class SearchIndex:
         for record in records(ctx, self.settings, only=self.stale, times=self.times):
             by_period.setdefault(record.sort[SORT_KEY][:7], []).append(record)
         newest = next(iter(self.marks), None)
-        for name, bundle in sorted(make_indexes(by_period).items()):
+        try:
+            made = make_indexes(by_period, self.warm)
+        finally:
+            if self.warm is not None:
+                self.warm.close()
+                self.warm = None
+        for name, bundle in sorted(made.items()):
             kept = sorted(rel for rel in bundle if name == newest or not is_code(rel))
             files.update({f"{BUNDLE}/{name}/{rel}": bundle[rel] for rel in kept})
             self.files[name] = kept
@@ -200,10 +218,12 @@ def _pagefind_version() -> str:
         return ""
 
 
-def make_indexes(by_period: Mapping[str, Sequence[Record]]) -> dict[str, dict[str, bytes]]:
+def make_indexes(
+    by_period: Mapping[str, Sequence[Record]], warm: Warm | None = None
+) -> dict[str, dict[str, bytes]]:
     """Pagefind's bundle for each period's records ({period: {path under the bundle: bytes}}),
-    made in memory; nothing reaches the network."""
-    made = index_periods(by_period)
+    made in memory (by `warm`'s processes first); nothing reaches the network."""
+    made = index_periods(by_period, warm=warm)
     bundles: dict[str, dict[str, bytes]] = {}
     for name, files in made.items():
         if "pagefind.js" not in files:

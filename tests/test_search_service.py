@@ -41,3 +41,16 @@ def test_each_period_is_its_own_index_whichever_process_made_it() -> None:
 def test_a_service_that_ends_early_is_an_error_not_a_hang(binary: str) -> None:
     with pytest.raises(OutputError, match="stopped before the end"):
         _run(Path(binary), [("2021-01", [record(0, "2021-01")])])
+
+
+def test_a_warm_process_makes_the_same_index_and_unused_ones_are_stopped() -> None:
+    from feeds.search_build import make_indexes
+    from feeds.search_service import Warm
+
+    periods = {"2021-03": [record(n, "2021-03") for n in range(4)]}
+    warm = Warm(2, "zh-cn")
+    processes = list(warm.ready)
+    assert make_indexes(periods, warm) == make_indexes(periods)
+    # One process was taken and ended by the indexing; the other is stopped by close.
+    warm.close()
+    assert warm.ready == [] and all(p.poll() is not None for p in processes)
