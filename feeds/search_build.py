@@ -52,10 +52,6 @@ UNUSED = frozenset({
     "pagefind-ui.js", "pagefind-ui.css", "pagefind-modular-ui.js", "pagefind-modular-ui.css",
     "pagefind-component-ui.js", "pagefind-component-ui.css", "pagefind-highlight.js",
 })
-# Pagefind writes its script, its worker and its WebAssembly into every index; the browser
-# loads them once, from the newest period's folder (the index it opens first: the others are
-# merged into it), so only that folder keeps them: 155 KB a period otherwise.
-
 # A row per period: its mark and its files (paths under its folder, one a line). A row per
 # file, as the first layout kept, meant reading and writing 34,000 rows at every build.
 _SCHEMA = """
@@ -68,7 +64,12 @@ CREATE TABLE IF NOT EXISTS search_periods (
 
 
 def is_code(rel: str) -> bool:
-    """Whether a file of a period's bundle is Pagefind's code rather than the period's data."""
+    """Whether a file of a period's bundle is Pagefind's code rather than the period's data.
+
+    Pagefind writes its script, its worker and its WebAssembly into every index; the browser
+    loads them once, from the newest period's folder (the index it opens first: the others
+    are merged into it), so only that folder keeps them: 155 KB a period otherwise.
+    """
     return rel in ("pagefind.js", "pagefind-worker.js") or rel.startswith("wasm.")
 
 
