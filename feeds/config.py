@@ -52,9 +52,9 @@ class SiteSettings:
     # A WebSub hub (e.g. "https://pubsubhubbub.appspot.com/"): the RSS, Atom and JSON feeds
     # name it, and the build tells it which feeds changed (feeds.websub). Empty: no hub.
     websub_hub: str | None = None
-    # Full-text search over every paper (Pagefind; `pip install 'digest-feeds[search]'`).
-    # Off by default: Pagefind makes the whole index again whenever a paper changes, which
-    # takes about a minute on ten years of digests, at every daily build.
+    # Full-text search over every paper (Pagefind; `pip install 'digest-feeds[search]'`),
+    # indexed a month at a time. Off by default: what it costs every site is in
+    # docs/operations.md, "Decisions".
     search: bool = False
 
     @property
