@@ -39,7 +39,8 @@ def executable() -> Path:
     except ImportError as exc:
         raise OutputError(
             "[site] search is on, but Pagefind's extended binary is not installed",
-            hint="pip install 'digest-feeds[search]', or set [site] search = false",
+            hint="install digest-feeds again (pagefind[extended] is a dependency), or set "
+            "[site] search = false",
         ) from exc
     found: Path = get_executable()
     return found
