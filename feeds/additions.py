@@ -48,7 +48,7 @@ class Additions:
         self.timings["history"] = spent
         tick = time.perf_counter()
         index = self.search.render(ctx)
-        if index:
+        if self.search.indexed:
             # Only a build that indexed says so (`feeds build -v`, the benchmarks).
             self.timings["search"] = time.perf_counter() - tick
             yield index

@@ -53,10 +53,9 @@ class SiteSettings:
     # A WebSub hub (e.g. "https://pubsubhubbub.appspot.com/"): the RSS, Atom and JSON feeds
     # name it, and the build tells it which feeds changed (feeds.websub). Empty: no hub.
     websub_hub: str | None = None
-    # Full-text search over every paper (Pagefind; `pip install 'digest-feeds[search]'`).
-    # Off by default: Pagefind makes the whole index again whenever a paper changes, which
-    # takes about a minute on ten years of digests, at every daily build.
-    search: bool = False
+    # Full-text search over every paper (Pagefind), indexed a month at a time; what it costs
+    # a site is in docs/operations.md, "Decisions".
+    search: bool = True
 
     @property
     def tz(self) -> ZoneInfo:

@@ -94,6 +94,10 @@ def _library_versions() -> list[str]:
     return sorted(found)
 
 
+# The folders of each period's search index that hold its data files (Pagefind's layout).
+SEARCH_DATA = ("index", "filter", "fragment")
+
+
 def stamp(settings: Settings, listing: inputs.Scan) -> str:
     """Everything a build's output depends on, as one comparable string, from stat calls only:
     the input files, the settings, the templates, the package's own files and the rendering
@@ -109,10 +113,19 @@ def stamp(settings: Settings, listing: inputs.Scan) -> str:
         per_feed = sorted(Path(e.path) for e in os.scandir(archive) if e.is_dir())
     except OSError:
         per_feed = []
+    # The search index: a folder per period (feeds.search_build), each with its data folders.
+    per_period: list[Path] = []
+    try:
+        for entry in os.scandir(output_dir / "pagefind"):
+            if entry.is_dir():
+                per_period += [Path(entry.path)] + [Path(entry.path) / sub for sub in SEARCH_DATA]
+    except OSError:
+        pass
+    per_period.sort()
     marks = []
     for folder in (
         output_dir, output_dir / "feeds", output_dir / "newsletter", archive, *per_feed,
-        output_dir / "pagefind",
+        output_dir / "pagefind", *per_period,
     ):
         try:
             marks.append(os.stat(folder).st_mtime_ns)

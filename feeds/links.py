@@ -92,10 +92,15 @@ def paper_anchor(item: Item) -> str:
     return "p-" + hashlib.sha256(item.key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
+def has_page(item: Item) -> bool:
+    """Whether the paper has a place on the site (`paper_page`), without making its path."""
+    return bool(item.digest_id)
+
+
 def paper_page(item: Item) -> str | None:
     """The paper's permanent place on the site, as a path under output/: its anchor in the
     web copy of the issue that first showed it; None for an item of no digest."""
-    if not item.digest_id:
+    if not has_page(item):
         return None
     return f"{issue_page(item.digest_id)}#{paper_anchor(item)}"
 

@@ -7,17 +7,25 @@ affiliations, category, summary, abstract and the curator's notes, and its metad
 result shows (`templates/site/search.js`). `feeds.search_build` hands the records to Pagefind.
 Records are made from the papers rather than by having Pagefind read the written pages: a page
 is an issue, and a filter (category, star) belongs to a paper, not to an issue.
+
+The records are indexed a calendar month at a time (`period`), each month its own Pagefind
+index under `pagefind/YYYY-MM/`: a new digest re-indexes its month only, and a query reads the
+newest month first and older ones only as it needs more results (`templates/site/search.js`,
+guided by `manifest`).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from feeds.catalog import STARRED_LABEL, category_label
 from feeds.config import Settings
 from feeds.entry import clean, entry_authors, entry_title, one_line
-from feeds.links import paper_page
-from feeds.model import BuildContext
+from feeds.links import has_page, paper_page
+from feeds.model import BuildContext, Paper
 from feeds.syndicate import entry_times
 
 # The filters a visitor can narrow results with, and the value a starred paper has.
@@ -27,6 +35,8 @@ STARRED_VALUE = STARRED_LABEL
 # The sort key: the entry time, "YYYY-MM-DDTHH:MM:SS" in the site's time zone, which sorts
 # as text in time order and keeps one digest's papers in the curator's order.
 SORT_KEY = "date"
+# The manifest the search box starts from, beside the periods' folders.
+MANIFEST = "periods.json"
 
 
 @dataclass(frozen=True)
@@ -48,14 +58,62 @@ def index_language(settings: Settings) -> str:
     return settings.site.language.lower()
 
 
-def records(ctx: BuildContext, settings: Settings) -> list[Record]:
-    """A record for every paper with a place on the site, newest first."""
+def period(moment: datetime) -> str:
+    """The index a paper's record goes into: the month of its entry time, "YYYY-MM" (in the
+    site's time zone, as the date a result shows)."""
+    return f"{moment.year:04d}-{moment.month:02d}"
+
+
+def periods(
+    ctx: BuildContext, settings: Settings, times: Mapping[str, datetime] | None = None
+) -> dict[str, list[Paper]]:
+    """The papers with a place on the site by period, newest period first. Reads only what a
+    light context has (identities, dates), so a build can decide what to index before it loads
+    any digest's text. `times`: the papers' entry times, when the caller has them already."""
+    tz = settings.site.tz
+    if times is None:
+        times = entry_times(ctx.papers, tz)
+    found: dict[str, list[Paper]] = {}
+    for paper in ctx.papers:
+        if has_page(paper.item):
+            found.setdefault(period(times[paper.key].astimezone(tz)), []).append(paper)
+    return dict(sorted(found.items(), reverse=True))
+
+
+def manifest(groups: dict[str, list[Paper]]) -> bytes:
+    """What the search box needs before it loads any index: the periods (`periods`), newest
+    first, with their number of papers, and every category label (the category filter's
+    choices)."""
+    named = {(paper.item.category, paper.item.category_name)
+             for papers in groups.values() for paper in papers if paper.item.category}
+    labels: set[str] = set()
+    for category, name in named:
+        code = one_line(category)
+        if code:
+            labels.add(category_label(code, one_line(name) or None))
+    shown = [{"id": name, "papers": len(papers)} for name, papers in groups.items()]
+    document = {"periods": shown, "categories": sorted(labels)}
+    return (json.dumps(document, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+
+
+def records(
+    ctx: BuildContext,
+    settings: Settings,
+    only: Container[str] | None = None,
+    times: Mapping[str, datetime] | None = None,
+) -> list[Record]:
+    """A record for every paper with a place on the site (or only for those in the periods
+    `only` names), newest first. `times`: the papers' entry times, when the caller has them."""
     tz = settings.site.tz
     language = index_language(settings)
-    times = entry_times(ctx.papers, tz)
+    if times is None:
+        times = entry_times(ctx.papers, tz)
     found: list[Record] = []
     for paper in ctx.papers:
         item = paper.item
+        moment = times[paper.key].astimezone(tz)
+        if only is not None and period(moment) not in only:
+            continue
         page = paper_page(item)
         if page is None:
             continue
@@ -67,7 +125,6 @@ def records(ctx: BuildContext, settings: Settings) -> list[Record]:
         affiliations = "; ".join(n for n in (one_line(a) for a in item.affiliations) if n)
         code = one_line(item.category)
         category = category_label(code, one_line(item.category_name) or None) if code else ""
-        moment = times[paper.key].astimezone(tz)
         meta = {"title": title, "date": moment.strftime("%Y-%m-%d")}
         filters: dict[str, list[str]] = {}
         if title_zh and title_zh != title:

@@ -1,38 +1,49 @@
-"""The build's side of the search: index the papers with Pagefind, only when they changed.
+"""The build's side of the search: index the papers with Pagefind, a month at a time, and only
+the months whose papers changed.
 
-Pagefind (PyPI `pagefind[extended]`, whose binary segments Chinese into words) builds the whole
-index at once; there is no adding to an index. So the build keeps a mark of what the index was
-made of (each paper's guid, entry time and the content hashes of the digests that sight it,
-the record code, the settings, Pagefind's version) with the list of the index's files in the
-state database. Same mark and every file still there: no indexing, and only then are the
-digests not loaded in full. Otherwise every paper is indexed again, into a temporary folder
-beside the state database, whose files the build then writes into `output/pagefind/` through
-its writer (atomic, unchanged bytes untouched; the index's file names are hashes of their
-content, so a new index mostly adds files and the build removes the old ones it owns).
+Pagefind (PyPI `pagefind[extended]`, whose binary segments Chinese into words) builds an index
+whole; there is no adding to one. So the papers are indexed by period (`feeds.search.period`,
+a calendar month), each period its own index under `output/pagefind/YYYY-MM/`, and the build
+keeps a mark of what each period's index was made of (each paper's guid, entry time and the
+content hashes of the digests that sight it, the record code, the settings, Pagefind's version)
+with the list of its files in the state database. A period whose mark is the same and whose
+files are all there is not indexed again; a new digest re-indexes its month only, and only
+the digests that sight papers of the periods to index are loaded in full. The index's files
+reach `output/` through the build's writer (atomic, unchanged bytes untouched); their names are
+hashes of their content, so a remade period mostly adds files, and the build removes the old
+ones it owns. `pagefind/periods.json` (`feeds.search.manifest`) tells the search box which
+periods there are.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import hashlib
 import os
 import re
 import sqlite3
-import tempfile
-import threading
-from collections.abc import Coroutine
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
 from feeds.config import Settings
 from feeds.errors import OutputError
-from feeds.model import BuildContext
-from feeds.search import Record, records
+from feeds.fingerprints import SEARCH_DATA
+from feeds.model import BuildContext, Paper
+from feeds.search import (
+    MANIFEST,
+    SORT_KEY,
+    Record,
+    index_language,
+    manifest,
+    periods,
+    records,
+)
+from feeds.search_service import MAX_PROCESSES, Warm, index_periods
 from feeds.syndicate import entry_times
 
-# The folder under output/ the index and Pagefind's script live in.
+# The folder under output/ the periods' indexes and the manifest live in.
 BUNDLE = "pagefind"
 
 # Pagefind's own search interfaces: the site has its own (templates/site/search.js), which
@@ -41,80 +52,164 @@ UNUSED = frozenset({
     "pagefind-ui.js", "pagefind-ui.css", "pagefind-modular-ui.js", "pagefind-modular-ui.css",
     "pagefind-component-ui.js", "pagefind-component-ui.css", "pagefind-highlight.js",
 })
-
+# A row per period: its mark and its files (paths under its folder, one a line). A row per
+# file, as the first layout kept, meant reading and writing 34,000 rows at every build.
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS search_index (
-    path TEXT PRIMARY KEY,
-    mark TEXT NOT NULL
+CREATE TABLE IF NOT EXISTS search_periods (
+    period TEXT PRIMARY KEY,
+    mark TEXT NOT NULL,
+    files TEXT NOT NULL
 )
 """
 
 
+def is_code(rel: str) -> bool:
+    """Whether a file of a period's bundle is Pagefind's code rather than the period's data.
+
+    Pagefind writes its script, its worker and its WebAssembly into every index; the browser
+    loads them once, from the newest period's folder (the index it opens first: the others
+    are merged into it), so only that folder keeps them: 155 KB a period otherwise.
+    """
+    return rel in ("pagefind.js", "pagefind-worker.js") or rel.startswith("wasm.")
+
+
 class SearchIndex:
-    """One build's search index: whether to make it again, and which files it has."""
+    """One build's search index: which periods to index again, and which files it has."""
 
     def __init__(
         self, conn: sqlite3.Connection, settings: Settings, render_fingerprint: str, force: bool
     ) -> None:
         conn.execute(_SCHEMA)
+        # The single index's table, from before the index was split by period: its files are
+        # owned outputs, which the first build of this layout removes.
+        conn.execute("DROP TABLE IF EXISTS search_index")
         self.settings = settings
         self.render_fingerprint = render_fingerprint
         self.force = force
-        rows = list(conn.execute("SELECT path, mark FROM search_index"))
-        self.before: dict[str, str] = dict(rows)
-        self.mark = ""
-        self.stale = True
-        # The index's files, made this time or kept from the build that made them.
-        self.paths: list[str] = []
+        self.before: dict[str, tuple[str, list[str]]] = {
+            period: (mark, files.split("\n") if files else [])
+            for period, mark, files in conn.execute(
+                "SELECT period, mark, files FROM search_periods")
+        }
+        self.planned = False
+        self.warm: Warm | None = None
+        self.manifest = b""
+        # Each period's mark, newest period first, and the papers' entry times.
+        self.marks: dict[str, str] = {}
+        self.times: dict[str, datetime] = {}
+        # The periods to index this time; after `render`, those indexed.
+        self.stale: set[str] = set()
+        self.indexed: list[str] = []
+        # Each period's files (paths under its folder), made this time or kept.
+        self.files: dict[str, list[str]] = {}
+
+    @property
+    def paths(self) -> list[str]:
+        """The index's files, as paths under output/."""
+        if not self.settings.site.search:
+            return []
+        return [f"{BUNDLE}/{MANIFEST}"] + [
+            f"{BUNDLE}/{name}/{rel}" for name, rels in self.files.items() for rel in rels]
 
     def plan(self, ctx: BuildContext) -> set[str]:
-        """Decide from `ctx` (digests may be light) whether to index; the digests to load."""
+        """Decide from `ctx` (digests may be light) which periods to index; the digests to load."""
+        self.planned = True
         if not self.settings.site.search:
             # Off ([site] search): no index, and the files of an earlier one are removed.
-            self.stale, self.mark, self.paths = False, "off", []
+            self.marks, self.stale, self.files = {}, set(), {}
             return set()
-        self.mark = _mark(ctx, self.settings, self.render_fingerprint)
-        kept = sorted(self.before)
-        self.stale = (
-            self.force
-            or not kept
-            or any(mark != self.mark for mark in self.before.values())
-            or not all((self.settings.paths.output / rel).is_file() for rel in kept)
-        )
+        self.times = entry_times(ctx.papers, self.settings.site.tz)
+        groups = periods(ctx, self.settings, self.times)
+        self.marks = _marks(ctx, groups, self.times, self.render_fingerprint)
+        newest = next(iter(groups), None)
+        self.manifest = manifest(groups)
+        self.stale, self.files = set(), {}
+        for name, mark in self.marks.items():
+            old_mark, kept = self.before.get(name, ("", []))
+            wanted = [rel for rel in kept if name == newest or not is_code(rel)]
+            if (
+                self.force
+                or not kept
+                or old_mark != mark
+                or (name == newest and "pagefind.js" not in kept)
+                or not set(wanted) <= _present(self.settings.paths.output / BUNDLE / name)
+            ):
+                self.stale.add(name)
+            else:
+                self.files[name] = wanted
         if self.stale:
-            # Every paper's text goes into the index.
-            return {digest.id for digest in ctx.digests}
-        self.paths = kept
-        return set()
+            # Pagefind starts now, loading its Chinese dictionary while the build goes on.
+            self.warm = Warm(min(MAX_PROCESSES, len(self.stale)), index_language(self.settings))
+        return {d for name in self.stale for paper in groups[name] for d in paper.digest_ids}
 
     def render(self, ctx: BuildContext) -> dict[str, bytes]:
-        """The index's files, when it is made again; nothing when it is kept."""
-        if not self.mark:
+        """The manifest, and the files of the periods indexed again."""
+        if not self.planned:
             self.plan(ctx)
-        if not self.stale:
+        if not self.settings.site.search:
             return {}
-        made = make_index(records(ctx, self.settings), self.settings.paths.state.parent)
-        files = {f"{BUNDLE}/{rel}": data for rel, data in made.items()}
-        self.paths = sorted(files)
+        files = {f"{BUNDLE}/{MANIFEST}": self.manifest}
+        by_period: dict[str, list[Record]] = {}
+        for record in records(ctx, self.settings, only=self.stale, times=self.times):
+            by_period.setdefault(record.sort[SORT_KEY][:7], []).append(record)
+        newest = next(iter(self.marks), None)
+        try:
+            made = make_indexes(by_period, self.warm)
+        finally:
+            if self.warm is not None:
+                self.warm.close()
+                self.warm = None
+        for name, bundle in sorted(made.items()):
+            kept = sorted(rel for rel in bundle if name == newest or not is_code(rel))
+            files.update({f"{BUNDLE}/{name}/{rel}": bundle[rel] for rel in kept})
+            self.files[name] = kept
+        self.files = dict(sorted(self.files.items(), reverse=True))
+        self.indexed = sorted(by_period)
         return files
 
     def save(self, conn: sqlite3.Connection) -> None:
-        conn.execute("DELETE FROM search_index")
+        """Record each period's mark and files; only the rows that changed are written."""
+        rows = {name: (self.marks[name], rels) for name, rels in self.files.items()}
+        gone = [(name,) for name in self.before if name not in rows]
+        conn.executemany("DELETE FROM search_periods WHERE period = ?", gone)
         conn.executemany(
-            "INSERT INTO search_index (path, mark) VALUES (?, ?)",
-            [(rel, self.mark) for rel in self.paths],
+            "INSERT OR REPLACE INTO search_periods (period, mark, files) VALUES (?, ?, ?)",
+            [(name, mark, "\n".join(rels)) for name, (mark, rels) in rows.items()
+             if self.before.get(name) != (mark, rels)],
         )
 
 
-def _mark(ctx: BuildContext, settings: Settings, render_fingerprint: str) -> str:
-    """What the index is made of, from a context whose digests may be light."""
+def _present(folder: Path) -> set[str]:
+    """The files of a period's folder, as paths under it: one listing per folder rather than a
+    `stat` per file (a month has about 300 files; ten years, 34,000)."""
+    found: set[str] = set()
+    for sub in ("", *SEARCH_DATA):
+        try:
+            with os.scandir(folder / sub) as entries:
+                found.update(f"{sub}/{e.name}" if sub else e.name for e in entries if e.is_file())
+        except OSError:
+            pass
+    return found
+
+
+def _marks(
+    ctx: BuildContext,
+    groups: dict[str, list[Paper]],
+    times: Mapping[str, datetime],
+    render_fingerprint: str,
+) -> dict[str, str]:
+    """What each period's index is made of, from a context whose digests may be light."""
     hashes = {digest.id: digest.content_hash for digest in ctx.digests}
-    times = entry_times(ctx.papers, settings.site.tz)
-    h = hashlib.sha256(repr([render_fingerprint, _pagefind_version()]).encode("utf-8"))
-    for paper in ctx.papers:
-        sightings = [(d, hashes.get(d, "")) for d in paper.digest_ids]
-        h.update(repr((paper.guid, paper.key, times[paper.key].isoformat(), sightings)).encode())
-    return h.hexdigest()
+    common = repr([render_fingerprint, _pagefind_version()]).encode("utf-8")
+    marks: dict[str, str] = {}
+    for name, papers in groups.items():
+        h = hashlib.sha256(common)
+        for paper in papers:
+            sightings = [(d, hashes.get(d, "")) for d in paper.digest_ids]
+            h.update(repr((paper.guid, paper.key, times[paper.key].isoformat(),
+                           sightings)).encode())
+        marks[name] = h.hexdigest()
+    return marks
 
 
 def _pagefind_version() -> str:
@@ -124,82 +219,19 @@ def _pagefind_version() -> str:
         return ""
 
 
-def make_index(found: list[Record], scratch: Path) -> dict[str, bytes]:
-    """Pagefind's bundle for these records ({path under the bundle: bytes}), made in a
-    temporary folder under `scratch` (never under output/, which must only ever show whole
-    files) and read back; nothing reaches the network."""
-    try:
-        from pagefind.index import IndexConfig, PagefindIndex
-    except ImportError as exc:
-        raise OutputError(
-            "[site] search is on, but the pagefind package is not installed",
-            hint="pip install 'digest-feeds[search]', or set [site] search = false",
-        ) from exc
-
-    async def run(folder: str) -> None:
-        config = IndexConfig(output_path=folder)
-        async with PagefindIndex(config=config) as index:
-            for record in found:
-                await index.add_custom_record(
-                    url=record.url, content=record.content, language=record.language,
-                    meta=record.meta, filters=record.filters, sort=record.sort,
-                )
-
-    import pagefind.service
-
-    scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch, prefix=".feeds-search-") as folder:
-        # pagefind 1.5.2's client waits 0.1 s before reading each answer of its service, so a
-        # record costs 0.1 s (ten years of papers: hours); without that pause, a pipe's round
-        # trip. Only its own module sees the change, and only while indexing.
-        namespace = vars(pagefind.service)
-        saved = namespace["asyncio"]
-        namespace["asyncio"] = _NoPause()
-        try:
-            _run_apart(run(folder))
-        except Exception as exc:
-            raise OutputError(f"cannot build the search index: {exc}") from exc
-        finally:
-            namespace["asyncio"] = saved
-        files: dict[str, bytes] = {}
-        for parent, _dirs, names in os.walk(folder):
-            for name in names:
-                if name in UNUSED:
-                    continue
-                path = Path(parent) / name
-                files[path.relative_to(folder).as_posix()] = path.read_bytes()
-    if "pagefind.js" not in files:
-        raise OutputError("cannot build the search index: Pagefind wrote no pagefind.js")
-    return canonical(files)
-
-
-def _run_apart(work: Coroutine[Any, Any, None]) -> None:
-    """Run `work` to its end on an event loop of its own thread: the caller's thread may have a
-    loop running already (a program embedding the build), where `asyncio.run` refuses."""
-    failed: list[BaseException] = []
-
-    def main() -> None:
-        try:
-            asyncio.run(work)
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=main, name="search-index")
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-
-
-class _NoPause:
-    """`asyncio` as pagefind.service sees it while indexing: `sleep` yields, never waits."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
-
-    @staticmethod
-    async def sleep(delay: float, result: Any = None) -> Any:
-        return await asyncio.sleep(0, result)
+def make_indexes(
+    by_period: Mapping[str, Sequence[Record]], warm: Warm | None = None
+) -> dict[str, dict[str, bytes]]:
+    """Pagefind's bundle for each period's records ({period: {path under the bundle: bytes}}),
+    made in memory (by `warm`'s processes first); nothing reaches the network."""
+    made = index_periods(by_period, warm=warm)
+    bundles: dict[str, dict[str, bytes]] = {}
+    for name, files in made.items():
+        if "pagefind.js" not in files:
+            raise OutputError("cannot build the search index: Pagefind wrote no pagefind.js")
+        bundles[name] = canonical({rel: data for rel, data in files.items()
+                                   if rel not in UNUSED})
+    return bundles
 
 
 # -- the same index, the same bytes ----------------------------------------------------------

@@ -182,8 +182,8 @@ def test_adding_a_digest_rewrites_only_files_whose_content_changed(tmp_path: Pat
     assert set(report.written) == changed
     assert {"newsletter/2022-08-13.html", "newsletter/2022-08-13.eml", "index.html",
             "feeds/all.rss", "newsletter/index.html"} <= changed
-    # The older issues were neither re-rendered nor touched; what went is the old search
-    # index's files the new one does not have.
+    # The older issues were neither re-rendered nor touched; what went is the files of the
+    # search index's month made again that the new one does not have.
     assert set(before) - set(after) == set(report.removed)
     assert all(rel.startswith("pagefind/") for rel in report.removed)
     for rel in after.keys() & before.keys():
@@ -227,7 +227,7 @@ def test_a_removed_digest_takes_its_newsletter_files_with_it(
 
     report = build(settings, now=NOW, log=quiet)
     # Robotics (RO) appeared in that digest only: its feed goes too, as a fresh build would
-    # (and the files of the search index made before, which is made again).
+    # (and files of the search index's months made again).
     assert sorted(r for r in report.removed if not r.startswith("pagefind/")) == [
         "feeds/archive/ro/2021-03.atom", "feeds/archive/ro/2021-03.rss",
         "feeds/ro.atom", "feeds/ro.html", "feeds/ro.json", "feeds/ro.rss", *issue_files,

@@ -5,7 +5,9 @@ filters, the link to the paper's anchor, a phone's width."""
 
 from __future__ import annotations
 
+import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +72,16 @@ def run_build(settings: Settings, *, force: bool = False) -> BuildReport:
     return report
 
 
+def run_context(settings: Settings) -> Any:
+    """The build's context of the sample digests, assembled as the build does."""
+    from feeds.assemble import assemble
+    from feeds.parse import parse_file
+
+    paths = sorted(settings.paths.input.glob("*.txt"))
+    digests = [parse_file(p, tz=settings.site.tz) for p in paths]
+    return assemble(digests, {}, {})[0]
+
+
 def bundle(settings: Settings) -> dict[str, bytes]:
     root = settings.paths.output / "pagefind"
     return {p.relative_to(root).as_posix(): p.read_bytes()
@@ -81,8 +93,19 @@ def test_the_index_is_made_once_and_again_only_when_a_paper_changed(tmp_path: Pa
     first = run_build(settings)
     assert "search" in first.timings
     made = bundle(settings)
-    assert {"pagefind.js", "pagefind-entry.json", "pagefind-worker.js"} <= set(made)
-    assert any(name.startswith("index/zh-cn_") for name in made)
+    listed = json.loads(made["periods.json"])
+    months = ["2022-08", "2021-06", "2021-03", "2020-07"]
+    assert [p["id"] for p in listed["periods"]] == months
+    assert sum(p["papers"] for p in listed["periods"]) == len(
+        records(run_context(settings), settings))
+    assert "机器学习 (LG)" in listed["categories"]
+    # A Pagefind index per month; its script, worker and WebAssembly only in the newest.
+    for month in months:
+        assert f"{month}/pagefind-entry.json" in made
+        assert any(name.startswith(f"{month}/index/zh-cn_") for name in made)
+    code = {"pagefind.js", "pagefind-worker.js", "wasm.unknown.pagefind"}
+    assert {name for name in made if name.split("/")[-1] in code} == {
+        f"2022-08/{name}" for name in code}
     # Pagefind's own interfaces are not published: the site has its own search box.
     assert not [name for name in made if "-ui." in name]
     assert (settings.paths.output / "search.js").is_file()
@@ -99,13 +122,20 @@ def test_the_index_is_made_once_and_again_only_when_a_paper_changed(tmp_path: Pa
     assert "search" in forced.timings
     assert not [p for p in forced.written if p.startswith("pagefind/")]
 
+    # A digest of a new month: that month alone is indexed, and becomes the newest.
     (settings.paths.input / "2022-09-02.txt").write_text(LATER_DIGEST, encoding="utf-8")
     later = run_build(settings)
     assert "search" in later.timings
     remade = bundle(settings)
-    assert remade != made and "pagefind.js" in remade
-    # Index files of the old index the new one does not have are gone: the build owned them.
-    assert {f"pagefind/{name}" for name in set(made) - set(remade)} <= set(later.removed)
+    written = {p for p in later.written if p.startswith("pagefind/")}
+    assert written == {"pagefind/periods.json"} | {
+        f"pagefind/{name}" for name in remade if name.startswith("2022-09/")}
+    assert {f"2022-09/{name}" for name in code} <= set(remade)
+    # The month before keeps its data, byte for byte, and drops the code it no longer serves.
+    assert set(later.removed) == {f"pagefind/2022-08/{name}" for name in code}
+    for name, data in made.items():
+        if name != "periods.json" and name.split("/")[-1] not in code:
+            assert remade[name] == data, name
 
 
 def test_an_index_file_deleted_by_hand_makes_the_next_real_build_index_again(
@@ -114,10 +144,10 @@ def test_an_index_file_deleted_by_hand_makes_the_next_real_build_index_again(
     settings = settings_for(tmp_path)
     run_build(settings)
     made = bundle(settings)
-    (settings.paths.output / "pagefind" / "pagefind-entry.json").unlink()
-    (settings.paths.input / "2021-03-10.txt").touch()
+    (settings.paths.output / "pagefind" / "2021-03" / "pagefind-entry.json").unlink()
     again = run_build(settings)
-    assert "search" in again.timings and again.written == ["pagefind/pagefind-entry.json"]
+    # Only that month is indexed again, and only the missing file written.
+    assert "search" in again.timings and again.written == ["pagefind/2021-03/pagefind-entry.json"]
     assert bundle(settings) == made
 
 
@@ -164,7 +194,9 @@ def test_a_chinese_and_an_english_query_find_the_paper_first_and_its_link_lands_
 ) -> None:
     page = search_page(chromium, served_site + start)
     try:
-        # Newest first by default; within a digest, the curator's order.
+        # Newest first by default; within a digest, the curator's order. The newest month
+        # (2022-08) has no "多视角": Pagefind falls back there to "多", and that month is
+        # skipped rather than shown first.
         chinese = results(page, "多视角")
         assert chinese[0]["title"] == MULTI_VIEW
         assert chinese[0]["zh"] == "用多视角看自监督学习"
@@ -228,6 +260,62 @@ def test_the_category_and_starred_filters_narrow_the_results(
         page.close()
 
 
+def more(page: Any) -> None:
+    """Press "More results" and wait for the page of results it adds."""
+    before = int(page.get_attribute("#search", "data-done") or 0)
+    page.click("#search-more")
+    page.wait_for_function(
+        "(before) => Number(document.querySelector('#search').dataset.done || 0) >= before "
+        "&& !document.querySelector('#search-more').disabled",
+        arg=before, timeout=15_000,
+    )
+
+
+@pytest.mark.browser
+def test_newest_first_reads_a_month_at_a_time_and_more_results_goes_back_in_time(
+    chromium: Any, served_site: str
+) -> None:
+    page = search_page(chromium, served_site + "index.html")
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    try:
+        first = results(page, "the")
+        assert len(first) == 20
+        # The first page came from the newest months (9 + 9 + 18 papers): the oldest month
+        # (the weekly picks of 2020-07) was not opened, and the status says how far back.
+        opened = sorted({url.split("/pagefind/")[1][:7] for url in fetched
+                         if "/pagefind/" in url and "-" in url.split("/pagefind/")[1][:7]})
+        assert opened == ["2021-03", "2021-06", "2022-08"]
+        status = page.text_content("#search-status")
+        assert "searched back to 2021-03" in status and "showing 20" in status
+        assert page.locator("#search-more").is_visible()
+        while page.locator("#search-more").is_visible():
+            more(page)
+        found = page.evaluate(
+            "() => [...document.querySelectorAll('#search-results .search-meta')]"
+            ".map((p) => p.textContent.slice(0, 10))"
+        )
+        assert len(found) > 20 and found == sorted(found, reverse=True)
+        assert any(url.startswith(served_site + "pagefind/2020-07/") for url in fetched)
+        # Every month searched by now, each paper once; Best match finds the same papers.
+        titles = page.evaluate(
+            "() => [...document.querySelectorAll('#search-results .search-title a')]"
+            ".map((a) => a.textContent)"
+        )
+        assert len(set(titles)) == len(titles)
+        assert "searched back" not in page.text_content("#search-status")
+        best = results(page, "the", lambda: page.select_option("#search-sort", ""))
+        while page.locator("#search-more").is_visible():
+            more(page)
+            best = page.evaluate(
+                "() => [...document.querySelectorAll('#search-results .search-title a')]"
+                ".map((a) => a.textContent)"
+            )
+        assert sorted(titles) == sorted(r if isinstance(r, str) else r["title"] for r in best)
+    finally:
+        page.close()
+
+
 @pytest.mark.browser
 def test_the_search_box_and_its_results_fit_a_phone(
     chromium: Any, served_site: str, artifacts_dir: Path
@@ -271,3 +359,70 @@ def test_with_search_off_no_index_is_made_and_an_earlier_one_is_removed(tmp_path
     assert [p for p in (settings.paths.output / "pagefind").rglob("*") if p.is_file()] == []
     assert not (settings.paths.output / "search.js").exists()
     assert b"search.js" not in (settings.paths.output / "index.html").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def fourteen_months(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A site of fourteen digests, one a month (2020-01 to 2021-02, made from the samples by the
+    benchmarks' corpus generator, so each paper is distinct), served over HTTP; its base URL."""
+    import functools
+    import random
+    import sys
+    import threading
+    from datetime import date
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from corpus import DAILY_SAMPLES, _rewrite
+
+    work = tmp_path_factory.mktemp("months")
+    inputs = work / "digests"
+    inputs.mkdir()
+    sample = (ROOT / "digests" / DAILY_SAMPLES[0]).read_text(encoding="utf-8")
+    rng, serial = random.Random(14), [0]
+    for n in range(14):
+        day = date(2020 + n // 12, n % 12 + 1, 1)
+        (inputs / f"{day.isoformat()}.txt").write_text(
+            _rewrite(sample, day, rng, serial), encoding="utf-8")
+    settings = settings_for(work)
+    settings = replace(settings, paths=replace(settings.paths, input=inputs))
+    run_build(settings)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(settings.paths.output))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.browser
+def test_a_rare_word_searches_a_year_of_months_at_a_time(
+    chromium: Any, fourteen_months: str
+) -> None:
+    page = search_page(chromium, fourteen_months + "index.html")
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    try:
+        assert results(page, "qqqzzzxxy") == []
+        # Twelve months searched, newest first: 2021-02 back to 2020-03; the two oldest not
+        # opened until asked for.
+        status = page.text_content("#search-status")
+        assert status == "没有结果 No results (已搜索至 2020-03 searched back to 2020-03)"
+        oldest = ("/pagefind/2020-01/", "/pagefind/2020-02/")
+        assert not [url for url in fetched if any(month in url for month in oldest)]
+        assert page.text_content("#search-more") == "搜索更早的论文 Search earlier papers"
+        more(page)
+        assert page.text_content("#search-status") == "没有结果 No results"
+        assert page.locator("#search-more").is_hidden()
+        assert any("/pagefind/2020-01/" in url for url in fetched)
+        # A word of every month still fills its first page from the newest months.
+        assert len(results(page, "learning")) == 20
+    finally:
+        page.close()
