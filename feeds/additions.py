@@ -12,7 +12,8 @@ import sqlite3
 import time
 from collections.abc import Iterator
 
-from feeds.archive_build import Load, Shelf
+from feeds.archive_build import Shelf
+from feeds.assemble import Load
 from feeds.config import Settings
 from feeds.model import BuildContext
 from feeds.search_build import SearchIndex
@@ -29,29 +30,26 @@ class Additions:
         # Seconds each took to render, for the build's report.
         self.timings: dict[str, float] = {}
 
-    def plan(self, ctx: BuildContext) -> set[str]:
-        """From the light context: what to make again, and the ids of the digests the search
-        index needs in full (the archive loads its own, batch by batch)."""
+    def plan(self, ctx: BuildContext) -> None:
+        """From the light context: what to make again."""
         self.archive.plan(ctx)
-        return self.search.plan(ctx)
+        self.search.plan(ctx)
 
     def render(self, ctx: BuildContext, load: Load) -> Iterator[dict[str, bytes]]:
-        """The files that changed, in batches to write one after the other: the archive's
-        (`load` gives it digests in full), then the search index's."""
-        tick = time.perf_counter()
-        spent = 0.0
-        for batch in self.archive.render(ctx, load):
-            spent += time.perf_counter() - tick
-            yield batch
+        """The files that changed, in batches to write one after the other: the archive's,
+        then the search index's, each batch made from the digests it needs in full (`load`)."""
+        for name, batches in (("history", self.archive.render(ctx, load)),
+                              ("search", self.search.render(ctx, load))):
+            spent = 0.0
             tick = time.perf_counter()
-        spent += time.perf_counter() - tick
-        self.timings["history"] = spent
-        tick = time.perf_counter()
-        index = self.search.render(ctx)
-        if self.search.indexed:
-            # Only a build that indexed says so (`feeds build -v`, the benchmarks).
-            self.timings["search"] = time.perf_counter() - tick
-            yield index
+            for batch in batches:
+                spent += time.perf_counter() - tick
+                yield batch
+                tick = time.perf_counter()
+            spent += time.perf_counter() - tick
+            # A build that did not index does not say "search" (`feeds build -v`, benchmarks).
+            if name == "history" or self.search.indexed:
+                self.timings[name] = spent
 
     @property
     def paths(self) -> list[str]:

@@ -13,19 +13,16 @@ two at a time (`Shelf.render`).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 
 from feeds import output
 from feeds.archive import Volume, render_volumes, volume_marks, volumes
-from feeds.assemble import complete
+from feeds.assemble import Load, complete
 from feeds.config import Settings
-from feeds.model import BuildContext, Digest
+from feeds.model import BuildContext
 from feeds.syndicate import entry_times
-
-# Digest ids -> those digests in full, by id.
-Load = Callable[[list[str]], dict[str, Digest]]
 
 # Digests loaded in full at once while archive documents are rendered (a month has about 30).
 BATCH_DIGESTS = 64

@@ -18,6 +18,10 @@ from feeds.links import primary_url
 from feeds.model import BuildContext, Digest, Item, Link, Paper
 from feeds.textutil import normalize_title
 
+# Digest ids -> those digests in full, by id: how a stage that makes light papers whole
+# (`complete`) asks the build for the digests it needs.
+Load = Callable[[list[str]], dict[str, Digest]]
+
 # What a build records as published: (guid, first seen, digest id), (key, guid), (title, guid).
 Identities = tuple[
     list[tuple[str, datetime, str]], list[tuple[str, str]], list[tuple[str, str]]

@@ -291,7 +291,7 @@ def _hydrate(
     conn: sqlite3.Connection,
     found: inputs.Inputs,
     settings: Settings,
-    also: Callable[[BuildContext], set[str]],
+    also: Callable[[BuildContext], None],
 ) -> Callable[[BuildContext], dict[str, Digest]]:
     """For `assemble`: the digests that sight a paper some page shows, in full, by id.
 
@@ -303,8 +303,9 @@ def _hydrate(
     from feeds.catalog import feed_list, select
 
     def hydrate(summary: BuildContext) -> dict[str, Digest]:
-        # What the search index needs (feeds.additions).
-        needed = also(summary)
+        # The archive documents and the search index plan here, and load their own digests.
+        also(summary)
+        needed: set[str] = set()
         limit = settings.site.items_per_feed
         for feed in feed_list(summary, settings):
             for paper in select(summary, feed, limit):

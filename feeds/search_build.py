@@ -22,11 +22,12 @@ import hashlib
 import os
 import re
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 
+from feeds.assemble import Load, complete
 from feeds.config import Settings
 from feeds.errors import OutputError
 from feeds.fingerprints import SEARCH_DATA
@@ -52,6 +53,9 @@ UNUSED = frozenset({
     "pagefind-ui.js", "pagefind-ui.css", "pagefind-modular-ui.js", "pagefind-modular-ui.css",
     "pagefind-component-ui.js", "pagefind-component-ui.css", "pagefind-highlight.js",
 })
+# Periods indexed together, their digests loaded in full together: a year of months.
+BATCH_PERIODS = 12
+
 # A row per period: its mark and its files (paths under its folder, one a line). A row per
 # file, as the first layout kept, meant reading and writing 34,000 rows at every build.
 _SCHEMA = """
@@ -102,6 +106,8 @@ class SearchIndex:
         self.indexed: list[str] = []
         # Each period's files (paths under its folder), made this time or kept.
         self.files: dict[str, list[str]] = {}
+        # The papers of each period to index, as the light context has them.
+        self.groups: dict[str, list[Paper]] = {}
 
     @property
     def paths(self) -> list[str]:
@@ -111,13 +117,13 @@ class SearchIndex:
         return [f"{BUNDLE}/{MANIFEST}"] + [
             f"{BUNDLE}/{name}/{rel}" for name, rels in self.files.items() for rel in rels]
 
-    def plan(self, ctx: BuildContext) -> set[str]:
-        """Decide from `ctx` (digests may be light) which periods to index; the digests to load."""
+    def plan(self, ctx: BuildContext) -> None:
+        """Decide from `ctx` (digests may be light) which periods to index."""
         self.planned = True
         if not self.settings.site.search:
             # Off ([site] search): no index, and the files of an earlier one are removed.
             self.marks, self.stale, self.files = {}, set(), {}
-            return set()
+            return
         self.times = entry_times(ctx.papers, self.settings.site.tz)
         groups = periods(ctx, self.settings, self.times)
         self.marks = _marks(ctx, groups, self.times, self.render_fingerprint)
@@ -137,35 +143,46 @@ class SearchIndex:
                 self.stale.add(name)
             else:
                 self.files[name] = wanted
+        self.groups = {name: groups[name] for name in groups if name in self.stale}
         if self.stale:
             # Pagefind starts now, loading its Chinese dictionary while the build goes on.
             self.warm = Warm(min(MAX_PROCESSES, len(self.stale)), index_language(self.settings))
-        return {d for name in self.stale for paper in groups[name] for d in paper.digest_ids}
 
-    def render(self, ctx: BuildContext) -> dict[str, bytes]:
-        """The manifest, and the files of the periods indexed again."""
+    def render(self, ctx: BuildContext, load: Load) -> Iterator[dict[str, bytes]]:
+        """The manifest, then the files of the periods indexed again, a year of periods at a
+        time: each batch loads in full (`load`: digest ids -> full digests by id) only the
+        digests its papers come from, and its files go to disk before the next is made. A
+        first build indexes ten years, whose digests in full took the build to 900 MB."""
         if not self.planned:
             self.plan(ctx)
         if not self.settings.site.search:
-            return {}
-        files = {f"{BUNDLE}/{MANIFEST}": self.manifest}
-        by_period: dict[str, list[Record]] = {}
-        for record in records(ctx, self.settings, only=self.stale, times=self.times):
-            by_period.setdefault(record.sort[SORT_KEY][:7], []).append(record)
+            return
+        yield {f"{BUNDLE}/{MANIFEST}": self.manifest}
         newest = next(iter(self.marks), None)
+        stale = list(self.groups)  # newest first
         try:
-            made = make_indexes(by_period, self.warm)
+            for start in range(0, len(stale), BATCH_PERIODS):
+                names = stale[start : start + BATCH_PERIODS]
+                papers = [paper for name in names for paper in self.groups[name]]
+                full = load(sorted({d for paper in papers for d, _ in paper.sightings}))
+                whole = BuildContext((), tuple(complete(paper, full) for paper in papers))
+                by_period: dict[str, list[Record]] = {}
+                for record in records(whole, self.settings, times=self.times):
+                    by_period.setdefault(record.sort[SORT_KEY][:7], []).append(record)
+                made = make_indexes(by_period, self.warm)
+                files: dict[str, bytes] = {}
+                for name, bundle in sorted(made.items()):
+                    kept = sorted(rel for rel in bundle if name == newest or not is_code(rel))
+                    files.update({f"{BUNDLE}/{name}/{rel}": bundle[rel] for rel in kept})
+                    self.files[name] = kept
+                self.indexed += sorted(by_period)
+                yield files
         finally:
             if self.warm is not None:
                 self.warm.close()
                 self.warm = None
-        for name, bundle in sorted(made.items()):
-            kept = sorted(rel for rel in bundle if name == newest or not is_code(rel))
-            files.update({f"{BUNDLE}/{name}/{rel}": bundle[rel] for rel in kept})
-            self.files[name] = kept
         self.files = dict(sorted(self.files.items(), reverse=True))
-        self.indexed = sorted(by_period)
-        return files
+        self.indexed.sort()
 
     def save(self, conn: sqlite3.Connection) -> None:
         """Record each period's mark and files; only the rows that changed are written."""
