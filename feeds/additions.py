@@ -17,6 +17,7 @@ from feeds.assemble import Load
 from feeds.config import Settings
 from feeds.model import BuildContext
 from feeds.search_build import SearchIndex
+from feeds.syndicate import entry_marks, entry_times
 
 
 class Additions:
@@ -27,13 +28,17 @@ class Additions:
     ) -> None:
         self.archive = Shelf(conn, settings, render_fingerprint, force)
         self.search = SearchIndex(conn, settings, render_fingerprint, force)
+        self.settings = settings
         # Seconds each took to render, for the build's report.
         self.timings: dict[str, float] = {}
 
     def plan(self, ctx: BuildContext) -> None:
-        """From the light context: what to make again."""
-        self.archive.plan(ctx)
-        self.search.plan(ctx)
+        """From the light context: what to make again. Both are made of the papers' entries,
+        whose times and marks are worked out once for both."""
+        times = entry_times(ctx.papers, self.settings.site.tz)
+        marks = entry_marks(ctx, times)
+        self.archive.plan(ctx, times, marks)
+        self.search.plan(ctx, times, marks)
 
     def render(self, ctx: BuildContext, load: Load) -> Iterator[dict[str, bytes]]:
         """The files that changed, in batches to write one after the other: the archive's,

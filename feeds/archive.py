@@ -84,31 +84,14 @@ def volumes(ctx: BuildContext, settings: Settings) -> list[Volume]:
 
 
 def volume_marks(
-    found: Sequence[Volume],
-    ctx: BuildContext,
-    settings: Settings,
-    times: Mapping[str, datetime],
-    render_fingerprint: str,
+    found: Sequence[Volume], marks: Mapping[str, bytes], render_fingerprint: str
 ) -> dict[str, str]:
     """What each archive document is made of, by path, as a fingerprint: the rendering code,
-    templates and settings (`render_fingerprint`), the feed's words, the neighbours, and for
-    each paper its guid, its entry time and the content of every digest that sights it (an
-    entry is made of those alone). Equal marks, equal bytes: computed from a context whose
-    digests are not loaded in full, so the build loads only what it must render."""
-    hashes = {digest.id: digest.content_hash for digest in ctx.digests}
-    # A paper is in two or three volumes ("all", its category's, maybe "starred"): what it
-    # adds to a mark is worked out once. The time as a number: its ISO text cost twice as
-    # much, for the same facts.
-    tokens = {
-        paper.key: repr(
-            (
-                paper.guid, paper.key, times[paper.key].timestamp(),
-                [(d, hashes.get(d, "")) for d in paper.digest_ids],
-            )
-        ).encode("utf-8")
-        for paper in ctx.papers
-    }
-    marks: dict[str, str] = {}
+    templates and settings (`render_fingerprint`), the feed's words, the neighbours, and each
+    paper's entry (`marks`: `feeds.syndicate.entry_marks`). Equal marks, equal bytes: computed
+    from a context whose digests are not loaded in full, so the build loads only what it must
+    render."""
+    found_marks: dict[str, str] = {}
     for volume in found:
         feed = volume.feed
         head = [
@@ -116,11 +99,11 @@ def volume_marks(
             volume.prev, volume.next,
         ]
         parts = [repr(head).encode("utf-8")]
-        parts += [tokens[paper.key] for paper in volume.papers]
+        parts += [marks[paper.key] for paper in volume.papers]
         mark = hashlib.sha256(b"".join(parts)).hexdigest()
         for ext in FORMATS:
-            marks[volume.path(ext)] = mark
-    return marks
+            found_marks[volume.path(ext)] = mark
+    return found_marks
 
 
 def render_volumes(

@@ -13,7 +13,7 @@ two at a time (`Shelf.render`).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
 
@@ -22,7 +22,7 @@ from feeds.archive import Volume, render_volumes, volume_marks, volumes
 from feeds.assemble import Load, complete
 from feeds.config import Settings
 from feeds.model import BuildContext
-from feeds.syndicate import entry_times
+from feeds.syndicate import entry_marks, entry_times
 
 # Digests loaded in full at once while archive documents are rendered (a month has about 30).
 BATCH_DIGESTS = 64
@@ -56,11 +56,19 @@ class Shelf:
         # Every archive document of this build, rendered or kept.
         self.paths: list[str] = []
 
-    def plan(self, ctx: BuildContext) -> None:
-        """Decide what to render from `ctx` (its digests may be light)."""
+    def plan(
+        self,
+        ctx: BuildContext,
+        times: dict[str, datetime] | None = None,
+        marks: Mapping[str, bytes] | None = None,
+    ) -> None:
+        """Decide what to render from `ctx` (its digests may be light); `times` and `marks`
+        are its `entry_times` and `entry_marks`, when the caller has them already."""
         found = volumes(ctx, self.settings)
-        self.times = entry_times(ctx.papers, self.settings.site.tz)
-        self.marks = volume_marks(found, ctx, self.settings, self.times, self.render_fingerprint)
+        self.times = times if times is not None else entry_times(ctx.papers, self.settings.site.tz)
+        if marks is None:
+            marks = entry_marks(ctx, self.times)
+        self.marks = volume_marks(found, marks, self.render_fingerprint)
         self.paths = sorted(self.marks)
         present = output.existing(self.settings.paths.output, self.paths)
         self.stale = [

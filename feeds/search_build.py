@@ -42,7 +42,7 @@ from feeds.search import (
     records,
 )
 from feeds.search_service import MAX_PROCESSES, Warm, index_periods
-from feeds.syndicate import entry_times
+from feeds.syndicate import entry_marks, entry_times
 
 # The folder under output/ the periods' indexes and the manifest live in.
 BUNDLE = "pagefind"
@@ -117,16 +117,24 @@ class SearchIndex:
         return [f"{BUNDLE}/{MANIFEST}"] + [
             f"{BUNDLE}/{name}/{rel}" for name, rels in self.files.items() for rel in rels]
 
-    def plan(self, ctx: BuildContext) -> None:
-        """Decide from `ctx` (digests may be light) which periods to index."""
+    def plan(
+        self,
+        ctx: BuildContext,
+        times: dict[str, datetime] | None = None,
+        marks: Mapping[str, bytes] | None = None,
+    ) -> None:
+        """Decide from `ctx` (digests may be light) which periods to index; `times` and
+        `marks` are its `entry_times` and `entry_marks`, when the caller has them already."""
         self.planned = True
         if not self.settings.site.search:
             # Off ([site] search): no index, and the files of an earlier one are removed.
             self.marks, self.stale, self.files = {}, set(), {}
             return
-        self.times = entry_times(ctx.papers, self.settings.site.tz)
+        self.times = times if times is not None else entry_times(ctx.papers, self.settings.site.tz)
+        if marks is None:
+            marks = entry_marks(ctx, self.times)
         groups = periods(ctx, self.settings, self.times)
-        self.marks = _marks(ctx, groups, self.times, self.render_fingerprint)
+        self.marks = _marks(groups, marks, self.render_fingerprint)
         newest = next(iter(groups), None)
         self.manifest = manifest(groups)
         self.stale, self.files = set(), {}
@@ -210,23 +218,15 @@ def _present(folder: Path) -> set[str]:
 
 
 def _marks(
-    ctx: BuildContext,
-    groups: dict[str, list[Paper]],
-    times: Mapping[str, datetime],
-    render_fingerprint: str,
+    groups: dict[str, list[Paper]], marks: Mapping[str, bytes], render_fingerprint: str
 ) -> dict[str, str]:
-    """What each period's index is made of, from a context whose digests may be light."""
-    hashes = {digest.id: digest.content_hash for digest in ctx.digests}
+    """What each period's index is made of: the rendering code and settings, Pagefind's
+    version, and each paper's entry (`marks`: `feeds.syndicate.entry_marks`)."""
     common = repr([render_fingerprint, _pagefind_version()]).encode("utf-8")
-    marks: dict[str, str] = {}
-    for name, papers in groups.items():
-        h = hashlib.sha256(common)
-        for paper in papers:
-            sightings = [(d, hashes.get(d, "")) for d in paper.digest_ids]
-            h.update(repr((paper.guid, paper.key, times[paper.key].isoformat(),
-                           sightings)).encode())
-        marks[name] = h.hexdigest()
-    return marks
+    return {
+        name: hashlib.sha256(b"".join([common, *(marks[p.key] for p in papers)])).hexdigest()
+        for name, papers in groups.items()
+    }
 
 
 def _pagefind_version() -> str:

@@ -123,6 +123,25 @@ def entry_times(
     return times
 
 
+def entry_marks(ctx: BuildContext, times: Mapping[str, datetime]) -> dict[str, bytes]:
+    """What each paper's entry is made of, by key, as bytes to hash into the mark of whatever
+    shows it (an archive document, a month of the search index): its guid, key and entry time
+    (`times`), and the content hash of every digest that sights it. An entry is made of those
+    alone, so equal marks mean equal entries; computed from a context whose digests may be
+    light, once per build for every paper."""
+    hashes = {digest.id: digest.content_hash for digest in ctx.digests}
+    return {
+        paper.key: repr(
+            (
+                # The time as a number: its ISO text cost twice as much, for the same facts.
+                paper.guid, paper.key, times[paper.key].timestamp(),
+                [(d, hashes.get(d, "")) for d in paper.digest_ids],
+            )
+        ).encode("utf-8")
+        for paper in ctx.papers
+    }
+
+
 def feed_updated(papers: Sequence[Paper], times: Mapping[str, datetime]) -> datetime:
     """The newest entry's time; the fixed EMPTY_FEED_TIME when there is none."""
     if not papers:
