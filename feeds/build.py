@@ -47,6 +47,8 @@ RENDER_CHUNK = 64
 # Newsletter files written (and synced to disk) together: a large batch is synced with one
 # `sync`, which waits for every dirty page of the machine, so fewer, larger batches.
 WRITE_BATCH = 600
+# ... or files of this many bytes in all, whichever comes first (archive documents are large).
+WRITE_BYTES = 64_000_000
 
 
 @dataclass
@@ -254,10 +256,21 @@ def _publish(
     def load(ids: list[str]) -> dict[str, Digest]:
         return {d.id: d for d in found.full(conn, [hashes[i] for i in ids]).values()}
 
+    pending: dict[str, bytes] = {}
+    size = 0
     for batch in additions.render(ctx, load):
-        w = time.perf_counter()
-        report.written += output.write_files(paths.output, batch)
-        write_seconds += time.perf_counter() - w
+        pending.update(batch)
+        size += sum(len(data) for data in batch.values())
+        # Batches gathered up to a write batch: written one by one, a first build's archive
+        # documents were fsynced a file at a time (many seconds); gathered, one `sync` each.
+        if len(pending) >= WRITE_BATCH or size >= WRITE_BYTES:
+            w = time.perf_counter()
+            report.written += output.write_files(paths.output, pending)
+            write_seconds += time.perf_counter() - w
+            pending, size = {}, 0
+    w = time.perf_counter()
+    report.written += output.write_files(paths.output, pending)
+    write_seconds += time.perf_counter() - w
     report.timings.update(additions.timings)
     tick = time.perf_counter()
     site_files.update(site.render_site(ctx, settings))
