@@ -18,6 +18,7 @@ from feeds.config import Settings
 from feeds.model import BuildContext
 from feeds.search_build import SearchIndex
 from feeds.syndicate import entry_marks, entry_times
+from feeds.workers import Workers
 
 
 class Additions:
@@ -40,10 +41,12 @@ class Additions:
         self.archive.plan(ctx, times, marks)
         self.search.plan(ctx, times, marks)
 
-    def render(self, ctx: BuildContext, load: Load) -> Iterator[dict[str, bytes]]:
+    def render(
+        self, ctx: BuildContext, load: Load, workers: Workers
+    ) -> Iterator[dict[str, bytes]]:
         """The files that changed, in batches to write one after the other: the archive's,
         then the search index's, each batch made from the digests it needs in full (`load`)."""
-        for name, batches in (("history", self.archive.render(ctx, load)),
+        for name, batches in (("history", self.archive.render(ctx, load, workers)),
                               ("search", self.search.render(ctx, load))):
             spent = 0.0
             tick = time.perf_counter()

@@ -23,9 +23,13 @@ from feeds.assemble import Load, complete
 from feeds.config import Settings
 from feeds.model import BuildContext
 from feeds.syndicate import entry_marks, entry_times
+from feeds.workers import Workers
 
 # Digests loaded in full at once while archive documents are rendered (a month has about 30).
 BATCH_DIGESTS = 64
+# From this many documents to render, the workers render them (a first build, a template
+# change); a daily build renders a few, in this process.
+PARALLEL_FROM = 64
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS archive_marks (
@@ -81,36 +85,43 @@ class Shelf:
             )
         ]
 
-    def render(self, ctx: BuildContext, load: Load) -> Iterator[dict[str, bytes]]:
+    def render(
+        self, ctx: BuildContext, load: Load, workers: Workers
+    ) -> Iterator[dict[str, bytes]]:
         """The changed archive documents, in batches of a month or two: each batch loads in
         full (`load`: digest ids -> full digests by id) only the digests its papers come from,
         and its bytes go to disk before the next is made. A first build renders every month of
         ten years, some 400 MB of XML over 33,000 papers in full, which held at once would
-        take most of a gigabyte."""
+        take most of a gigabyte; it renders them on every core (`workers`)."""
         if not self.marks and ctx.papers:
             self.plan(ctx)
+        return workers.stream(
+            _render_batch, self._batches(load), many=len(self.stale) >= PARALLEL_FROM
+        )
+
+    def _batches(self, load: Load) -> Iterator[_Batch]:
         batch: list[Volume] = []
         needed: set[str] = set()
         # By month: a month's volumes ("all", each category's, "starred") share its digests.
         for volume in sorted(self.stale, key=lambda v: (v.month, v.feed.slug)):
             wants = {digest_id for p in volume.papers for digest_id, _ in p.sightings}
             if batch and len(needed | wants) > BATCH_DIGESTS:
-                yield self._render(batch, needed, ctx, load)
+                yield self._whole(batch, needed, load)
                 batch, needed = [], set()
             batch.append(volume)
             needed |= wants
         if batch:
-            yield self._render(batch, needed, ctx, load)
+            yield self._whole(batch, needed, load)
 
-    def _render(
-        self, batch: list[Volume], needed: set[str], ctx: BuildContext, load: Load
-    ) -> dict[str, bytes]:
+    def _whole(self, batch: list[Volume], needed: set[str], load: Load) -> _Batch:
+        """The batch's volumes with their papers in full, and those papers' entry times."""
         full = load(sorted(needed))
         whole = [
             replace(volume, papers=tuple(complete(p, full) for p in volume.papers))
             for volume in batch
         ]
-        return render_volumes(whole, ctx, self.settings, self.times)
+        times = {p.key: self.times[p.key] for volume in whole for p in volume.papers}
+        return whole, self.settings, times
 
     def save(self, conn: sqlite3.Connection) -> None:
         """Record the marks of this build's documents (inside the build's transaction)."""
@@ -122,3 +133,13 @@ class Shelf:
             "INSERT OR REPLACE INTO archive_marks (path, fingerprint) VALUES (?, ?)",
             sorted((p, m) for p, m in self.marks.items() if self.before.get(p) != m),
         )
+
+
+# The volumes of one batch (papers in full), the settings and their papers' entry times.
+_Batch = tuple[list[Volume], Settings, dict[str, datetime]]
+
+
+def _render_batch(batch: _Batch) -> dict[str, bytes]:
+    """One batch's archive documents: runs in a worker process for a first build."""
+    volumes_, settings, times = batch
+    return render_volumes(volumes_, BuildContext((), ()), settings, times)

@@ -258,7 +258,7 @@ def _publish(
 
     pending: dict[str, bytes] = {}
     size = 0
-    for batch in additions.render(ctx, load):
+    for batch in additions.render(ctx, load, workers):
         pending.update(batch)
         size += sum(len(data) for data in batch.values())
         # Batches gathered up to a write batch: written one by one, a first build's archive

@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 # Imported when a pool starts: a daily build never starts one.
 if TYPE_CHECKING:
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -47,6 +48,23 @@ class Workers:
         if len(tasks) < PARALLEL_FROM or self.count < 2:
             return map(fn, tasks)
         return self._executor().map(fn, tasks, chunksize=chunksize)
+
+    def stream(self, fn: Callable[[T], R], tasks: Iterable[T], *, many: bool) -> Iterator[R]:
+        """`fn` over `tasks`, results in order, with at most two tasks per worker in flight:
+        tasks are made as results are taken, so large ones (the papers of a month in full)
+        never pile up. In this process unless `many` says the work is worth the workers and
+        there is more than one core. `fn` must be a module-level function."""
+        if not many or self.count < 2:
+            yield from map(fn, tasks)
+            return
+        pool = self._executor()
+        window: deque[Future[R]] = deque()
+        for task in tasks:
+            window.append(pool.submit(fn, task))
+            if len(window) >= 2 * self.count:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:

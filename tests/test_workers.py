@@ -1,0 +1,65 @@
+"""The build's worker pool: results in order, work in other processes, and large tasks made
+only as results are taken; the archive documents rendered there equal those rendered here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_build import NOW, copy_samples, quiet, settings_for
+
+from feeds import archive_build
+from feeds.build import build
+from feeds.workers import Workers
+
+
+def square_and_pid(n: int) -> tuple[int, int]:
+    return n * n, os.getpid()
+
+
+def test_stream_gives_results_in_order_from_the_workers_or_from_here() -> None:
+    with Workers(2) as workers:
+        there = list(workers.stream(square_and_pid, range(20), many=True))
+        here = list(workers.stream(square_and_pid, range(20), many=False))
+    assert [r for r, _ in there] == [n * n for n in range(20)] == [r for r, _ in here]
+    assert os.getpid() not in {pid for _, pid in there}
+    assert {pid for _, pid in here} == {os.getpid()}
+
+
+def test_stream_makes_tasks_only_as_results_are_taken() -> None:
+    made: list[int] = []
+
+    def tasks() -> Iterator[int]:
+        for n in range(50):
+            made.append(n)
+            yield n
+
+    with Workers(2) as workers:
+        results = workers.stream(square_and_pid, tasks(), many=True)
+        first = next(results)
+        # Two tasks per worker in flight, and the one whose result was just taken.
+        assert first[0] == 0 and len(made) <= 2 * 2 + 1
+        assert [r for r, _ in results] == [n * n for n in range(1, 50)]
+
+
+def test_archive_documents_rendered_by_the_workers_equal_those_rendered_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: the workers are never used")
+    inputs = copy_samples(tmp_path / "digests")
+    here = settings_for(tmp_path, inputs, "here")
+    build(here, now=NOW, log=quiet)
+    monkeypatch.setattr(archive_build, "PARALLEL_FROM", 1)
+    there = settings_for(tmp_path, inputs, "there")
+    build(there, now=NOW, log=quiet)
+
+    def documents(root: Path) -> dict[str, bytes]:
+        folder = root / "feeds" / "archive"
+        return {p.relative_to(folder).as_posix(): p.read_bytes()
+                for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    assert documents(here.paths.output)
+    assert documents(there.paths.output) == documents(here.paths.output)
