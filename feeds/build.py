@@ -48,7 +48,7 @@ RENDER_CHUNK = 64
 # `sync`, which waits for every dirty page of the machine, so fewer, larger batches.
 WRITE_BATCH = 600
 # ... or files of this many bytes in all, whichever comes first (archive documents are large).
-WRITE_BYTES = 64_000_000
+WRITE_BYTES = 32_000_000
 
 
 @dataclass
