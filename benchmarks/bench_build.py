@@ -17,10 +17,22 @@ import resource
 import shutil
 import sys
 
-from measure import FEEDS, HERE, ROOT, best_of, print_table, print_verdicts, run, sync
+from measure import (
+    FEEDS,
+    HERE,
+    ROOT,
+    best_of,
+    print_table,
+    print_verdicts,
+    restore,
+    run,
+    snapshot,
+    sync,
+)
 
 DAYS = 3650
 TARGETS = {"full": 60.0, "one": 2.0, "noop": 0.3, "peak_mb": 300.0}
+ONE_TRIES = 3
 
 
 def phases(output: str) -> dict[str, float]:
@@ -56,9 +68,20 @@ def main() -> None:
     full, full_mb, full_out = run(feeds)
     sync()
     noop, noop_mb, _ = best_of(feeds, 7)
-    extra_digest(inputs, DAYS)
-    sync()
-    one, one_mb, one_out = run(feeds)
+    # One digest added, three times from the same state and output (restored between): the
+    # best of three, as for the other short steps; each run's time is printed.
+    folders = ("digests", "state", "output")
+    saved = snapshot(work, folders)
+    ones = []
+    for attempt in range(ONE_TRIES):
+        if attempt:
+            restore(saved, work, folders)
+        extra_digest(inputs, DAYS)
+        sync()
+        ones.append(run(feeds))
+    shutil.rmtree(saved)
+    one, _, one_out = min(ones, key=lambda r: r[0])
+    one_mb = max(r[1] for r in ones)
     sync()
     noop_after, noop_after_mb, _ = best_of(feeds, 3)
     sync()
@@ -70,12 +93,14 @@ def main() -> None:
         ("full build", full, full_mb, f"target < {TARGETS['full']:.0f} s"),
         ("no-op rebuild", noop, noop_mb,
          f"target < {TARGETS['noop']} s; {noop / startup:.1f}x start-up"),
-        ("one digest added", one, one_mb, f"target < {TARGETS['one']:.0f} s"),
+        ("one digest added", one, one_mb,
+         f"best of {ONE_TRIES} ({', '.join(f'{r[0]:.2f}' for r in ones)} s); "
+         f"target < {TARGETS['one']:.0f} s"),
         ("no-op after that", noop_after, noop_after_mb, f"{noop_after / startup:.1f}x start-up"),
         ("re-render everything", force, force_mb,
          f"build --force, {force / full:.2f}x the full build"),
     ])
-    peak = max(full_mb, noop_mb, one_mb, noop_after_mb, force_mb, children_mb)
+    peak = max(full_mb, noop_mb, *(r[1] for r in ones), noop_after_mb, force_mb, children_mb)
     print(f"peak memory of any process: {peak:.1f} MB (target < {TARGETS['peak_mb']:.0f} MB)")
     for name, out, wall in (("full build", full_out, full), ("re-render", force_out, force)):
         found = phases(out)

@@ -21,12 +21,24 @@ from collections import Counter
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from measure import FEEDS, HERE, ROOT, best_of, print_table, print_verdicts, run, sync
+from measure import (
+    FEEDS,
+    HERE,
+    ROOT,
+    best_of,
+    print_table,
+    print_verdicts,
+    restore,
+    run,
+    snapshot,
+    sync,
+)
 
 DAYS = 3650
 SUBSCRIBERS = 200
 CATEGORY_SETS = ("", "CV", "CL LG", "AS CV")
 TARGETS = {"noop": 0.3, "one": 2.0, "one_mb": 200.0}
+ONE_TRIES = 3
 
 # Binds a free port itself (no race with another process picking the same one), says which,
 # then answers each line on stdin with every (recipient, Message-ID) it accepted and how often.
@@ -112,11 +124,13 @@ def expected(digest_file: Path, people: dict[str, frozenset[str]]) -> tuple[str,
 
 def check_delivery(
     step: str, before: Counter[tuple[str, str]], after: Counter[tuple[str, str]],
-    want: tuple[str, set[str]] | None,
+    want: tuple[str, set[str]] | None, *, repeat: bool = False,
 ) -> int:
     """Fail the benchmark unless the step delivered exactly `want` (None: nothing)."""
     new = after - before
-    twice = sorted(key for key, n in after.items() if n > 1)
+    # A repeated step (the same digest added again to a restored state) counts its own
+    # messages only.
+    twice = sorted(key for key, n in (new if repeat else after).items() if n > 1)
     problems = []
     if twice:
         problems.append(f"{len(twice)} got an issue twice, e.g. {twice[0]}")
@@ -179,16 +193,29 @@ def main() -> None:
         now = sink.received()
         check_delivery("no-op run", received, now, None)
 
-        added = extra_digest(inputs, DAYS)
-        sync()
-        one, one_mb, one_out = run(feeds)
-        now = sink.received()
-        one_sent = check_delivery("one digest added", received, now, expected(added, people))
-        received = now
+        # One digest added, three times from the same state and output (restored between):
+        # the best of three, as for the other short steps; each run's time is printed.
+        folders = ("digests", "state", "output")
+        saved = snapshot(work, folders)
+        ones = []
+        for attempt in range(ONE_TRIES):
+            if attempt:
+                restore(saved, work, folders)
+            added = extra_digest(inputs, DAYS)
+            sync()
+            ones.append(run(feeds))
+            now = sink.received()
+            one_sent = check_delivery(
+                "one digest added", received, now, expected(added, people), repeat=attempt > 0
+            )
+            received = now
+        shutil.rmtree(saved)
+        one, _, one_out = min(ones, key=lambda r: r[0])
+        one_mb = max(r[1] for r in ones)
 
         sync()
         noop_after, noop_after_mb, after_out = best_of(feeds, 5)
-        check_delivery("no-op after that", received, sink.received(), None)
+        check_delivery("no-op after that", received, sink.received(), None, repeat=True)
     finally:
         sink.stop()
 
@@ -198,7 +225,8 @@ def main() -> None:
         ("no-op run", noop, noop_mb,
          f"best of 5; target < {TARGETS['noop']} s; {noop / startup:.1f}x start-up"),
         ("one digest added", one, one_mb,
-         f"{one_sent} messages sent; target < {TARGETS['one']:.0f} s "
+         f"best of {ONE_TRIES} ({', '.join(f'{r[0]:.2f}' for r in ones)} s), "
+         f"{one_sent} messages sent each time; target < {TARGETS['one']:.0f} s "
          f"and < {TARGETS['one_mb']:.0f} MB"),
         ("no-op after that", noop_after, noop_after_mb,
          f"best of 5; {noop_after / startup:.1f}x start-up"),
@@ -209,7 +237,7 @@ def main() -> None:
         if out.strip():
             print(f"{step} printed:\n{out.rstrip()}")
     print(f"delivery checked: each issue reached each matching subscriber once "
-          f"({first_sent + one_sent} messages in all, none twice)")
+          f"({first_sent + ONE_TRIES * one_sent} messages in all, none twice in one step)")
     print_verdicts({
         "noop": noop < TARGETS["noop"],
         "one": one < TARGETS["one"],

@@ -48,6 +48,27 @@ def best_of(command: Sequence[str], times: int) -> tuple[float, float, str]:
     return min(r[0] for r in runs), max(r[1] for r in runs), "".join(r[2] for r in runs)
 
 
+def snapshot(work: Path, folders: Sequence[str]) -> Path:
+    """A copy of `folders` of `work` to go back to (`restore`): the state copied, the output
+    hard-linked (a build replaces files by renaming and removes them by unlinking, so the
+    snapshot's files are never touched), in a second or two for ten years of output."""
+    saved = work.parent / (work.name + ".snapshot")
+    subprocess.run(["rm", "-rf", str(saved)], check=True)
+    saved.mkdir()
+    for name in folders:
+        link = ["-al"] if name == "output" else ["-a"]
+        subprocess.run(["cp", *link, str(work / name), str(saved / name)], check=True)
+    return saved
+
+
+def restore(saved: Path, work: Path, folders: Sequence[str]) -> None:
+    """Put `folders` of `work` back as `snapshot` found them."""
+    for name in folders:
+        subprocess.run(["rm", "-rf", str(work / name)], check=True)
+        link = ["-al"] if name == "output" else ["-a"]
+        subprocess.run(["cp", *link, str(saved / name), str(work / name)], check=True)
+
+
 def sync() -> None:
     """Each timed step starts with the disk idle, as a cron run does: not still writing back
     the hundreds of megabytes the step before wrote."""
