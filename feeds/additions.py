@@ -30,6 +30,7 @@ class Additions:
         self.archive = Shelf(conn, settings, render_fingerprint, force)
         self.search = SearchIndex(conn, settings, render_fingerprint, force)
         self.settings = settings
+        self.render_fingerprint = render_fingerprint
         # Seconds each took to render, for the build's report.
         self.timings: dict[str, float] = {}
 
@@ -58,6 +59,10 @@ class Additions:
             # A build that did not index does not say "search" (`feeds build -v`, benchmarks).
             if name == "history" or self.search.indexed:
                 self.timings[name] = spent
+
+    def close(self) -> None:
+        """Whatever planning started and rendering did not finish (Pagefind's processes)."""
+        self.search.close()
 
     @property
     def paths(self) -> list[str]:

@@ -29,7 +29,7 @@ from feeds.workers import Workers
 BATCH_DIGESTS = 64
 # From this many documents to render, the workers render them (a first build, a template
 # change); a daily build renders a few, in this process.
-PARALLEL_FROM = 64
+PARALLEL_DOCUMENTS = 64
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS archive_marks (
@@ -52,6 +52,7 @@ class Shelf:
         self.before: dict[str, str] = dict(
             conn.execute("SELECT path, fingerprint FROM archive_marks")
         )
+        self.planned = False
         self.marks: dict[str, str] = {}
         # The volumes to render, as the light context has them, and every paper's entry time
         # (the same in the light and the full context: it depends on dates and order alone).
@@ -68,6 +69,7 @@ class Shelf:
     ) -> None:
         """Decide what to render from `ctx` (its digests may be light); `times` and `marks`
         are its `entry_times` and `entry_marks`, when the caller has them already."""
+        self.planned = True
         found = volumes(ctx, self.settings)
         self.times = times if times is not None else entry_times(ctx.papers, self.settings.site.tz)
         if marks is None:
@@ -93,10 +95,10 @@ class Shelf:
         and its bytes go to disk before the next is made. A first build renders every month of
         ten years, some 400 MB of XML over 33,000 papers in full, which held at once would
         take most of a gigabyte; it renders them on every core (`workers`)."""
-        if not self.marks and ctx.papers:
+        if not self.planned:
             self.plan(ctx)
         return workers.stream(
-            _render_batch, self._batches(load), many=len(self.stale) >= PARALLEL_FROM
+            _render_batch, self._batches(load), many=len(self.stale) >= PARALLEL_DOCUMENTS
         )
 
     def _batches(self, load: Load) -> Iterator[_Batch]:

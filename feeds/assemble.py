@@ -151,6 +151,8 @@ def complete(paper: Paper, full: Mapping[str, Digest]) -> Paper:
     """`paper`, assembled from digests without their texts, made of the full digests `full`
     (by id) instead: equal to the paper a context of full digests has. `full` must hold every
     digest that sights it."""
+    if not paper.sightings:
+        raise ValueError(f"{paper.key}: not assembled by `assemble`, no sightings to load")
     (first_id, first_at), *rest = paper.sightings
     first = full[first_id].items[first_at]
     later = [full[digest_id].items[position] for digest_id, position in rest]

@@ -25,6 +25,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ from feeds.errors import display_path
 # The real build's stages are imported where it starts: a no-op build, the common cron case,
 # decides from stat calls alone.
 if TYPE_CHECKING:
+    from feeds.additions import Additions
     from feeds.model import BuildContext, Digest
     from feeds.workers import Workers
 
@@ -135,10 +137,16 @@ def build(
             state.clear_stamp(paths.state)
             conn = state.connect(paths.state)
             try:
+                from feeds.additions import Additions
                 from feeds.workers import Workers
 
-                with Workers() as workers:
-                    _publish(conn, settings, now, log, report, listing, force, workers)
+                render_fp = fingerprints.render_fingerprint(settings)
+                # Closed however the build ends: planning may start Pagefind's processes.
+                with Workers() as workers, closing(
+                    Additions(conn, settings, render_fp, force)
+                ) as additions:
+                    _publish(conn, settings, now, log, report, listing, force, workers,
+                             additions)
             finally:
                 # What the build froze (see `_publish`) is the collector's again for whatever
                 # the process does next, such as the send of `feeds run`.
@@ -175,13 +183,12 @@ def _publish(
     listing: inputs.Scan,
     force: bool,
     workers: Workers,
+    additions: Additions,
 ) -> None:
-    from feeds.additions import Additions
     from feeds.assemble import assemble
 
     paths = settings.paths
-    render_fp = fingerprints.render_fingerprint(settings)
-    additions = Additions(conn, settings, render_fp, force)
+    render_fp = additions.render_fingerprint
     for leftover in output.remove_temporaries(paths.output):
         log(f"removed a temporary file left by a killed build: {leftover}")
 

@@ -223,8 +223,8 @@ def load_settings(
         except UnicodeDecodeError as exc:
             raise ConfigError("config is not UTF-8", path=str(path)) from exc
         except tomllib.TOMLDecodeError as exc:
-            # tomllib says where only in its text, "... (at line 3, column 7)": FILE:LINE.
-            message, line = str(exc), None
+            # tomllib (before 3.14) says where only in its text, "... (at line 3, column 7)".
+            message, line = str(exc), getattr(exc, "lineno", None)
             if where := re.search(r" \(at line (\d+), column (\d+)\)$", message):
                 message, line = f"{message[: where.start()]} (column {where[2]})", int(where[1])
             raise ConfigError(f"invalid TOML: {message}", path=str(path), line=line) from exc

@@ -157,15 +157,15 @@ class SearchIndex:
             self.warm = Warm(min(MAX_PROCESSES, len(self.stale)), index_language(self.settings))
 
     def render(self, ctx: BuildContext, load: Load) -> Iterator[dict[str, bytes]]:
-        """The manifest, then the files of the periods indexed again, a year of periods at a
-        time: each batch loads in full (`load`: digest ids -> full digests by id) only the
-        digests its papers come from, and its files go to disk before the next is made. A
-        first build indexes ten years, whose digests in full took the build to 900 MB."""
+        """The files of the periods indexed again, a year of periods at a time, then the
+        manifest (last: it must never name a month whose index is not there yet). Each batch
+        loads in full (`load`: digest ids -> full digests by id) only the digests its papers
+        come from, and its files go to disk before the next is made. A first build indexes
+        ten years, whose digests in full took the build to 900 MB."""
         if not self.planned:
             self.plan(ctx)
         if not self.settings.site.search:
             return
-        yield {f"{BUNDLE}/{MANIFEST}": self.manifest}
         newest = next(iter(self.marks), None)
         stale = list(self.groups)  # newest first
         try:
@@ -186,11 +186,17 @@ class SearchIndex:
                 self.indexed += sorted(by_period)
                 yield files
         finally:
-            if self.warm is not None:
-                self.warm.close()
-                self.warm = None
+            self.close()
         self.files = dict(sorted(self.files.items(), reverse=True))
         self.indexed.sort()
+        yield {f"{BUNDLE}/{MANIFEST}": self.manifest}
+
+    def close(self) -> None:
+        """Stop the Pagefind processes started at planning that no indexing took (a build
+        that fails before its search is rendered must not leave them running)."""
+        if self.warm is not None:
+            self.warm.close()
+            self.warm = None
 
     def save(self, conn: sqlite3.Connection) -> None:
         """Record each period's mark and files; only the rows that changed are written."""

@@ -133,8 +133,9 @@ def entry_marks(ctx: BuildContext, times: Mapping[str, datetime]) -> dict[str, b
     return {
         paper.key: repr(
             (
-                # The time as a number: its ISO text cost twice as much, for the same facts.
-                paper.guid, paper.key, times[paper.key].timestamp(),
+                # The time as numbers (the moment, and the offset the entry prints): its ISO
+                # text cost twice as much, for the same facts.
+                paper.guid, paper.key, times[paper.key].timestamp(), times[paper.key].utcoffset(),
                 [(d, hashes.get(d, "")) for d in paper.digest_ids],
             )
         ).encode("utf-8")

@@ -134,7 +134,7 @@ def test_a_run_leaves_a_send_in_progress_alone_but_reports_one_held_for_hours(
     from feeds.lock import send_lock
 
     path = send_lock(project / "state" / "feeds.sqlite3")
-    with lock_holder(path):
+    with lock_holder(path, seconds=600):
         quiet = _feeds(project, "run")
         assert (quiet.exit_code, quiet.output) == (0, "")
         assert smtp_server.handler.copies() == {}

@@ -52,9 +52,18 @@ def test_archive_documents_rendered_by_the_workers_equal_those_rendered_here(
     inputs = copy_samples(tmp_path / "digests")
     here = settings_for(tmp_path, inputs, "here")
     build(here, now=NOW, log=quiet)
-    monkeypatch.setattr(archive_build, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(archive_build, "PARALLEL_DOCUMENTS", 1)
+    asked: list[bool] = []
+    stream = Workers.stream
+
+    def recording(self: Workers, *args: object, many: bool) -> object:
+        asked.append(many and self.count > 1)
+        return stream(self, *args, many=many)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Workers, "stream", recording)
     there = settings_for(tmp_path, inputs, "there")
     build(there, now=NOW, log=quiet)
+    assert asked == [True]  # the archive documents went to the workers
 
     def documents(root: Path) -> dict[str, bytes]:
         folder = root / "feeds" / "archive"
