@@ -426,3 +426,39 @@ def test_a_rare_word_searches_a_year_of_months_at_a_time(
         assert len(results(page, "learning")) == 20
     finally:
         page.close()
+
+
+def _pagefind_children() -> list[int]:
+    """Pagefind processes whose parent is this test process."""
+    import os
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == os.getpid() and b"pagefind" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_build_that_fails_after_planning_leaves_no_pagefind_process_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from feeds import syndicate
+    from feeds.errors import OutputError
+
+    def broken(*args: object, **kwargs: object) -> dict[str, bytes]:
+        raise OutputError("the disk went away")
+
+    # Planning starts Pagefind's processes (every month is new); the feeds then fail.
+    monkeypatch.setattr(syndicate, "render_feeds", broken)
+    with pytest.raises(OutputError, match="the disk went away"):
+        build(settings_for(tmp_path), now=NOW, log=lambda _: None)
+    assert _pagefind_children() == []
+    assert not (tmp_path / "output" / "pagefind" / "periods.json").exists()
