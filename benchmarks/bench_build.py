@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import re
 import resource
-import shutil
 import sys
 
 from measure import (
     FEEDS,
-    HERE,
-    ROOT,
     best_of,
+    fastest,
+    from_one_state,
     print_table,
     print_verdicts,
-    restore,
     run,
-    snapshot,
     sync,
+    workspace,
 )
 
 DAYS = 3650
@@ -43,19 +41,9 @@ def phases(output: str) -> dict[str, float]:
 
 
 def main() -> None:
-    from corpus import ensure_corpus, extra_digest
+    from corpus import extra_digest
 
-    corpus = ensure_corpus(DAYS)
-    work = HERE / ".work" / "bench_build"
-    shutil.rmtree(work, ignore_errors=True)
-    inputs = work / "digests"
-    shutil.copytree(corpus, inputs, ignore=shutil.ignore_patterns(".*"))
-    config = work / "feeds.toml"
-    config.write_text(
-        f'[site]\nsearch = false\n[paths]\ninput = "{inputs}"\noutput = "{work / "output"}"\n'
-        f'state = "{work / "state" / "feeds.sqlite3"}"\ntemplates = "{ROOT / "templates"}"\n',
-        encoding="utf-8",
-    )
+    work, inputs, config = workspace("bench_build", DAYS, "[site]\nsearch = false")
     python = sys.executable
     feeds = [FEEDS, "--config", str(config), "build", "-v"]
     size = sum(p.stat().st_size for p in inputs.glob("*.txt")) / 1e6
@@ -68,20 +56,14 @@ def main() -> None:
     full, full_mb, full_out = run(feeds)
     sync()
     noop, noop_mb, _ = best_of(feeds, 7)
-    # One digest added, three times from the same state and output (restored between): the
-    # best of three, as for the other short steps; each run's time is printed.
-    folders = ("digests", "state", "output")
-    saved = snapshot(work, folders)
+    # One digest added, three times from the same state and output: the best of three, as
+    # for the other short steps; each run's time is printed.
     ones = []
-    for attempt in range(ONE_TRIES):
-        if attempt:
-            restore(saved, work, folders)
+    for _ in from_one_state(work, ONE_TRIES):
         extra_digest(inputs, DAYS)
         sync()
         ones.append(run(feeds))
-    shutil.rmtree(saved)
-    one, _, one_out = min(ones, key=lambda r: r[0])
-    one_mb = max(r[1] for r in ones)
+    one, one_mb, one_out = fastest(ones)
     sync()
     noop_after, noop_after_mb, _ = best_of(feeds, 3)
     sync()

@@ -14,7 +14,6 @@ with it.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -23,15 +22,14 @@ from zoneinfo import ZoneInfo
 
 from measure import (
     FEEDS,
-    HERE,
-    ROOT,
     best_of,
+    fastest,
+    from_one_state,
     print_table,
     print_verdicts,
-    restore,
     run,
-    snapshot,
     sync,
+    workspace,
 )
 
 DAYS = 3650
@@ -147,28 +145,18 @@ def check_delivery(
 
 
 def main() -> None:
-    from corpus import ensure_corpus, extra_digest
-
-    corpus = ensure_corpus(DAYS)
-    work = HERE / ".work" / "bench_run"
-    shutil.rmtree(work, ignore_errors=True)
-    inputs = work / "digests"
-    shutil.copytree(corpus, inputs, ignore=shutil.ignore_patterns(".*"))
-    people = write_subscribers(work / "subscribers.csv")
-    newest = max(inputs.glob("*.txt"))
-    python = sys.executable
+    from corpus import extra_digest
 
     sink = Sink()
     try:
-        config = work / "feeds.toml"
-        config.write_text(
-            f'[site]\nsearch = false\n'
-            f'[paths]\ninput = "{inputs}"\noutput = "{work / "output"}"\n'
-            f'state = "{work / "state" / "feeds.sqlite3"}"\n'
-            f'templates = "{ROOT / "templates"}"\nsubscribers = "{work / "subscribers.csv"}"\n\n'
-            f'[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\nsecurity = "none"\n',
-            encoding="utf-8",
+        work, inputs, config = workspace(
+            "bench_run", DAYS,
+            f'[site]\nsearch = false\n[smtp]\nhost = "127.0.0.1"\nport = {sink.port}\n'
+            'security = "none"',
         )
+        people = write_subscribers(work / "subscribers.csv")
+        newest = max(inputs.glob("*.txt"))
+        python = sys.executable
         feeds = [FEEDS, "--config", str(config), "run"]
         print(
             f"corpus: {DAYS} digests; {SUBSCRIBERS} subscribers in category sets "
@@ -193,14 +181,10 @@ def main() -> None:
         now = sink.received()
         check_delivery("no-op run", received, now, None)
 
-        # One digest added, three times from the same state and output (restored between):
-        # the best of three, as for the other short steps; each run's time is printed.
-        folders = ("digests", "state", "output")
-        saved = snapshot(work, folders)
+        # One digest added, three times from the same state and output: the best of three,
+        # as for the other short steps; each run's time is printed.
         ones = []
-        for attempt in range(ONE_TRIES):
-            if attempt:
-                restore(saved, work, folders)
+        for attempt in from_one_state(work, ONE_TRIES):
             added = extra_digest(inputs, DAYS)
             sync()
             ones.append(run(feeds))
@@ -209,9 +193,7 @@ def main() -> None:
                 "one digest added", received, now, expected(added, people), repeat=attempt > 0
             )
             received = now
-        shutil.rmtree(saved)
-        one, _, one_out = min(ones, key=lambda r: r[0])
-        one_mb = max(r[1] for r in ones)
+        one, one_mb, one_out = fastest(ones)
 
         sync()
         noop_after, noop_after_mb, after_out = best_of(feeds, 5)

@@ -6,30 +6,19 @@ added < 3 s with the search on (issue 14).
 
 from __future__ import annotations
 
-import shutil
 import sys
 
 from bench_build import phases
-from measure import FEEDS, HERE, ROOT, best_of, print_table, print_verdicts, run, sync
+from measure import FEEDS, best_of, print_table, print_verdicts, run, sync, workspace
 
 DAYS = 3650
 TARGETS = {"one": 3.0}
 
 
 def main() -> None:
-    from corpus import ensure_corpus, extra_digest
+    from corpus import extra_digest
 
-    corpus = ensure_corpus(DAYS)
-    work = HERE / ".work" / "bench_search_build"
-    shutil.rmtree(work, ignore_errors=True)
-    inputs = work / "digests"
-    shutil.copytree(corpus, inputs, ignore=shutil.ignore_patterns(".*"))
-    config = work / "feeds.toml"
-    config.write_text(
-        f'[site]\nsearch = true\n[paths]\ninput = "{inputs}"\noutput = "{work / "output"}"\n'
-        f'state = "{work / "state" / "feeds.sqlite3"}"\ntemplates = "{ROOT / "templates"}"\n',
-        encoding="utf-8",
-    )
+    _, inputs, config = workspace("bench_search_build", DAYS, "[site]\nsearch = true")
     feeds = [FEEDS, "--config", str(config), "build", "-v"]
     run([sys.executable, "-c", "import feeds.cli, feeds.build"])
     sync()

@@ -6,10 +6,11 @@ Shared by the benchmarks that start the installed entry point (bench_build, benc
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -48,25 +49,57 @@ def best_of(command: Sequence[str], times: int) -> tuple[float, float, str]:
     return min(r[0] for r in runs), max(r[1] for r in runs), "".join(r[2] for r in runs)
 
 
-def snapshot(work: Path, folders: Sequence[str]) -> Path:
-    """A copy of `folders` of `work` to go back to (`restore`): the state copied, the output
-    hard-linked (a build replaces files by renaming and removes them by unlinking, so the
-    snapshot's files are never touched), in a second or two for ten years of output."""
+def fastest(runs: Sequence[tuple[float, float, str]]) -> tuple[float, float, str]:
+    """Of runs of one step: the fastest's wall time and output, and the highest peak."""
+    wall, _, output = min(runs, key=lambda r: r[0])
+    return wall, max(r[1] for r in runs), output
+
+
+def workspace(name: str, days: int, settings: str) -> tuple[Path, Path, Path]:
+    """A fresh benchmarks/.work/<name>: the corpus of `days` digests copied into digests/, and
+    a feeds.toml with its paths there and `settings` (more TOML). (work, inputs, config)."""
+    from corpus import ensure_corpus
+
+    corpus = ensure_corpus(days)
+    work = HERE / ".work" / name
+    shutil.rmtree(work, ignore_errors=True)
+    inputs = work / "digests"
+    shutil.copytree(corpus, inputs, ignore=shutil.ignore_patterns(".*"))
+    config = work / "feeds.toml"
+    config.write_text(
+        f'{settings}\n[paths]\ninput = "{inputs}"\noutput = "{work / "output"}"\n'
+        f'state = "{work / "state" / "feeds.sqlite3"}"\ntemplates = "{ROOT / "templates"}"\n'
+        f'subscribers = "{work / "subscribers.csv"}"\n',
+        encoding="utf-8",
+    )
+    return work, inputs, config
+
+
+def from_one_state(work: Path, tries: int) -> Iterator[int]:
+    """Each try (0, 1, ...) of a step that changes `work`, all from the state it has now: its
+    digests, state and output are put back between tries from a snapshot (the state copied,
+    the output hard-linked: a build replaces files by renaming and removes them by unlinking,
+    so the snapshot's files are never touched), in a second or two for ten years of output."""
+    folders = ("digests", "state", "output")
     saved = work.parent / (work.name + ".snapshot")
-    subprocess.run(["rm", "-rf", str(saved)], check=True)
+    shutil.rmtree(saved, ignore_errors=True)
     saved.mkdir()
-    for name in folders:
-        link = ["-al"] if name == "output" else ["-a"]
-        subprocess.run(["cp", *link, str(work / name), str(saved / name)], check=True)
-    return saved
+    try:
+        _copy(work, saved, folders)
+        for attempt in range(tries):
+            if attempt:
+                for name in folders:
+                    shutil.rmtree(work / name, ignore_errors=True)
+                _copy(saved, work, folders)
+            yield attempt
+    finally:
+        shutil.rmtree(saved, ignore_errors=True)
 
 
-def restore(saved: Path, work: Path, folders: Sequence[str]) -> None:
-    """Put `folders` of `work` back as `snapshot` found them."""
+def _copy(source: Path, dest: Path, folders: Sequence[str]) -> None:
     for name in folders:
-        subprocess.run(["rm", "-rf", str(work / name)], check=True)
         link = ["-al"] if name == "output" else ["-a"]
-        subprocess.run(["cp", *link, str(saved / name), str(work / name)], check=True)
+        subprocess.run(["cp", *link, str(source / name), str(dest / name)], check=True)
 
 
 def sync() -> None:

@@ -31,6 +31,7 @@ class Additions:
         self.search = SearchIndex(conn, settings, render_fingerprint, force)
         self.settings = settings
         self.render_fingerprint = render_fingerprint
+        self.planned = False
         # Seconds each took to render, for the build's report.
         self.timings: dict[str, float] = {}
 
@@ -41,14 +42,17 @@ class Additions:
         marks = entry_marks(ctx, times)
         self.archive.plan(ctx, times, marks)
         self.search.plan(ctx, times, marks)
+        self.planned = True
 
     def render(
         self, ctx: BuildContext, load: Load, workers: Workers
     ) -> Iterator[dict[str, bytes]]:
         """The files that changed, in batches to write one after the other: the archive's,
         then the search index's, each batch made from the digests it needs in full (`load`)."""
-        for name, batches in (("history", self.archive.render(ctx, load, workers)),
-                              ("search", self.search.render(ctx, load))):
+        if not self.planned:
+            self.plan(ctx)
+        for name, batches in (("history", self.archive.render(load, workers)),
+                              ("search", self.search.render(load))):
             spent = 0.0
             tick = time.perf_counter()
             for batch in batches:

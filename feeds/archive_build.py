@@ -22,7 +22,6 @@ from feeds.archive import Volume, render_volumes, volume_marks, volumes
 from feeds.assemble import Load, complete
 from feeds.config import Settings
 from feeds.model import BuildContext
-from feeds.syndicate import entry_marks, entry_times
 from feeds.workers import Workers
 
 # Digests loaded in full at once while archive documents are rendered (a month has about 30).
@@ -52,7 +51,6 @@ class Shelf:
         self.before: dict[str, str] = dict(
             conn.execute("SELECT path, fingerprint FROM archive_marks")
         )
-        self.planned = False
         self.marks: dict[str, str] = {}
         # The volumes to render, as the light context has them, and every paper's entry time
         # (the same in the light and the full context: it depends on dates and order alone).
@@ -62,18 +60,12 @@ class Shelf:
         self.paths: list[str] = []
 
     def plan(
-        self,
-        ctx: BuildContext,
-        times: dict[str, datetime] | None = None,
-        marks: Mapping[str, bytes] | None = None,
+        self, ctx: BuildContext, times: dict[str, datetime], marks: Mapping[str, bytes]
     ) -> None:
-        """Decide what to render from `ctx` (its digests may be light); `times` and `marks`
-        are its `entry_times` and `entry_marks`, when the caller has them already."""
-        self.planned = True
+        """Decide what to render from `ctx` (its digests may be light), its papers' entry
+        times and marks (`feeds.syndicate.entry_times`, `entry_marks`)."""
         found = volumes(ctx, self.settings)
-        self.times = times if times is not None else entry_times(ctx.papers, self.settings.site.tz)
-        if marks is None:
-            marks = entry_marks(ctx, self.times)
+        self.times = times
         self.marks = volume_marks(found, marks, self.render_fingerprint)
         self.paths = sorted(self.marks)
         present = output.existing(self.settings.paths.output, self.paths)
@@ -87,16 +79,12 @@ class Shelf:
             )
         ]
 
-    def render(
-        self, ctx: BuildContext, load: Load, workers: Workers
-    ) -> Iterator[dict[str, bytes]]:
+    def render(self, load: Load, workers: Workers) -> Iterator[dict[str, bytes]]:
         """The changed archive documents, in batches of a month or two: each batch loads in
         full (`load`: digest ids -> full digests by id) only the digests its papers come from,
         and its bytes go to disk before the next is made. A first build renders every month of
         ten years, some 400 MB of XML over 33,000 papers in full, which held at once would
         take most of a gigabyte; it renders them on every core (`workers`)."""
-        if not self.planned:
-            self.plan(ctx)
         return workers.stream(
             _render_batch, self._batches(load), many=len(self.stale) >= PARALLEL_DOCUMENTS
         )

@@ -42,7 +42,6 @@ from feeds.search import (
     records,
 )
 from feeds.search_service import MAX_PROCESSES, Warm, index_periods
-from feeds.syndicate import entry_marks, entry_times
 
 # The folder under output/ the periods' indexes and the manifest live in.
 BUNDLE = "pagefind"
@@ -95,7 +94,6 @@ class SearchIndex:
             for period, mark, files in conn.execute(
                 "SELECT period, mark, files FROM search_periods")
         }
-        self.planned = False
         self.warm: Warm | None = None
         self.manifest = b""
         # Each period's mark, newest period first, and the papers' entry times.
@@ -118,21 +116,15 @@ class SearchIndex:
             f"{BUNDLE}/{name}/{rel}" for name, rels in self.files.items() for rel in rels]
 
     def plan(
-        self,
-        ctx: BuildContext,
-        times: dict[str, datetime] | None = None,
-        marks: Mapping[str, bytes] | None = None,
+        self, ctx: BuildContext, times: dict[str, datetime], marks: Mapping[str, bytes]
     ) -> None:
-        """Decide from `ctx` (digests may be light) which periods to index; `times` and
-        `marks` are its `entry_times` and `entry_marks`, when the caller has them already."""
-        self.planned = True
+        """Decide from `ctx` (digests may be light), its papers' entry times and marks
+        (`feeds.syndicate.entry_times`, `entry_marks`), which periods to index."""
         if not self.settings.site.search:
             # Off ([site] search): no index, and the files of an earlier one are removed.
             self.marks, self.stale, self.files = {}, set(), {}
             return
-        self.times = times if times is not None else entry_times(ctx.papers, self.settings.site.tz)
-        if marks is None:
-            marks = entry_marks(ctx, self.times)
+        self.times = times
         groups = periods(ctx, self.settings, self.times)
         self.marks = _marks(groups, marks, self.render_fingerprint)
         newest = next(iter(groups), None)
@@ -156,14 +148,12 @@ class SearchIndex:
             # Pagefind starts now, loading its Chinese dictionary while the build goes on.
             self.warm = Warm(min(MAX_PROCESSES, len(self.stale)), index_language(self.settings))
 
-    def render(self, ctx: BuildContext, load: Load) -> Iterator[dict[str, bytes]]:
+    def render(self, load: Load) -> Iterator[dict[str, bytes]]:
         """The files of the periods indexed again, a year of periods at a time, then the
         manifest (last: it must never name a month whose index is not there yet). Each batch
         loads in full (`load`: digest ids -> full digests by id) only the digests its papers
         come from, and its files go to disk before the next is made. A first build indexes
         ten years, whose digests in full took the build to 900 MB."""
-        if not self.planned:
-            self.plan(ctx)
         if not self.settings.site.search:
             return
         newest = next(iter(self.marks), None)

@@ -476,13 +476,9 @@ def test_no_published_guid_ever_changes_as_digests_come_one_by_one(tmp_path: Pat
     assert len(published) == 8
 
 
-def test_the_archive_is_the_same_from_digests_without_their_texts(
-    tmp_path: Path, inputs: Path
-) -> None:
-    from feeds.model import BuildContext
-    from feeds.newsletter import render_archive
-
-    settings = settings_for(tmp_path, inputs)
+def full_and_light(settings: Settings) -> tuple[list[Digest], list[Digest]]:
+    """After a build: the published digests in full, and the same as a build reads them
+    without their texts (`store.load_digests(..., texts=False)`), in the same order."""
     build(settings, now=NOW, log=quiet)
     full = published(settings)
     conn = state.connect(settings.paths.state)
@@ -491,7 +487,17 @@ def test_the_archive_is_the_same_from_digests_without_their_texts(
         summary = store.load_digests(conn, headers, texts=False)
     finally:
         conn.close()
-    short = [summary[d.content_hash] for d in full]
+    return full, [summary[d.content_hash] for d in full]
+
+
+def test_the_archive_is_the_same_from_digests_without_their_texts(
+    tmp_path: Path, inputs: Path
+) -> None:
+    from feeds.model import BuildContext
+    from feeds.newsletter import render_archive
+
+    settings = settings_for(tmp_path, inputs)
+    full, short = full_and_light(settings)
     assert all(not item.authors and item.abstract is None for d in short for item in d.items)
     assert render_archive(BuildContext(tuple(short), ()), settings) == render_archive(
         BuildContext(tuple(full), ()), settings
@@ -503,17 +509,9 @@ def test_papers_from_digests_without_texts_made_whole_equal_papers_from_full_dig
 ) -> None:
     from feeds.assemble import assemble, complete
 
-    settings = settings_for(tmp_path, inputs)
-    build(settings, now=NOW, log=quiet)
-    full = published(settings)
-    conn = state.connect(settings.paths.state)
-    try:
-        headers = {d.content_hash: replace(d, items=()) for d in full}
-        summary = store.load_digests(conn, headers, texts=False)
-    finally:
-        conn.close()
+    full, short = full_and_light(settings_for(tmp_path, inputs))
     whole, _ = assemble(full, {}, {})
-    light, _ = assemble([summary[d.content_hash] for d in full], {}, {})
+    light, _ = assemble(short, {}, {})
     by_id = {d.id: d for d in full}
     # Papers sighted in more than one digest are merged: those are made whole too.
     assert any(len(paper.sightings) > 1 for paper in light.papers)

@@ -126,14 +126,21 @@ def test_run_without_a_subscriber_list_only_builds(project: Path, smtp_server: S
     assert smtp_server.handler.received == []
 
 
-def test_a_run_leaves_a_send_in_progress_alone_but_reports_one_held_for_hours(
-    project: Path, smtp_server: SmtpServer
+@pytest.mark.parametrize(
+    ("lock", "busy"),
+    [
+        ("build_lock", "another feeds build is running"),
+        ("send_lock", "another `feeds send` or `feeds run` is sending"),
+    ],
+)
+def test_a_run_leaves_a_lock_holder_alone_but_reports_one_that_held_it_for_hours(
+    project: Path, smtp_server: SmtpServer, lock: str, busy: str
 ) -> None:
     import time
 
-    from feeds.lock import send_lock
+    from feeds import lock as locks
 
-    path = send_lock(project / "state" / "feeds.sqlite3")
+    path = getattr(locks, lock)(project / "state" / "feeds.sqlite3")
     with lock_holder(path, seconds=600):
         quiet = _feeds(project, "run")
         assert (quiet.exit_code, quiet.output) == (0, "")
@@ -142,7 +149,7 @@ def test_a_run_leaves_a_send_in_progress_alone_but_reports_one_held_for_hours(
         os.utime(path, (hours_ago, hours_ago))
         stuck = _feeds(project, "run")
     assert stuck.exit_code == 1
-    assert "another `feeds send` or `feeds run` is sending" in stuck.output
+    assert busy in stuck.output
     assert "held for 180 minutes: is it stuck?" in stuck.output
     # Once the holder is gone, the next run sends what was due.
     assert _feeds(project, "run").exit_code == 0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import SAMPLE_DIGESTS, lock_holder
+from conftest import SAMPLE_DIGESTS
 from smtp_fixtures import SmtpServer, delivery_settings, smtp_server
 
 from feeds.build import build
@@ -304,22 +304,6 @@ def test_a_send_stops_at_its_time_limit_and_the_next_one_sends_the_rest(
     assert "stopped at the time limit (0.5 s)" in first.summary()
     assert tallies[-1].ok
     assert smtp_server.handler.copies() == {f"r{i}@example.org": 1 for i in range(12)}
-
-
-def test_a_run_that_finds_the_lock_held_for_hours_reports_it(site: Path) -> None:
-    from feeds.lock import build_lock
-
-    settings = settings_of(site)
-    path = build_lock(settings.paths.state)
-    with lock_holder(path):
-        quiet_run = feeds(site, "run")
-        assert (quiet_run.exit_code, quiet_run.output) == (0, "")
-        hours_ago = time.time() - 3 * 3600
-        os.utime(path, (hours_ago, hours_ago))
-        stuck = feeds(site, "run")
-    assert stuck.exit_code == 1
-    assert "another feeds build is running" in stuck.output
-    assert "held for 180 minutes: is it stuck?" in stuck.output
 
 
 # -- 11: SQLite's errors are one line each ----------------------------------------------------

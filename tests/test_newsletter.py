@@ -734,6 +734,16 @@ def sample_digests() -> list[Digest]:
     return [parse_file(path, tz=SETTINGS.site.tz) for path in sorted(SAMPLE_DIGESTS.glob("*.txt"))]
 
 
+# Category copies pinned byte for byte: one. The others are the same rendering with another
+# filter; that each holds exactly its category's papers is checked for every one below.
+PINNED_COPIES = {"2021-03-30.cv.html"}
+
+
+def is_category_copy(name: str) -> bool:
+    """newsletter/<id>.<slug>.html (digest ids and slugs hold no dot)."""
+    return name.rsplit("/", 1)[-1].count(".") == 2
+
+
 def test_sample_digests_match_their_golden_html_text_and_eml() -> None:
     for digest in sample_digests():
         files = newsletter.render_issue_files(digest, SETTINGS)
@@ -741,10 +751,38 @@ def test_sample_digests_match_their_golden_html_text_and_eml() -> None:
         assert {f"{stem}.html", f"{stem}.txt", f"{stem}.eml"} <= set(files)
         for name, data in files.items():
             path = GOLDEN / name.rsplit("/", 1)[1]
+            if is_category_copy(name) and path.name not in PINNED_COPIES:
+                continue
             if REGENERATE:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
             assert path.read_bytes() == data, f"{path} differs; FEEDS_REGENERATE_GOLDEN=1 updates"
+
+
+def test_every_category_copy_of_the_samples_holds_exactly_its_categorys_papers() -> None:
+    from feeds.catalog import category_slug
+
+    checked = 0
+    for digest in sample_digests():
+        files = newsletter.render_issue_files(digest, SETTINGS)
+        copies = {name for name in files if is_category_copy(name)}
+        codes: dict[str, set[str]] = {}
+        if digest.format != "weekly":
+            for item in digest.items:
+                if item.category:
+                    codes.setdefault(category_slug(item.category), set()).add(item.category)
+        assert copies == {f"newsletter/{digest.id}.{slug}.html" for slug in codes}
+        every = {p.anchor for p in issue.issue_for(digest, None).papers}
+        for slug, group in codes.items():
+            tree = doc(files[f"newsletter/{digest.id}.{slug}.html"].decode("utf-8"))
+            shown = [e.get("id") for e in tree.xpath("//*[@id]") if e.get("id") in every]
+            wanted = [p.anchor for p in issue.issue_for(digest, frozenset(group)).papers]
+            assert shown == wanted and wanted, (digest.id, slug)
+            assert {b.text for b in tree.cssselect(".badge")} == group
+            # A web page: its stylesheet applies from a <style> block, nothing inlined.
+            assert tree.cssselect("head style") and not tree.cssselect("[style]")
+            checked += 1
+    assert checked == 14
 
 
 def test_every_sample_digest_fits_the_budget_without_leaving_anything_out() -> None:

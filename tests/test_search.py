@@ -162,6 +162,14 @@ def search_page(chromium: Any, url: str, width: int = 800) -> Any:
     return page
 
 
+def watched_search_page(chromium: Any, url: str) -> tuple[Any, list[str]]:
+    """A search page, and the URLs it fetches from now on (which months a search opened)."""
+    page = search_page(chromium, url)
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    return page, fetched
+
+
 def results(page: Any, query: str, change: Any = None) -> list[dict[str, str]]:
     """Type `query` (or make the `change` given) and wait for that search's results: each
     result's title, link, titles and meta line."""
@@ -275,9 +283,7 @@ def more(page: Any) -> None:
 def test_newest_first_reads_a_month_at_a_time_and_more_results_goes_back_in_time(
     chromium: Any, served_site: str
 ) -> None:
-    page = search_page(chromium, served_site + "index.html")
-    fetched: list[str] = []
-    page.on("request", lambda request: fetched.append(request.url))
+    page, fetched = watched_search_page(chromium, served_site + "index.html")
     try:
         first = results(page, "the")
         assert len(first) == 20
@@ -406,9 +412,7 @@ def fourteen_months(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_a_rare_word_searches_a_year_of_months_at_a_time(
     chromium: Any, fourteen_months: str
 ) -> None:
-    page = search_page(chromium, fourteen_months + "index.html")
-    fetched: list[str] = []
-    page.on("request", lambda request: fetched.append(request.url))
+    page, fetched = watched_search_page(chromium, fourteen_months + "index.html")
     try:
         assert results(page, "qqqzzzxxy") == []
         # Twelve months searched, newest first: 2021-02 back to 2020-03; the two oldest not
