@@ -32,6 +32,7 @@ RENDER_MODULES = (
     "feeds.entry",
     "feeds.credits",
     "feeds.site",
+    "feeds.templating",
     "feeds.catalog",
     "feeds.textutil",
     "feeds.model",

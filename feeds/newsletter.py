@@ -39,6 +39,7 @@ from feeds.issue import (
 from feeds.links import issue_page, safe_url
 from feeds.message import Newsletter as Newsletter
 from feeds.model import BuildContext, Digest
+from feeds.templating import environment
 from feeds.textutil import wrap
 
 if TYPE_CHECKING:
@@ -319,13 +320,8 @@ def _environment(templates: Path) -> jinja2.Environment:
             path=str(folder),
             hint="[paths] templates must hold newsletter/ as shipped in templates/",
         )
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(folder)),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
+    env = environment(
+        folder, autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False)
     )
     env.filters["wrap"] = _wrap_filter
     return env

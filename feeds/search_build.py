@@ -24,7 +24,6 @@ import re
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from importlib.metadata import version
 from pathlib import Path
 
 from feeds.assemble import Load, complete
@@ -226,6 +225,9 @@ def _marks(
 
 
 def _pagefind_version() -> str:
+    # Imported here: importlib.metadata took 20 ms of every build's start, searched or not.
+    from importlib.metadata import version
+
     try:
         return version("pagefind") + "/" + version("pagefind_bin_extended")
     except Exception:  # a missing package is reported when the index is made

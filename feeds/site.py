@@ -17,6 +17,7 @@ from feeds.catalog import FeedInfo, feed_list, select
 from feeds.config import Settings
 from feeds.links import link_label, paper_page, primary_link, safe_url
 from feeds.model import BuildContext, Digest, Item, Paper
+from feeds.templating import environment
 from feeds.textutil import strip_illegal
 
 if TYPE_CHECKING:
@@ -76,7 +77,6 @@ def render_site(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
 
 
 def _environment(settings: Settings) -> jinja2.Environment:
-    import jinja2
     import markupsafe
 
     def finalize(value: object) -> object:
@@ -86,15 +86,7 @@ def _environment(settings: Settings) -> jinja2.Environment:
             return strip_illegal(value)
         return value
 
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(settings.paths.templates / "site"),
-        autoescape=True,
-        finalize=finalize,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-    )
+    return environment(settings.paths.templates / "site", autoescape=True, finalize=finalize)
 
 
 def _signup_view(feeds: list[FeedInfo], settings: Settings) -> dict[str, Any] | None:

@@ -84,19 +84,28 @@ def load_digests(
     what tells papers apart and sorts them into feeds and the archive, read from the short
     columns only. Ten years of digests fit in memory this way.
     """
-    columns = f"{_SHORT}, {_LONG}" if texts else _SHORT
     items: dict[str, list[Item]] = {h: [] for h in headers}
-    wanted = sorted(headers)
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        rows = conn.execute(
-            f"SELECT content_hash, {columns} FROM items WHERE content_hash IN "
-            f"({','.join('?' * len(chunk))}) ORDER BY content_hash, position",
-            chunk,
-        )
-        for row in rows:
-            digest = headers[row[0]]
-            items[row[0]].append(_item(row, digest, texts))
+    if texts:
+        wanted = sorted(headers)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = conn.execute(
+                f"SELECT content_hash, {_SHORT}, {_LONG} FROM items WHERE content_hash IN "
+                f"({','.join('?' * len(chunk))}) ORDER BY content_hash, position",
+                chunk,
+            )
+            for row in rows:
+                items[row[0]].append(_item(row, headers[row[0]], texts))
+    else:
+        # Without texts a build wants every digest it publishes: one pass over the table, in
+        # the order of its key (no sort), was a third faster than asking for 500 at a time;
+        # the rows of versions no longer published are skipped.
+        for row in conn.execute(
+            f"SELECT content_hash, {_SHORT} FROM items ORDER BY content_hash, position"
+        ):
+            found = items.get(row[0])
+            if found is not None:
+                found.append(_item(row, headers[row[0]], texts))
     return {h: _with_items(headers[h], tuple(found)) for h, found in items.items()}
 
 

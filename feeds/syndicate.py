@@ -130,17 +130,20 @@ def entry_marks(ctx: BuildContext, times: Mapping[str, datetime]) -> dict[str, b
     alone, so equal marks mean equal entries; computed from a context whose digests may be
     light, once per build for every paper."""
     hashes = {digest.id: digest.content_hash for digest in ctx.digests}
-    return {
-        paper.key: repr(
-            (
-                # The time as numbers (the moment, and the offset the entry prints): its ISO
-                # text cost twice as much, for the same facts.
-                paper.guid, paper.key, times[paper.key].timestamp(), times[paper.key].utcoffset(),
-                [(d, hashes.get(d, "")) for d in paper.digest_ids],
-            )
-        ).encode("utf-8")
-        for paper in ctx.papers
-    }
+    marks: dict[str, bytes] = {}
+    for paper in ctx.papers:
+        moment = times[paper.key]
+        # Fields joined, and the mark ended (marks are hashed one after the other), by control
+        # characters that no guid, key or digest id holds: they are made of URLs, hashes and
+        # dates, so distinct entries never give the same bytes. The time as numbers
+        # (the moment, and the offset the entry prints): its ISO text cost twice as much, and
+        # a `repr` of the whole a third more than this, for the same facts.
+        sightings = "\x1e".join(f"{d}\x1d{hashes.get(d, '')}" for d in paper.digest_ids)
+        marks[paper.key] = (
+            f"{paper.guid}\x1f{paper.key}\x1f{moment.timestamp()}\x1f{moment.utcoffset()}"
+            f"\x1f{sightings}\x1c"
+        ).encode()
+    return marks
 
 
 def feed_updated(papers: Sequence[Paper], times: Mapping[str, datetime]) -> datetime:

@@ -1,0 +1,76 @@
+"""The shared Jinja environment: compiled templates kept between runs, never used wrongly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from feeds.templating import environment
+
+
+def _folder(tmp_path: Path, text: str) -> Path:
+    folder = tmp_path / "templates"
+    folder.mkdir(exist_ok=True)
+    (folder / "page.html").write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_a_template_compiled_once_is_loaded_compiled_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _folder(tmp_path, "<p>{{ name }}</p>\n")
+    assert environment(folder, autoescape=True).get_template("page.html").render(name="a&b") == (
+        "<p>a&amp;b</p>\n"
+    )
+
+    def no_compiling(*args: object, **kwargs: object) -> None:
+        raise AssertionError("compiled again")
+
+    later = environment(folder, autoescape=True)
+    monkeypatch.setattr(later, "compile", no_compiling)
+    assert later.get_template("page.html").render(name="x") == "<p>x</p>\n"
+
+
+def test_an_edited_template_is_compiled_again(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, "old {{ name }}\n")
+    assert environment(folder, autoescape=True).get_template("page.html").render(name="a") == (
+        "old a\n"
+    )
+    _folder(tmp_path, "new {{ name }}\n")
+    assert environment(folder, autoescape=True).get_template("page.html").render(name="a") == (
+        "new a\n"
+    )
+
+
+def test_environments_that_compile_differently_never_share_compiled_code(
+    tmp_path: Path,
+) -> None:
+    folder = _folder(tmp_path, "{{ name }}\n")
+
+    def shout(value: object) -> object:
+        return str(value).upper()
+
+    renders = [
+        environment(folder, autoescape=escape, finalize=final)
+        .get_template("page.html")
+        .render(name="<b>")
+        for _ in range(2)
+        for escape, final in ((True, None), (False, None), (False, shout))
+    ]
+    # The second round loads what the first compiled: each from its own entry.
+    assert renders == ["&lt;b&gt;\n", "<b>\n", "<B>\n"] * 2
+
+
+def test_undefined_names_are_errors_and_block_tags_leave_no_blank_lines(
+    tmp_path: Path,
+) -> None:
+    folder = _folder(tmp_path, "{% if on %}\nyes\n{% endif %}\n{{ missing }}")
+    template = environment(folder, autoescape=True).get_template("page.html")
+    with pytest.raises(jinja2.UndefinedError):
+        template.render(on=True)
+    (folder / "page.html").write_text("{% if on %}\nyes\n{% endif %}\n", encoding="utf-8")
+    assert environment(folder, autoescape=True).get_template("page.html").render(on=True) == (
+        "yes\n"
+    )
