@@ -162,7 +162,7 @@ def history(work: Path, days: int, subscribers: int) -> float:
     """`days` digests sent to everyone, one a day up to yesterday, with retention after each;
     seconds taken."""
     from feeds.addressing import message_id
-    from feeds.config import load_settings
+    from feeds.config_file import load_settings
     from feeds.ledger import DigestRef, Ledger
     from feeds.recipients import Confirmed
     from feeds.retention import tidy

@@ -72,7 +72,7 @@ asyncio.run(main())
 SERVER = r"""
 import logging, sys
 from pathlib import Path
-from feeds.config import load_settings
+from feeds.config_file import load_settings
 from feeds.web import serve
 logging.basicConfig(level=logging.WARNING)
 serve(load_settings(Path(sys.argv[1])), host="127.0.0.1", port=int(sys.argv[2]))
@@ -92,7 +92,7 @@ def prepare(work: Path, smtp_port: int) -> Path:
 
     from feeds.audience import Audience
     from feeds.build import build
-    from feeds.config import load_settings
+    from feeds.config_file import load_settings
     from feeds.roster import import_list
     from feeds.subscribers import parse_subscribers
 

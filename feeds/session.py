@@ -17,7 +17,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from feeds.config import Settings, load_settings
+from feeds.config import Settings
+from feeds.config_file import load_settings
 from feeds.errors import FeedsError, display_path
 
 if TYPE_CHECKING:

@@ -5,6 +5,9 @@ Views call the library the CLI calls (feeds.audience, feeds.notices, feeds.send)
 holds a transaction across network I/O. Routes sit at the root of the application; in public
 they live under `[web] public_url` (a reverse proxy strips its path), so pages link to each
 other with relative URLs and emails link with absolute ones built from `public_url`.
+
+What a visitor's form may hold, and how it is read, is in feeds.web_forms; the rate limit and
+the thread that mails notices are in feeds.web_limits.
 """
 
 from __future__ import annotations
@@ -28,27 +31,32 @@ from werkzeug.exceptions import HTTPException, NotFound
 
 from feeds.audience import Audience, Member
 from feeds.catalog import ALL_SLUG, STARRED_SLUG, category_label
-from feeds.config import Settings, is_loopback, load_settings
+from feeds.config import Settings, is_loopback
+from feeds.config_file import load_settings
 from feeds.errors import ConfigError, StateError
 from feeds.notices import Kind, compose_notice
 from feeds.send import send_one
 from feeds.state import utc_now
-from feeds.subscribers import MAX_NAME, clean_name, normalize_email
+from feeds.subscribers import MAX_NAME, clean_name
 from feeds.unsubscribe import make_token, verify_token
+from feeds.web_forms import (
+    MAX_CATEGORIES,
+    MAX_REQUEST,
+    MAX_TOKEN,
+    Refusal,
+    check_form_type,
+    read_categories,
+    read_email,
+    read_form,
+)
 from feeds.web_limits import Postman, RateLimit
 
 log = logging.getLogger("feeds.web")
 
-# Every form of the endpoint fits in a few hundred bytes; nothing larger is read.
-MAX_REQUEST = 16 * 1024
-MAX_TOKEN = 512
-MAX_EMAIL = 254
-MAX_CATEGORIES = 64
 CODE = re.compile(r"[A-Za-z][A-Za-z0-9.-]{0,31}\Z")
 # The design's five categories: what the form offers before anything is built.
 KNOWN_CATEGORIES = {"LG": "机器学习", "CV": "计算机视觉", "CL": "计算与语言", "AS": "音频与语音",
                     "RO": "机器人"}
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 CONFIG_ENV = "FEEDS_CONFIG"
 
 _SENTENCES = {
@@ -60,15 +68,6 @@ _SENTENCES = {
     503: "The list is busy right now; please try again in a minute.",
 }
 _TITLES = {404: "Page not found", 413: "Too large", 429: "Too many requests"}
-
-
-class Refusal(Exception):
-    """A request the endpoint will not act on, with the one sentence the visitor sees."""
-
-    def __init__(self, sentence: str, status: int = 400) -> None:
-        super().__init__(sentence)
-        self.sentence = sentence
-        self.status = status
 
 
 class _PerThread(threading.local):
@@ -205,11 +204,11 @@ def _routes(app: Flask, endpoint: Endpoint) -> None:
     @app.post("/subscribe")
     def subscribe() -> str:
         form = _form_from_a_person(endpoint)
-        email = _email(form)
+        email = read_email(form)
         name = form.get("name", "")
         if len(name) > MAX_NAME:
             raise Refusal(f"Please keep your name under {MAX_NAME} characters.")
-        chosen = _chosen(form, endpoint.categories())
+        chosen = read_categories(form, endpoint.categories())
         if not form.get("website"):
             endpoint.postman.post(lambda: _subscribe(endpoint, email, clean_name(name), chosen))
         return render_template("message.html", title="Check your inbox", sentence=(
@@ -218,7 +217,7 @@ def _routes(app: Flask, endpoint: Endpoint) -> None:
     @app.route("/confirm", methods=["GET", "POST"])
     def confirm() -> str:
         if request.method == "POST":
-            _check_form_type()
+            check_form_type()
         token = request.values.get("token", "")
         if not 0 < len(token) <= MAX_TOKEN:
             raise Refusal("This confirmation link is incomplete; please open the link from "
@@ -244,7 +243,7 @@ def _routes(app: Flask, endpoint: Endpoint) -> None:
         if request.method == "GET":
             return render_template("unsubscribe.html", token=token, email=address)
         # RFC 8058: a POST alone is the request; no cookie, session or CSRF token is involved.
-        _check_form_type()
+        check_form_type()
         endpoint.audience().unsubscribe(address, reason="one-click unsubscribe")
         return render_template("message.html", title="You are unsubscribed", sentence=(
             f"{address} gets no more newsletters from us."), subscribe=True)
@@ -260,7 +259,7 @@ def _routes(app: Flask, endpoint: Endpoint) -> None:
                 f"{address} is not on the list."), subscribe=True)
         offered = {**{c: c for c in member.categories}, **endpoint.categories()}
         if request.method == "POST":
-            form = _form()
+            form = read_form()
             # As bytes: compare_digest refuses a str with anything but ASCII in it.
             sent = form.get("csrf", "").encode("utf-8", "surrogatepass")
             if not hmac.compare_digest(sent, endpoint.csrf(token).encode("ascii")):
@@ -270,7 +269,7 @@ def _routes(app: Flask, endpoint: Endpoint) -> None:
                 audience.unsubscribe(address, reason="left from the preferences page")
                 return render_template("message.html", title="You are unsubscribed", sentence=(
                     f"{address} gets no more newsletters from us."), subscribe=True)
-            member = audience.choose(address, _chosen(form, offered)) or member
+            member = audience.choose(address, read_categories(form, offered)) or member
         return render_template(
             "preferences.html", member=member, token=token, csrf=endpoint.csrf(token),
             categories=offered, saved=request.method == "POST",
@@ -283,7 +282,7 @@ def _routes(app: Flask, endpoint: Endpoint) -> None:
     @app.post("/manage")
     def manage() -> str:
         form = _form_from_a_person(endpoint)
-        email = _email(form)
+        email = read_email(form)
         if not form.get("website"):
             endpoint.postman.post(lambda: _manage(endpoint, email))
         return render_template("message.html", title="Check your inbox", sentence=(
@@ -344,48 +343,11 @@ def _error_page(status: int, sentence: str) -> tuple[str, int]:
     return render_template("message.html", title=title, sentence=sentence, error=True), status
 
 
-def _check_form_type() -> None:
-    """A POST carries a form (RFC 8058 allows both encodings), or nothing at all."""
-    if request.mimetype not in FORM_TYPES and (request.mimetype or request.content_length):
-        raise Refusal("This page accepts a web form only.")
-
-
-def _form() -> MultiDict[str, str]:
-    _check_form_type()
-    return request.form
-
-
 def _form_from_a_person(endpoint: Endpoint) -> MultiDict[str, str]:
     """A subscribe or manage form, within the client's rate limit."""
     if not endpoint.limit.allow(request.remote_addr or "unknown"):
         raise Refusal(_SENTENCES[429], 429)
-    return _form()
-
-
-def _email(form: MultiDict[str, str]) -> str:
-    raw = form.get("email", "").strip()
-    if not raw:
-        raise Refusal("Please enter your email address.")
-    checked = normalize_email(raw) if len(raw) <= MAX_EMAIL and raw.isprintable() else None
-    if not isinstance(checked, str):
-        raise Refusal("That is not an email address we can send to.")
-    return checked
-
-
-def _chosen(form: MultiDict[str, str], offered: dict[str, str]) -> frozenset[str]:
-    """The category codes ticked, spelled as offered; none ticked means every category."""
-    by_fold = {code.casefold(): code for code in offered}
-    codes = form.getlist("categories")
-    if len(codes) > MAX_CATEGORIES:
-        raise Refusal("Too many categories were chosen.")
-    chosen = set()
-    for code in codes:
-        known = by_fold.get(code.strip().casefold())
-        if known is None:
-            shown = code[:40] if code.isprintable() else "that"
-            raise Refusal(f"We have no category called {shown!r}.")
-        chosen.add(known)
-    return frozenset(chosen)
+    return read_form()
 
 
 def _site(app: Flask, output: Path) -> None:

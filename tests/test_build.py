@@ -25,7 +25,8 @@ from feeds import state, store
 from feeds.assemble import assemble
 from feeds.build import build
 from feeds.cli import cli
-from feeds.config import Settings, load_settings
+from feeds.config import Settings
+from feeds.config_file import load_settings
 from feeds.fingerprints import RENDER_MODULES
 from feeds.lock import build_lock
 from feeds.model import Digest, Item, Link

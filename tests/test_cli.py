@@ -19,7 +19,7 @@ from smtp_fixtures import SECRET, SmtpServer, smtp_server
 
 from feeds.build import build
 from feeds.cli import cli
-from feeds.config import load_settings
+from feeds.config_file import load_settings
 from feeds.lock import build_lock
 
 __all__ = ["smtp_server"]

@@ -23,7 +23,8 @@ from smtp_fixtures import SmtpServer, delivery_settings, smtp_server
 from feeds.build import build
 from feeds.check import check
 from feeds.cli import cli
-from feeds.config import Settings, load_settings
+from feeds.config import Settings
+from feeds.config_file import load_settings
 from feeds.errors import DeliveryError
 from feeds.ledger import Ledger
 from feeds.parse import parse_file

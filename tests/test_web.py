@@ -33,7 +33,8 @@ from feeds.audience import Audience
 from feeds.config import Settings
 from feeds.errors import ConfigError
 from feeds.unsubscribe import make_token
-from feeds.web import MAX_REQUEST, create_app, published_categories
+from feeds.web import create_app, published_categories
+from feeds.web_forms import MAX_REQUEST
 
 __all__ = ["smtp_server"]
 PUBLIC = "https://digest.example.org/list"

@@ -21,7 +21,8 @@ from conftest import ROOT, SAMPLE_DIGESTS
 from test_archive import LATER_DIGEST
 
 from feeds.build import BuildReport, build
-from feeds.config import PathSettings, Settings, SiteSettings, load_settings
+from feeds.config import PathSettings, Settings, SiteSettings
+from feeds.config_file import load_settings
 from feeds.errors import ConfigError
 from feeds.websub import announce
 
