@@ -237,6 +237,8 @@ def delivery_settings(
         "port": server.port if server else free_port(),
         "security": "none",
         "timeout": 5.0,
+        # One connection unless a test asks for more: the order of an exchange is then known.
+        "connections": 1,
     }
     smtp_settings = replace(base.smtp, **{**defaults, **smtp})
     newsletter = replace(base.newsletter, unsubscribe_url=unsubscribe_url)
