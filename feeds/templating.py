@@ -10,6 +10,7 @@ the options below, is in the entry's file name, so a cache made by other code is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -66,8 +67,24 @@ def _bytecode_cache(
          escaping, finalize is not None)
     )
     tag = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+    class Kept(jinja2.FileSystemBytecodeCache):
+        """Jinja's cache, except that a cache never fails a render: an entry that cannot be
+        read (damaged, or its folder cleaned away by the system) is compiled again, one that
+        cannot be written is not kept."""
+
+        def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+            try:
+                super().load_bytecode(bucket)
+            except Exception:  # anything wrong with an entry: compile the template instead
+                bucket.reset()
+
+        def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+            with contextlib.suppress(OSError):
+                super().dump_bytecode(bucket)
+
     try:
-        return jinja2.FileSystemBytecodeCache(pattern=f"digest-feeds-{tag}-%s.cache")
+        return Kept(pattern=f"digest-feeds-{tag}-%s.cache")
     except (OSError, RuntimeError):
         # No private temporary folder to be had: templates are compiled each time, as before.
         return None

@@ -74,3 +74,23 @@ def test_undefined_names_are_errors_and_block_tags_leave_no_blank_lines(
     assert environment(folder, autoescape=True).get_template("page.html").render(on=True) == (
         "yes\n"
     )
+
+
+def test_a_damaged_or_vanished_cache_never_fails_a_render(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, "{{ name }}!\n")
+    env = environment(folder, autoescape=True)
+    assert env.get_template("page.html").render(name="a") == "a!\n"
+    cache = env.bytecode_cache
+    assert isinstance(cache, jinja2.FileSystemBytecodeCache)
+    entries = list(Path(cache.directory).glob("digest-feeds-*.cache"))
+    assert entries
+    for entry in entries:
+        entry.write_bytes(entry.read_bytes()[:12])  # cut short inside the checksum
+    assert environment(folder, autoescape=True).get_template("page.html").render(name="b") == (
+        "b!\n"
+    )
+    # The folder cleaned away under a long-running process: the render goes on uncached.
+    gone = environment(folder, autoescape=True)
+    assert isinstance(gone.bytecode_cache, jinja2.FileSystemBytecodeCache)
+    gone.bytecode_cache.directory = str(tmp_path / "cleaned-away")
+    assert gone.get_template("page.html").render(name="c") == "c!\n"
