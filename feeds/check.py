@@ -1,6 +1,6 @@
 """`feeds check`: everything a run depends on, checked without changing anything.
 
-The configuration (loaded and validated by feeds.config before this runs), what sending needs
+The configuration (loaded and validated by feeds.config_file before this runs), what sending needs
 (signing secret, password, sender), the subscriber list row by row, and every input digest
 through the parser. Each finding names its file and line. Errors are what would make a run fail
 or lose something; warnings are what a run works around (a duplicate subscriber, a line the

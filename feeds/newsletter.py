@@ -310,7 +310,6 @@ def _tidy_text(text: str) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _environment(templates: Path) -> jinja2.Environment:
-    import jinja2
 
     folder = templates / "newsletter"
     missing = [name for name in TEMPLATE_FILES if not (folder / name).is_file()]
@@ -320,11 +319,7 @@ def _environment(templates: Path) -> jinja2.Environment:
             path=str(folder),
             hint="[paths] templates must hold newsletter/ as shipped in templates/",
         )
-    env = environment(
-        folder, autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False)
-    )
-    env.filters["wrap"] = _wrap_filter
-    return env
+    return environment(folder, autoescape=("html",), filters={"wrap": _wrap_filter})
 
 
 def _css(env: jinja2.Environment) -> str:

@@ -1,7 +1,7 @@
 """One SMTP connection: opened on first use, reused for many messages, re-opened after a drop,
 and every reply sorted into sent, temporary (4xx, 421, a drop, a timeout) or permanent (5xx).
 
-The password comes from the settings (read from the environment by feeds.config) and is removed
+The password comes from the settings (read from the environment by feeds.config_file) and is removed
 from every message this module produces, including its base64 forms from AUTH.
 """
 

@@ -296,8 +296,9 @@ def _project(built: Path, tmp_path: Path, server: SmtpServer, people: int) -> Pa
     shutil.copytree(built, root)
     (root / "subscribers.csv").write_text(_people(people), encoding="utf-8")
     (root / "feeds.toml").write_text(
+        # One connection: the tests count what reached the server before the kill.
         f'[smtp]\nhost = "127.0.0.1"\nport = {server.port}\nsecurity = "none"\n'
-        f'timeout = 5\n[newsletter]\nunsubscribe_url = "https://digest.example.org/u?t={{token}}"\n',
+        f'connections = 1\ntimeout = 5\n[newsletter]\nunsubscribe_url = "https://digest.example.org/u?t={{token}}"\n',
         encoding="utf-8",
     )
     return root

@@ -10,6 +10,18 @@ import pytest
 from feeds.templating import environment
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Jinja's cache folder is made under the system's temporary directory: here, this test's,
+    so that no test reads or damages the entries of another (or of a real build)."""
+    import tempfile
+
+    folder = tmp_path / "system-tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
 def _folder(tmp_path: Path, text: str) -> Path:
     folder = tmp_path / "templates"
     folder.mkdir(exist_ok=True)
@@ -83,7 +95,7 @@ def test_a_damaged_or_vanished_cache_never_fails_a_render(tmp_path: Path) -> Non
     cache = env.bytecode_cache
     assert isinstance(cache, jinja2.FileSystemBytecodeCache)
     entries = list(Path(cache.directory).glob("digest-feeds-*.cache"))
-    assert entries
+    assert len(entries) == 1 and str(tmp_path) in cache.directory
     for entry in entries:
         entry.write_bytes(entry.read_bytes()[:12])  # cut short inside the checksum
     assert environment(folder, autoescape=True).get_template("page.html").render(name="b") == (
@@ -94,3 +106,22 @@ def test_a_damaged_or_vanished_cache_never_fails_a_render(tmp_path: Path) -> Non
     assert isinstance(gone.bytecode_cache, jinja2.FileSystemBytecodeCache)
     gone.bytecode_cache.directory = str(tmp_path / "cleaned-away")
     assert gone.get_template("page.html").render(name="c") == "c!\n"
+
+
+def test_a_filter_whose_code_changed_never_runs_code_compiled_for_the_old_one(
+    tmp_path: Path,
+) -> None:
+    # Jinja computes a constant expression through its filter when it compiles: kept code made
+    # with one filter would print the old filter's result.
+    folder = _folder(tmp_path, '{{ "abc"|shout }}\n')
+    first = tmp_path / "first.py"
+    first.write_text("def shout(text):\n    return text.upper()\n", encoding="utf-8")
+    second = tmp_path / "second.py"
+    second.write_text("def shout(text):\n    return text + '!'\n", encoding="utf-8")
+    renders = []
+    for source in (first, second):
+        namespace: dict[str, object] = {}
+        exec(compile(source.read_text(encoding="utf-8"), str(source), "exec"), namespace)
+        env = environment(folder, autoescape=False, filters={"shout": namespace["shout"]})  # type: ignore[dict-item]
+        renders.append(env.get_template("page.html").render())
+    assert renders == ["ABC\n", "abc!\n"]
