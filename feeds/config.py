@@ -104,10 +104,7 @@ class SmtpSettings:
     # `none` sends in clear text; allowed to a loopback host only unless this is set.
     allow_insecure: bool = False
     messages_per_second: float = 0.0  # 0: no limit
-    # Two: each message waits on several round trips to the relay, and a second connection
-    # sends while the first waits (a remote relay 30 ms away: twice the messages per
-    # minute); a relay's limit on one client is far above two.
-    connections: int = 2
+    connections: int = 1
     # Seconds any one exchange with the server may take in all (a server that trickles its
     # reply a byte at a time is cut off too).
     timeout: float = 30.0
