@@ -153,3 +153,11 @@ def test_no_module_is_over_420_lines() -> None:
     }
 
     assert long == {}, f"over {MAX_LINES} lines: {long}"
+
+
+def test_only_the_edge_reads_the_settings_file() -> None:
+    # Every stage gets a `Settings` as an argument: reading feeds.toml and the environment is
+    # the command line's (its shared `session`) and the web endpoint's.
+    readers = sorted(name for name, imports in _graph().items() if "config_file" in imports)
+
+    assert readers and all(_is_edge(name) or name == "session" for name in readers), readers
