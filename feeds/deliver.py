@@ -214,6 +214,10 @@ class _Pace:
             time.sleep(slot - now)
 
 
+class _StepAside(Exception):
+    """A connection that could not open while another of the same send is open."""
+
+
 class _Engine:
     def __init__(
         self,
@@ -239,15 +243,26 @@ class _Engine:
         self.finished = 0
         self.fatal: BaseException | None = None
         self._lock = threading.Lock()
+        self._transports: list[Transport] = []
 
     def work(self) -> None:
         transport = Transport(self.smtp, retry_delay=self.retry_delay)
+        with self._lock:
+            self._transports.append(transport)
         try:
             while (taken := self.schedule.take()) is not None:
                 job, tries = taken
                 retry_in: float | None = None
                 try:
                     retry_in, tries = self._one(transport, job, tries)
+                except _StepAside as aside:
+                    # The job goes back at once, to a connection that works.
+                    retry_in = 0.0
+                    self.log(
+                        f"a connection to the relay could not open while another was open "
+                        f"({aside}): it steps aside for this run (see [smtp] connections)"
+                    )
+                    break
                 except BaseException as exc:
                     with self._lock:
                         self.fatal = self.fatal or exc
@@ -277,6 +292,13 @@ class _Engine:
             self._final(cancelled=True)
             return None, tries
         if result.outcome == "unreachable":
+            with self._lock:
+                others = any(t.connected for t in self._transports if t is not transport)
+            if others:
+                # A relay that takes fewer connections from one client than `connections`
+                # (a 421 greeting): this one steps aside for the run instead of failing its
+                # attempts and stopping the send the others are carrying.
+                raise _StepAside(result.reply)
             # Nothing was tried for this recipient: hand the job on, the transport backs off.
             self.log(f"cannot connect, will retry: {result.reply}")
             return 0.0, tries

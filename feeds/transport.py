@@ -137,6 +137,11 @@ class Transport:
             return Result("sent", _reply(code, reply), data_sent=True)
         return self._refused(stage, code, reply, data_sent=True)
 
+    @property
+    def connected(self) -> bool:
+        """Open now (it may still find the connection dropped at its next command)."""
+        return self._conn is not None
+
     def check(self) -> str:
         """Connect, log in and say hello: what `feeds check --smtp` reports."""
         try:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult
+from aiosmtpd.smtp import SMTP, AuthResult
 
 from feeds.config import Settings
 
@@ -67,6 +67,10 @@ class FaultyHandler:
         self.delay = 0.0
         self.gate: Gate | None = None
         self.connections = 0
+        # A relay that takes this many connections from one client at a time, and greets any
+        # more with a 421 (Postfix's smtpd_client_connection_count_limit).
+        self.max_connections: int | None = None
+        self.open_now = 0
         self.replies: list[str] = []
         self._seen = {"RCPT": 0, "DATA": 0}
 
@@ -188,6 +192,34 @@ class SmtpServer:
     port: int
 
 
+class _LimitedSMTP(SMTP):
+    """aiosmtpd's server, greeting with a 421 when the handler's `max_connections` are open."""
+
+    async def _handle_client(self) -> None:
+        handler: FaultyHandler = self.event_handler
+        with handler.lock:
+            full = handler.max_connections is not None and (
+                handler.open_now >= handler.max_connections
+            )
+            if not full:
+                handler.open_now += 1
+        if full:
+            await self.push("421 4.7.0 Too many connections from your host")
+            assert self.transport is not None
+            self.transport.close()
+            return
+        try:
+            await super()._handle_client()
+        finally:
+            with handler.lock:
+                handler.open_now -= 1
+
+
+class _Controller(Controller):
+    def factory(self) -> SMTP:
+        return _LimitedSMTP(self.handler, **self.SMTP_kwargs)
+
+
 @contextmanager
 def running_server(*, login: tuple[str, str] | None = None) -> Iterator[SmtpServer]:
     handler = FaultyHandler()
@@ -195,7 +227,7 @@ def running_server(*, login: tuple[str, str] | None = None) -> Iterator[SmtpServ
     if login is not None:
         kwargs = {"authenticator": _Authenticator(*login), "auth_require_tls": False}
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
+    controller = _Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
     controller.start()
     try:
         yield SmtpServer(handler, "127.0.0.1", port)

@@ -136,6 +136,38 @@ def test_several_connections_share_the_work_and_still_send_each_message_once(
     assert smtp_server.handler.connections == 3
 
 
+def test_a_relay_that_takes_fewer_connections_gets_every_message_over_those_it_takes(
+    smtp_server: SmtpServer, tmp_path: Path, newest: Digest
+) -> None:
+    # Three connections configured, the relay greets all but one with a 421: the others step
+    # aside for the run instead of failing their attempts and stopping the send.
+    settings = delivery_settings(tmp_path, smtp_server, connections=3, max_attempts=2)
+    smtp_server.handler.max_connections = 1
+    smtp_server.handler.delay = 0.01
+    said: list[str] = []
+
+    tally = _run(settings, Issues.of((newest,)), parse_subscribers(_people(20)), log=said.append)
+
+    assert tally.sent == 20 and tally.ok
+    assert smtp_server.handler.copies() == {f"reader{i}@example.org": 1 for i in range(20)}
+    assert smtp_server.handler.connections == 1
+    assert set(_statuses(settings).values()) == {"sent"}
+    assert len([line for line in said if "steps aside" in line]) == 2, said
+
+
+def test_a_relay_that_takes_no_connection_still_stops_the_send(
+    smtp_server: SmtpServer, tmp_path: Path, newest: Digest
+) -> None:
+    settings = delivery_settings(tmp_path, smtp_server, connections=2, max_attempts=2)
+    smtp_server.handler.max_connections = 0
+
+    with pytest.raises(DeliveryError, match="cannot connect"):
+        _run(settings, Issues.of((newest,)), parse_subscribers(_people(4)))
+
+    assert smtp_server.handler.received == []
+    assert set(_statuses(settings).values()) == {"pending"}
+
+
 # -- faults ------------------------------------------------------------------------------------
 
 
