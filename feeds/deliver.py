@@ -22,7 +22,7 @@ from feeds.config import SmtpSettings
 from feeds.errors import DeliveryError
 from feeds.ledger import Ledger
 from feeds.personalize import Job
-from feeds.transport import Transport, backoff
+from feeds.transport import Transport, Unreachable, backoff
 
 ProgressFn = Callable[[int, int], None]
 LogFn = Callable[[str], None]
@@ -215,7 +215,7 @@ class _Pace:
 
 
 class _StepAside(Exception):
-    """A connection that could not open while another of the same send is open."""
+    """A connection that could not open leaves the send to the others."""
 
 
 class _Engine:
@@ -244,11 +244,15 @@ class _Engine:
         self.fatal: BaseException | None = None
         self._lock = threading.Lock()
         self._transports: list[Transport] = []
+        # Connections still sending: not stepped aside, not ended.
+        self._live = 0
 
     def work(self) -> None:
         transport = Transport(self.smtp, retry_delay=self.retry_delay)
         with self._lock:
             self._transports.append(transport)
+            self._live += 1
+        stepped_aside = False
         try:
             while (taken := self.schedule.take()) is not None:
                 job, tries = taken
@@ -258,9 +262,10 @@ class _Engine:
                 except _StepAside as aside:
                     # The job goes back at once, to a connection that works.
                     retry_in = 0.0
+                    stepped_aside = True
                     self.log(
-                        f"a connection to the relay could not open while another was open "
-                        f"({aside}): it steps aside for this run (see [smtp] connections)"
+                        f"a connection to the relay could not open ({aside}): it steps aside "
+                        "for this run, the others carry on (see [smtp] connections)"
                     )
                     break
                 except BaseException as exc:
@@ -271,6 +276,22 @@ class _Engine:
                     self.schedule.done(job, tries, retry_in)
         finally:
             transport.close()
+            if not stepped_aside:
+                with self._lock:
+                    self._live -= 1
+
+    def _may_step_aside(self, transport: Transport, *, others_open: bool) -> bool:
+        """Whether this connection leaves the send to the others (and if so, it is counted out
+        at once, under the lock: two connections failing together never both leave). With
+        `others_open`, only while another is open; else while another is still sending."""
+        with self._lock:
+            if others_open:
+                others = any(t.connected for t in self._transports if t is not transport)
+            else:
+                others = self._live > 1
+            if others:
+                self._live -= 1
+            return others
 
     def _one(self, transport: Transport, job: Job, tries: int) -> tuple[float | None, int]:
         data = self.build(job)
@@ -281,20 +302,26 @@ class _Engine:
             self._final(skipped=True)
             return None, tries
         self.pace.wait()
-        result = transport.send(
-            self.sender(job),
-            job.subscriber.email,
-            data,
-            lambda: self.ledger.mark_sending(job.digest_id, job.recipient, job.message_id),
-        )
+        try:
+            result = transport.send(
+                self.sender(job),
+                job.subscriber.email,
+                data,
+                lambda: self.ledger.mark_sending(job.digest_id, job.recipient, job.message_id),
+            )
+        except Unreachable as exc:
+            # Its tries are used up. Another connection still at work may be open by now, or
+            # about to be (they all start at once): the send stops only when every connection
+            # has given up.
+            if self._may_step_aside(transport, others_open=False):
+                raise _StepAside(exc.message) from None
+            raise
         if result.outcome == "cancelled":
             self.ledger.finish(job.digest_id, job.recipient, "cancelled", result.reply)
             self._final(cancelled=True)
             return None, tries
         if result.outcome == "unreachable":
-            with self._lock:
-                others = any(t.connected for t in self._transports if t is not transport)
-            if others:
+            if self._may_step_aside(transport, others_open=True):
                 # A relay that takes fewer connections from one client than `connections`
                 # (a 421 greeting): this one steps aside for the run instead of failing its
                 # attempts and stopping the send the others are carrying.

@@ -37,6 +37,11 @@ class Result:
     mailbox: bool = False
 
 
+class Unreachable(DeliveryError):
+    """No connection after `max_attempts` tries: the send stops, unless another connection
+    of it is open (`feeds.deliver`)."""
+
+
 class _Unreachable(Exception):
     pass
 
@@ -209,7 +214,7 @@ class Transport:
                 self._describe(exc)
             )
             if self._failures >= max(1, self._smtp.max_attempts):
-                raise DeliveryError(
+                raise Unreachable(
                     f"cannot connect to {self._where} after {self._failures} tries: {reason}"
                 ) from None
             self._retry_at = time.monotonic() + backoff(self._retry_delay, self._failures)
