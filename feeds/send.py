@@ -20,7 +20,7 @@ from feeds import lock
 from feeds.addressing import check_sending, envelope_for, envelope_sender, message_id
 from feeds.audience import Audience
 from feeds.config import Settings
-from feeds.deliver import Failure, LogFn, ProgressFn, Tally, deliver, silent
+from feeds.deliver import LogFn, ProgressFn, deliver, silent
 from feeds.errors import ConfigError, DeliveryError, FeedsError, StateError, display_path
 from feeds.ledger import DigestRef, Ledger, due_mark, nothing_due
 from feeds.model import Digest
@@ -29,6 +29,7 @@ from feeds.personalize import Job, Messages
 from feeds.recipients import Confirmed, InMemory, Recipients
 from feeds.roster import sync_list
 from feeds.subscribers import Subscriber, SubscriberList, clean_name, normalize_email
+from feeds.tally import Failure, Tally
 from feeds.transport import Transport
 
 

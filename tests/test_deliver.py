@@ -27,7 +27,6 @@ from smtp_fixtures import (
     smtp_server,
 )
 
-from feeds.deliver import Tally
 from feeds.errors import ConfigError, DeliveryError, LockedError
 from feeds.ledger import Ledger
 from feeds.lock import send_lock
@@ -36,6 +35,7 @@ from feeds.parse import parse_file
 from feeds.personalize import Job, Messages
 from feeds.send import Issues, send, send_due, send_test
 from feeds.subscribers import SubscriberList, parse_subscribers
+from feeds.tally import Tally
 from feeds.unsubscribe import verify_token
 
 __all__ = ["smtp_server"]

@@ -170,9 +170,9 @@ def test_a_database_from_an_earlier_version_is_converted_to_give_space_back(
 
 
 def test_a_dry_run_replaces_the_outbox_of_the_dry_run_before_it(tmp_path: Path) -> None:
-    from feeds.deliver import Tally
     from feeds.personalize import Job
     from feeds.subscribers import parse_subscribers
+    from feeds.tally import Tally
 
     people = parse_subscribers("email\na@example.org\nb@example.org\n").subscribers
     outbox = tmp_path / "outbox"

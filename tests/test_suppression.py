@@ -18,10 +18,10 @@ from feeds.addressing import message_id
 from feeds.audience import Audience
 from feeds.cli import cli
 from feeds.config import Settings
-from feeds.deliver import Failure, Tally
 from feeds.ledger import Entry, Ledger
 from feeds.model import Digest
 from feeds.send import Issues, send
+from feeds.tally import Failure, Tally
 
 __all__ = ["smtp_server"]
 pytestmark = pytest.mark.smtp
