@@ -104,9 +104,7 @@ class SmtpSettings:
     # `none` sends in clear text; allowed to a loopback host only unless this is set.
     allow_insecure: bool = False
     messages_per_second: float = 0.0  # 0: no limit
-    # Two: a second connection sends while the first waits on the relay's replies; one the
-    # relay refuses steps aside for the run (feeds.deliver).
-    connections: int = 2
+    connections: int = 1
     # Seconds any one exchange with the server may take in all (a server that trickles its
     # reply a byte at a time is cut off too).
     timeout: float = 30.0

@@ -97,6 +97,7 @@ class Transport:
         self._conn: smtplib.SMTP | None = None
         self._failures = 0
         self._retry_at = 0.0
+        self._opening = False
         self._deadline = _Deadline()
 
     def send(
@@ -144,8 +145,9 @@ class Transport:
 
     @property
     def connected(self) -> bool:
-        """Open now (it may still find the connection dropped at its next command)."""
-        return self._conn is not None
+        """Open now, or being opened (it may still find the connection dropped, or refused, at
+        its next command)."""
+        return self._conn is not None or self._opening
 
     def check(self) -> str:
         """Connect, log in and say hello: what `feeds check --smtp` reports."""
@@ -201,6 +203,7 @@ class Transport:
         wait = self._retry_at - time.monotonic()
         if wait > 0:
             time.sleep(wait)
+        self._opening = True
         try:
             self._conn = self._open()
         except ssl.SSLCertVerificationError as exc:
@@ -219,6 +222,8 @@ class Transport:
                 ) from None
             self._retry_at = time.monotonic() + backoff(self._retry_delay, self._failures)
             raise _Unreachable(reason) from None
+        finally:
+            self._opening = False
         self._failures = 0
         return self._conn
 
@@ -237,7 +242,11 @@ class Transport:
         # Greeting, hello, TLS and login: a few exchanges, each within the timeout.
         self._deadline.arm(conn, smtp.timeout * 4)
         try:
-            conn.connect(smtp.host, smtp.port)
+            code, greeting = conn.connect(smtp.host, smtp.port)
+            if code != 220:
+                # A relay that will not talk to us now (421: too many connections) says why in
+                # its greeting; smtplib checks it only when it connects in its constructor.
+                raise smtplib.SMTPConnectError(code, greeting)
             conn.ehlo()
             if smtp.security == "starttls":
                 if not conn.has_extn("starttls"):

@@ -29,6 +29,21 @@ def _send(transport: Transport, rcpt: str, data: bytes = MESSAGE) -> tuple[str, 
     return result.outcome, result.reply, len(marks)
 
 
+def test_a_relay_that_greets_with_a_421_is_unreachable_and_says_why(
+    smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    smtp_server.handler.max_connections = 0
+    transport = _transport(smtp_server, tmp_path, max_attempts=2)
+
+    outcome, reply, marked = _send(transport, "a@example.org")
+
+    assert (outcome, marked) == ("unreachable", 0)
+    assert "421 4.7.0 Too many connections" in reply
+    with pytest.raises(DeliveryError, match=r"after 2 tries: 421 4\.7\.0 Too many connections"):
+        _send(transport, "a@example.org")
+    assert smtp_server.handler.received == []
+
+
 def test_accepted_data_is_sent_and_the_mark_comes_before_it(
     smtp_server: SmtpServer, tmp_path: Path
 ) -> None:
