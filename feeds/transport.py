@@ -60,23 +60,32 @@ class _Deadline:
         self._until: float | None = None
         self._conn: smtplib.SMTP | None = None
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         self.expired = False
 
     def arm(self, conn: smtplib.SMTP, seconds: float) -> None:
         with self._lock:
             self._conn, self._until, self.expired = conn, time.monotonic() + seconds, False
             if self._thread is None:
-                self._thread = threading.Thread(target=self._watch, name="smtp-deadline",
-                                                daemon=True)
+                self._stop = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._watch, args=(self._stop,), name="smtp-deadline", daemon=True
+                )
                 self._thread.start()
 
     def disarm(self) -> None:
         with self._lock:
             self._conn, self._until = None, None
 
-    def _watch(self) -> None:
-        while True:
-            time.sleep(0.1)
+    def stop(self) -> None:
+        """The watchdog ends within a tenth of a second (the endpoint, which lives for months,
+        makes a connection for each notice); arming again starts another."""
+        with self._lock:
+            self._conn, self._until, self._thread = None, None, None
+            self._stop.set()
+
+    def _watch(self, stop: threading.Event) -> None:
+        while not stop.wait(0.1):
             with self._lock:
                 if self._until is None or time.monotonic() < self._until:
                     continue
@@ -160,12 +169,14 @@ class Transport:
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is None:
-            return
         try:
-            conn.quit()
-        except (smtplib.SMTPException, OSError):
-            conn.close()
+            if conn is not None:
+                try:
+                    conn.quit()
+                except (smtplib.SMTPException, OSError):
+                    conn.close()
+        finally:
+            self._deadline.stop()
 
     @property
     def _where(self) -> str:

@@ -44,6 +44,29 @@ def test_a_relay_that_greets_with_a_421_is_unreachable_and_says_why(
     assert smtp_server.handler.received == []
 
 
+def test_a_closed_transport_leaves_no_watchdog_thread_behind(
+    smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    # The endpoint lives for months and makes a transport for each notice.
+    import threading
+    import time
+
+    def watchdogs() -> int:
+        return sum(t.name == "smtp-deadline" for t in threading.enumerate())
+
+    before = watchdogs()
+    for n in range(3):
+        transport = _transport(smtp_server, tmp_path)
+        assert _send(transport, f"r{n}@example.org")[0] == "sent"
+        assert watchdogs() == before + 1
+        transport.close()
+        deadline = time.monotonic() + 2
+        while watchdogs() > before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert watchdogs() == before
+    assert len(smtp_server.handler.received) == 3
+
+
 def test_accepted_data_is_sent_and_the_mark_comes_before_it(
     smtp_server: SmtpServer, tmp_path: Path
 ) -> None:
