@@ -153,11 +153,16 @@ def build(
                 # the process does next, such as the send of `feeds run`.
                 gc.unfreeze()
                 conn.close()
+            created = state.created(paths.state)
+            if created is not None:
+                # The first build into an output folder names the state database it publishes
+                # from; a send checks it before mailing anything (`feeds.send`).
+                report.written = sorted(report.written + output.claim(paths.output, created))
             state.write_stamp(
                 paths.state,
                 {
                     "stamp": fingerprints.stamp(settings, listing),
-                    "state": state.created(paths.state),
+                    "state": created,
                     "digests": report.digests,
                     "papers": report.papers,
                     "errors": report.errors,

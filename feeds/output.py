@@ -92,6 +92,32 @@ def private_folder(folder: Path) -> None:
         path.mkdir(mode=0o700, exist_ok=True)
 
 
+# Which state database's record the newsletters under output/ were sent from (its creation
+# stamp, `feeds.state.CREATED`): written once, by the first build into an output folder, and
+# again only by a fresh start. A state database lost and made anew cannot rewrite it, so the
+# loss is seen even when every newsletter file is rewritten after it (a template change), which
+# the files' mtimes alone could not tell.
+PUBLISHER = ".feeds-state"
+
+
+def publisher(root: Path) -> str | None:
+    """The stamp `claim` wrote into `root`; None when there is none (or it cannot be read)."""
+    try:
+        text = (root / PUBLISHER).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    stamp = text.strip()
+    return stamp or None
+
+
+def claim(root: Path, stamp: str, *, replace: bool = False) -> list[str]:
+    """Record `stamp` as the publisher of `root`, unless one is recorded and not `replace`;
+    the file written, if any (as `write_files` says)."""
+    if not replace and publisher(root) is not None:
+        return []
+    return write_files(root, {PUBLISHER: f"{stamp}\n".encode()})
+
+
 def remove_files(root: Path, paths: Iterable[str]) -> list[str]:
     """Delete files (relative to `root`) that are no longer produced; return those removed."""
     removed: list[str] = []

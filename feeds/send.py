@@ -24,7 +24,7 @@ from feeds.deliver import LogFn, ProgressFn, deliver, silent
 from feeds.errors import ConfigError, DeliveryError, FeedsError, StateError, display_path
 from feeds.ledger import DigestRef, Ledger, due_mark, nothing_due
 from feeds.model import Digest
-from feeds.output import write_private
+from feeds.output import claim, publisher, write_private
 from feeds.personalize import Job, Messages
 from feeds.recipients import Confirmed, InMemory, Recipients
 from feeds.roster import sync_list
@@ -157,9 +157,10 @@ def _bounced(settings: Settings, audience: Audience, tally: Tally, log: LogFn) -
 
 def _check_record(settings: Settings, audience: Audience, *, fresh_start: bool, log: LogFn) -> None:
     """Refuse to send when the record of what was sent is lost: a ledger that has never sent
-    anything in a state database younger than the published newsletters beside it (deleted,
+    anything in a state database other than the one the output was published from (deleted,
     emptied, or moved without it). Whoever created the database, a build, a send or the web
-    endpoint, the published files say how old the publication is."""
+    endpoint, the output says which one published it (`feeds.output.claim`); an output from
+    before that record counts as published by a database older than its newsletters."""
     from feeds import state
 
     paths = settings.paths
@@ -172,12 +173,19 @@ def _check_record(settings: Settings, audience: Audience, *, fresh_start: bool, 
             created = state.get_meta(conn, state.CREATED)
         finally:
             conn.close()
-        published = [p.stat().st_mtime for p in (paths.output / "newsletter").glob("*.eml")]
-        if created is None or not published or min(published) >= float(created) - 1:
+        if created is None:
             return
+        owner = publisher(paths.output)
+        if owner is not None:
+            if owner == created:
+                return
+        else:
+            published = [p.stat().st_mtime for p in (paths.output / "newsletter").glob("*.eml")]
+            if not published or min(published) >= float(created) - 1:
+                return
         if not fresh_start:
             raise StateError(
-                f"the state database is younger than the newsletters already published in "
+                f"the state database did not publish the newsletters in "
                 f"{display_path(paths.output)}: the record of what was sent is lost, and "
                 "sending now could mail the archive again",
                 path=str(paths.state),
@@ -185,6 +193,7 @@ def _check_record(settings: Settings, audience: Audience, *, fresh_start: bool, 
                 "take every published issue as sent",
             )
         ledger.adopt(Issues.published(paths.state).refs, Confirmed(audience.conn).keys())
+        claim(paths.output, created, replace=True)
         log("fresh start: every published issue is taken as sent")
     finally:
         ledger.close()

@@ -391,7 +391,7 @@ def mailing(site: Path, smtp_server: SmtpServer) -> Path:
 
 
 @pytest.mark.smtp
-@pytest.mark.parametrize("damage", ["deleted", "emptied", "garbage", "recreated"])
+@pytest.mark.parametrize("damage", ["deleted", "emptied", "garbage", "recreated", "rewritten"])
 def test_a_lost_state_refuses_to_send_until_restored_or_started_afresh(
     mailing: Path, smtp_server: SmtpServer, damage: str
 ) -> None:
@@ -402,8 +402,14 @@ def test_a_lost_state_refuses_to_send_until_restored_or_started_afresh(
     earlier = time.time() - 3600
     for published in (mailing / "output" / "newsletter").iterdir():
         os.utime(published, (earlier, earlier))
-    if damage in ("deleted", "recreated"):
+    if damage in ("deleted", "recreated", "rewritten"):
         state.unlink()
+        if damage == "rewritten":
+            # Every newsletter file rewritten since the loss (a template changed with it): the
+            # files' times no longer tell, the output's record of its state database does.
+            later = time.time() + 3600
+            for published in (mailing / "output" / "newsletter").iterdir():
+                os.utime(published, (later, later))
         if damage == "recreated":
             # Another command opens the state first: the web endpoint, the operator's list.
             assert feeds(mailing, "subscribers", "list").exit_code == 0

@@ -82,3 +82,18 @@ def test_temporaries_left_by_a_killed_build_are_cleaned_up(tmp_path: Path) -> No
     (tmp_path / "feeds" / "all.rss").write_bytes(b"whole")
     assert output.remove_temporaries(tmp_path) == [leftover]
     assert os.listdir(tmp_path / "feeds") == ["all.rss"]
+
+
+def test_the_publishing_state_is_recorded_once_and_replaced_only_when_asked(
+    tmp_path: Path,
+) -> None:
+    assert output.publisher(tmp_path) is None
+    output.claim(tmp_path, "1700000000.5")
+    assert output.publisher(tmp_path) == "1700000000.5"
+    # A state database made anew cannot take over the output it did not publish...
+    output.claim(tmp_path, "1800000000.0")
+    assert output.publisher(tmp_path) == "1700000000.5"
+    # ...unless the operator says so (`--fresh-start`).
+    output.claim(tmp_path, "1800000000.0", replace=True)
+    assert output.publisher(tmp_path) == "1800000000.0"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(output.TEMP_PREFIX)]
