@@ -155,8 +155,8 @@ def build(
                 conn.close()
             created = state.created(paths.state)
             if created is not None:
-                # The first build into an output folder names the state database it publishes
-                # from; a send checks it before mailing anything (`feeds.send`).
+                # A build names the state database it publishes from in an output that is its
+                # own; a send checks it before mailing anything (`feeds.send`).
                 report.written = sorted(report.written + output.claim(paths.output, created))
             state.write_stamp(
                 paths.state,

@@ -93,10 +93,10 @@ def private_folder(folder: Path) -> None:
 
 
 # Which state database's record the newsletters under output/ were sent from (its creation
-# stamp, `feeds.state.CREATED`): written once, by the first build into an output folder, and
-# again only by a fresh start. A state database lost and made anew cannot rewrite it, so the
-# loss is seen even when every newsletter file is rewritten after it (a template change), which
-# the files' mtimes alone could not tell.
+# stamp, `feeds.state.CREATED`): written by a build into an output folder that is its own
+# (`belongs_to`), and replaced only by a fresh start. A state database lost and made anew cannot
+# take it over, so the loss is seen even when every newsletter file is rewritten after it (a
+# template change), which the files' mtimes alone could not tell.
 PUBLISHER = ".feeds-state"
 
 
@@ -110,10 +110,29 @@ def publisher(root: Path) -> str | None:
     return stamp or None
 
 
+def belongs_to(root: Path, created: str) -> bool:
+    """Whether the newsletters published in `root` were sent from the state database created
+    at `created`: the one `root` names, or, in an output that names none (published before it
+    did, or copied without its hidden files), a database no younger than the oldest newsletter
+    there. An output with no newsletter belongs to any."""
+    named = publisher(root)
+    if named is not None:
+        return named == created
+    try:
+        oldest = min(
+            (e.stat().st_mtime for e in os.scandir(root / "newsletter")
+             if e.name.endswith(".eml")),
+            default=None,
+        )
+    except OSError:
+        return True
+    return oldest is None or oldest >= float(created) - 1
+
+
 def claim(root: Path, stamp: str, *, replace: bool = False) -> list[str]:
-    """Record `stamp` as the publisher of `root`, unless one is recorded and not `replace`;
-    the file written, if any (as `write_files` says)."""
-    if not replace and publisher(root) is not None:
+    """Record `stamp` as the publisher of `root` when `root` belongs to it (or, with
+    `replace`, in any case: a fresh start); the file written, if any (as `write_files` says)."""
+    if not replace and (publisher(root) is not None or not belongs_to(root, stamp)):
         return []
     return write_files(root, {PUBLISHER: f"{stamp}\n".encode()})
 

@@ -24,7 +24,7 @@ from feeds.deliver import LogFn, ProgressFn, deliver, silent
 from feeds.errors import ConfigError, DeliveryError, FeedsError, StateError, display_path
 from feeds.ledger import DigestRef, Ledger, due_mark, nothing_due
 from feeds.model import Digest
-from feeds.output import claim, publisher, write_private
+from feeds.output import belongs_to, claim, write_private
 from feeds.personalize import Job, Messages
 from feeds.recipients import Confirmed, InMemory, Recipients
 from feeds.roster import sync_list
@@ -158,9 +158,8 @@ def _bounced(settings: Settings, audience: Audience, tally: Tally, log: LogFn) -
 def _check_record(settings: Settings, audience: Audience, *, fresh_start: bool, log: LogFn) -> None:
     """Refuse to send when the record of what was sent is lost: a ledger that has never sent
     anything in a state database other than the one the output was published from (deleted,
-    emptied, or moved without it). Whoever created the database, a build, a send or the web
-    endpoint, the output says which one published it (`feeds.output.claim`); an output from
-    before that record counts as published by a database older than its newsletters."""
+    emptied, or moved without it), whoever created the database (a build, a send, the web
+    endpoint). The output says which one (`feeds.output.belongs_to`)."""
     from feeds import state
 
     paths = settings.paths
@@ -173,16 +172,8 @@ def _check_record(settings: Settings, audience: Audience, *, fresh_start: bool, 
             created = state.get_meta(conn, state.CREATED)
         finally:
             conn.close()
-        if created is None:
+        if created is None or belongs_to(paths.output, created):
             return
-        owner = publisher(paths.output)
-        if owner is not None:
-            if owner == created:
-                return
-        else:
-            published = [p.stat().st_mtime for p in (paths.output / "newsletter").glob("*.eml")]
-            if not published or min(published) >= float(created) - 1:
-                return
         if not fresh_start:
             raise StateError(
                 f"the state database did not publish the newsletters in "
@@ -192,9 +183,19 @@ def _check_record(settings: Settings, audience: Audience, *, fresh_start: bool, 
                 hint="restore the state database from a backup, or run with --fresh-start to "
                 "take every published issue as sent",
             )
-        ledger.adopt(Issues.published(paths.state).refs, Confirmed(audience.conn).keys())
+        refs = Issues.published(paths.state).refs
+        if not refs:
+            # Nothing to take as sent yet: naming this database the publisher now would let
+            # the next run mail the newest issue to everyone as new.
+            raise StateError(
+                "--fresh-start takes what this state database published as sent, and it has "
+                "published nothing yet",
+                path=str(paths.state),
+                hint="run `feeds build` first (or `feeds run --fresh-start`, which builds)",
+            )
+        ledger.adopt(refs, Confirmed(audience.conn).keys())
         claim(paths.output, created, replace=True)
-        log("fresh start: every published issue is taken as sent")
+        log(f"fresh start: {len(refs)} published issues taken as sent")
     finally:
         ledger.close()
 

@@ -27,7 +27,8 @@ from feeds.errors import StateError
 from feeds.output import private_folder
 
 SCHEMA_VERSION = 2
-# Meta key: when this database was created (a send compares it with the output's age).
+# Meta key: when this database was created (the output names the one it was published from:
+# `feeds.output.belongs_to`).
 CREATED = "created"
 # Seconds a writer waits for another one to finish before giving up with "database is locked".
 BUSY_TIMEOUT = 30.0

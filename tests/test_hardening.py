@@ -20,6 +20,7 @@ from click.testing import CliRunner, Result
 from conftest import SAMPLE_DIGESTS
 from smtp_fixtures import SmtpServer, delivery_settings, smtp_server
 
+from feeds import output
 from feeds.build import build
 from feeds.check import check
 from feeds.cli import cli
@@ -440,6 +441,63 @@ def test_a_lost_state_refuses_to_send_until_restored_or_started_afresh(
     final = feeds(mailing, "run")
     assert final.exit_code == 0, final.output
     assert smtp_server.handler.copies() == {"ada@example.org": 2, "bob@example.org": 2}
+
+
+def _lose_state(site: Path, *, published_ago: float = 3600) -> None:
+    """The state database gone (with its WAL), the newsletters published a while before."""
+    earlier = time.time() - published_ago
+    for published in (site / "output" / "newsletter").iterdir():
+        os.utime(published, (earlier, earlier))
+    state = site / "state" / "feeds.sqlite3"
+    for path in (state, state.with_name(state.name + "-wal"), state.with_name(state.name + "-shm")):
+        path.unlink(missing_ok=True)
+
+
+@pytest.mark.smtp
+@pytest.mark.parametrize("how", ["published before the record", "copied without hidden files"])
+def test_an_output_that_names_no_database_is_not_taken_over_by_a_new_one(
+    mailing: Path, smtp_server: SmtpServer, how: str
+) -> None:
+    out = mailing / "output"
+    if how == "published before the record":
+        (out / output.PUBLISHER).unlink()
+    else:
+        # `cp -r output/* elsewhere/` and back: the glob leaves hidden files behind.
+        moved = mailing / "moved"
+        moved.mkdir()
+        for child in out.iterdir():
+            if not child.name.startswith("."):
+                shutil.move(child, moved / child.name)
+        shutil.rmtree(out)
+        moved.rename(out)
+    _lose_state(mailing)
+
+    # The build inside the run must not name the new database the publisher, which would
+    # let its send through: the newsletters' times say the database is younger.
+    refused = feeds(mailing, "run")
+    assert refused.exit_code == 1 and "the record of what was sent is lost" in refused.output
+    assert output.publisher(out) is None
+    assert smtp_server.handler.copies() == {"ada@example.org": 1, "bob@example.org": 1}
+
+
+@pytest.mark.smtp
+def test_a_fresh_start_needs_what_the_new_database_published(
+    mailing: Path, smtp_server: SmtpServer
+) -> None:
+    _lose_state(mailing)
+    assert "--fresh-start" in feeds(mailing, "send").output
+    # Before any build, this database has published nothing to take as sent: a fresh start
+    # now would name it the publisher and the next run would mail the newest issue again.
+    early = feeds(mailing, "send", "--fresh-start")
+    assert early.exit_code == 1, early.output
+    assert early.output.startswith("error: ") and "feeds build" in early.output
+    again = feeds(mailing, "run")
+    assert again.exit_code == 1 and "the record of what was sent is lost" in again.output
+    assert smtp_server.handler.copies() == {"ada@example.org": 1, "bob@example.org": 1}
+
+    assert feeds(mailing, "run", "--fresh-start").exit_code == 0
+    assert feeds(mailing, "run").exit_code == 0
+    assert smtp_server.handler.copies() == {"ada@example.org": 1, "bob@example.org": 1}
 
 
 # -- 12: what the build owns and no longer produces is removed --------------------------------
