@@ -73,6 +73,16 @@ class Additions:
         """Every file of both, rendered this time or kept."""
         return self.archive.paths + self.search.paths
 
+    def leftovers(self) -> set[str]:
+        """Files of the search index's folders that this build may not have made (see
+        `SearchIndex.leftovers`); the build removes those it did not."""
+        return self.search.leftovers()
+
+    def forget(self, conn: sqlite3.Connection) -> None:
+        """Before anything is written: what the files about to be replaced were made of."""
+        self.archive.forget(conn)
+        self.search.forget(conn)
+
     def save(self, conn: sqlite3.Connection) -> None:
         self.archive.save(conn)
         self.search.save(conn)

@@ -113,6 +113,15 @@ class Shelf:
         times = {p.key: self.times[p.key] for volume in whole for p in volume.papers}
         return whole, self.settings, times
 
+    def forget(self, conn: sqlite3.Connection) -> None:
+        """Before any is written, drop the marks of the documents about to be replaced: a build
+        stopped after writing some would otherwise leave them marked as what they replaced
+        (see `feeds.build`)."""
+        stale = [volume.path(ext) for volume in self.stale for ext in ("atom", "rss")]
+        conn.executemany("DELETE FROM archive_marks WHERE path = ?", [(p,) for p in stale])
+        for path in stale:
+            self.before.pop(path, None)
+
     def save(self, conn: sqlite3.Connection) -> None:
         """Record the marks of this build's documents (inside the build's transaction)."""
         conn.executemany(

@@ -10,10 +10,11 @@ The order of a build is what makes it safe to kill and cheap to repeat:
 3. Merge sightings of the same paper into one `Paper` under its published guid
    (`feeds.assemble`) and render: newsletter files only for new or changed digests, then the
    archive, the feeds and the site from the whole context.
-4. Write changed files atomically, remove files the build owned and no longer produces, and only
-   then commit what was published. A build killed before that point redoes its work next time;
-   the output it leaves is the previous one with some files already replaced by complete new
-   versions.
+4. Forget what the files about to be replaced were made of, write changed files atomically,
+   remove files the build owned and no longer produces, and only then commit what was
+   published. A build killed before that point redoes its work next time, whatever the input
+   is by then; the output it leaves is the previous one with some files already replaced by
+   complete new versions.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -238,6 +239,17 @@ def _publish(
         else:
             stale.append(digest)
 
+    # Before the first file is replaced, what the files about to be replaced were made of is
+    # forgotten: a build stopped after writing some leaves them new while the record still
+    # described the old ones, and the next build, over the old input again (an edit undone, a
+    # digest withdrawn), would have kept them as they were.
+    forgotten = [d.id for d in stale if d.id in rendered_before]
+    with state.transaction(conn):
+        state.forget_renders(conn, forgotten)
+        additions.forget(conn)
+    for digest_id in forgotten:
+        del rendered_before[digest_id]
+
     # Newsletters first: the archive and the index link to them, so link targets exist first.
     tick = time.perf_counter()
     write_seconds = 0.0
@@ -296,7 +308,9 @@ def _publish(
     report.written += output.write_files(paths.output, site_files)
     owned.update(dict.fromkeys(site_files, ""))
     owned.update(dict.fromkeys(additions.paths, ""))
-    gone = (set(owned_before) | _in_our_layout(paths.output)) - set(owned)
+    gone = (
+        set(owned_before) | _in_our_layout(paths.output) | additions.leftovers()
+    ) - set(owned)
     report.removed = output.remove_files(paths.output, gone)
     report.timings["write"] = time.perf_counter() - tick + write_seconds
     report.written.sort()
@@ -357,18 +371,26 @@ def _render_issue(task: tuple[Digest, Settings]) -> dict[str, bytes]:
 
 # The files of the output layout, by folder: whatever a build finds there and did not produce
 # this time is stale (a killed build's newsletter for a digest since removed, say), whatever
-# the record says. Other files (a robots.txt, a CNAME) are the operator's and stay.
+# the record says. Other files (a robots.txt, a CNAME) are the operator's and stay. The
+# archive documents are a folder per feed under `ARCHIVE`.
 LAYOUT = {"feeds": (".rss", ".atom", ".json", ".html"), "newsletter": (".html", ".txt", ".eml")}
+ARCHIVE = ("feeds/archive", (".atom", ".rss"))
 
 
 def _in_our_layout(root: Path) -> set[str]:
     found: set[str] = set()
-    for folder, suffixes in LAYOUT.items():
+    folders = dict(LAYOUT)
+    archive, suffixes = ARCHIVE
+    with suppress(OSError):
+        folders.update(
+            {f"{archive}/{e.name}": suffixes for e in os.scandir(root / archive) if e.is_dir()}
+        )
+    for folder, wanted in folders.items():
         try:
             names = os.listdir(root / folder)
         except OSError:
             continue
-        found.update(f"{folder}/{name}" for name in names if name.endswith(suffixes))
+        found.update(f"{folder}/{name}" for name in names if name.endswith(wanted))
     return found
 
 

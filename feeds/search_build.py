@@ -187,6 +187,34 @@ class SearchIndex:
             self.warm.close()
             self.warm = None
 
+    def leftovers(self) -> set[str]:
+        """Every file, as a path under output/, of the period folders indexed again this time
+        or not periods of this build: a build stopped after writing a period's files leaves
+        them unrecorded, and the next one must not keep what it does not make. The folders of
+        periods kept as they are are not listed (ten years hold 34,000 files)."""
+        root = self.settings.paths.output / BUNDLE
+        try:
+            folders = [e.name for e in os.scandir(root) if e.is_dir()]
+        except OSError:
+            return set()
+        found: set[str] = set()
+        for name in folders:
+            if name in self.files and name not in self.stale:
+                continue
+            for folder, _dirs, names in os.walk(root / name):
+                rel = Path(folder).relative_to(self.settings.paths.output).as_posix()
+                found.update(f"{rel}/{file}" for file in names)
+        return found
+
+    def forget(self, conn: sqlite3.Connection) -> None:
+        """Before any is written, drop the rows of the periods about to be indexed again (as
+        `archive_build.Shelf.forget`)."""
+        conn.executemany(
+            "DELETE FROM search_periods WHERE period = ?", [(name,) for name in self.stale]
+        )
+        for name in self.stale:
+            self.before.pop(name, None)
+
     def save(self, conn: sqlite3.Connection) -> None:
         """Record each period's mark and files; only the rows that changed are written."""
         rows = {name: (self.marks[name], rels) for name, rels in self.files.items()}

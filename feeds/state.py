@@ -358,6 +358,10 @@ def renders(conn: sqlite3.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT digest_id, fingerprint FROM renders"))
 
 
+def forget_renders(conn: sqlite3.Connection, digest_ids: list[str]) -> None:
+    conn.executemany("DELETE FROM renders WHERE digest_id = ?", [(i,) for i in digest_ids])
+
+
 def save_renders(
     conn: sqlite3.Connection, fingerprints: dict[str, str], before: dict[str, str]
 ) -> None:

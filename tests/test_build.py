@@ -623,6 +623,55 @@ def test_killing_a_build_at_any_moment_leaves_complete_files(tmp_path: Path) -> 
     assert contents(out) == new
 
 
+class Stopped(BaseException):
+    """The build process dying where a test says (as a kill would: nothing after it runs)."""
+
+
+@pytest.mark.parametrize("stop_after", [1, 2])
+@pytest.mark.parametrize("change", ["settings changed", "digest added"])
+def test_a_build_stopped_midway_then_undone_publishes_the_old_output_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str, stop_after: int
+) -> None:
+    inputs = copy_samples(tmp_path / "digests", ["2021-03-10.txt", "2021-03-30.txt"])
+    out = tmp_path / "out"
+    config = write_config(tmp_path / "feeds.toml", inputs, out, "Old title")
+    build(load_settings(config), now=NOW, log=quiet)
+    old = contents(out)
+
+    # A change that rewrites files the record keeps (the newsletters, the archive documents,
+    # the search index) and one that adds some (a new month), each stopped after the first
+    # batch of files (newsletters) or the second (archive documents and search index).
+    added = inputs / "2023-01-05.txt"
+    if change == "settings changed":
+        write_config(config, inputs, out, "New title")
+    else:
+        added.write_text(
+            "date: 2023-01-05\n" + (SAMPLES / "2022-08-13.txt").read_text(encoding="utf-8"),
+            encoding="utf-8",
+        )
+    real = output.write_files
+    calls: list[int] = []
+
+    def write_then_stop(root: Path, files: dict[str, bytes]) -> list[str]:
+        written = real(root, files)
+        calls.append(len(written))
+        if len(calls) == stop_after:
+            raise Stopped
+        return written
+
+    monkeypatch.setattr(output, "write_files", write_then_stop)
+    with pytest.raises(Stopped):
+        build(load_settings(config), now=NOW, log=quiet)
+    monkeypatch.setattr(output, "write_files", real)
+    assert calls[-1] > 0 and contents(out) != old
+
+    # Undone: the old input again. Whatever the stopped build replaced or added goes.
+    write_config(config, inputs, out, "Old title")
+    added.unlink(missing_ok=True)
+    build(load_settings(config), now=NOW, log=quiet)
+    assert contents(out) == old
+
+
 def test_make_run_says_what_it_wrote(tmp_path: Path, inputs: Path) -> None:
     config = write_config(tmp_path / "feeds.toml", inputs, tmp_path / "out")
     result = CliRunner().invoke(cli, ["--config", str(config), "build", "-v"])
