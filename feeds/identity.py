@@ -175,7 +175,7 @@ def weibo_post_time(post_id: str) -> datetime:
 def date_in_filename(name: str) -> date | None:
     """A calendar date written as 2021-03-30 or 20210330 in a file name, if valid."""
     for match in _FILENAME_DATE.finditer(name):
-        found = _valid_date(match.group(1), match.group(3), match.group(4))
+        found = valid_date(match.group(1), match.group(3), match.group(4))
         if found is not None:
             return found
     return None
@@ -184,18 +184,24 @@ def date_in_filename(name: str) -> date | None:
 def date_in_text(text: str) -> date | None:
     """A date written in prose, like `2020.7.11周论文精选` or `2021年3月30日`."""
     for match in _TEXT_DATE.finditer(text):
-        found = _valid_date(match.group(1), match.group(2), match.group(3))
+        found = valid_date(match.group(1), match.group(2), match.group(3))
         if found is not None:
             return found
     return None
 
 
-def _valid_date(year: str, month: str, day: str) -> date | None:
+# The years a digest can be dated in, however its date is written: arXiv began in 1991, and a
+# year outside this is a typo (`0202-03-10`), which the feeds' dates and months cannot hold.
+YEARS = range(1990, 2201)
+
+
+def valid_date(year: str, month: str, day: str) -> date | None:
+    """The date, if it is one and its year is in `YEARS`."""
     try:
         found = date(int(year), int(month), int(day))
     except ValueError:
         return None
-    return found if 1990 <= found.year <= 2200 else None
+    return found if found.year in YEARS else None
 
 
 def local_midnight(day: date, tz: ZoneInfo) -> datetime:

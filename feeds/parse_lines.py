@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
-from feeds.identity import classify, date_in_text, find_urls
+from feeds.identity import YEARS, classify, date_in_text, find_urls, valid_date
 from feeds.model import Link, Section
 from feeds.textutil import collapse_spaces, strip_tags
 
@@ -196,10 +196,14 @@ class _Reader:
         match = _DATE_HEADER.match(self.lines[0]) if self.lines else None
         if match is None:
             return 0
-        try:
-            self.front.header_date = date(int(match["y"]), int(match["m"]), int(match["d"]))
-        except ValueError:
-            self.warn(1, f"invalid date in header: {self.lines[0].strip()}")
+        found = valid_date(match["y"], match["m"], match["d"])
+        if found is None:
+            self.warn(
+                1,
+                f"invalid date in header: {self.lines[0].strip()} (a calendar date from "
+                f"{YEARS.start} to {YEARS.stop - 1}); the digest is dated another way",
+            )
+        self.front.header_date = found
         return 1
 
     def _entry_start(self, text: str, number: int) -> Entry | None:

@@ -259,6 +259,17 @@ def test_a_header_date_comes_first_and_weibo_gives_the_time_on_that_day() -> Non
     assert (other_day.date_source, other_day.id) == ("header", "2021-04-02")
 
 
+@pytest.mark.parametrize("header", ["date: 0202-03-10", "date: 0001-01-01", "date: 2021-02-30"])
+def test_a_header_date_no_digest_can_have_is_a_warning_and_the_digest_is_dated_another_way(
+    header: str,
+) -> None:
+    text = f"{header}\n[LG] A Paper Title\nA Author\n"
+    digest = parse_text(text, source="x", tz=SHANGHAI, filename="2021-03-30.txt")
+    assert (digest.id, digest.date_source) == ("2021-03-30", "filename")
+    assert [w.line for w in digest.warnings if w.message.startswith("invalid date")] == [1]
+    assert len(digest.items) == 1
+
+
 @pytest.mark.parametrize(
     ("filename", "expected"),
     [
