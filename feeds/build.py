@@ -147,8 +147,8 @@ def build(
                 with Workers() as workers, closing(
                     Additions(conn, settings, render_fp, force)
                 ) as additions:
-                    _publish(conn, settings, now, log, report, listing, force, workers,
-                             additions)
+                    unread = _publish(conn, settings, now, log, report, listing, force,
+                                      workers, additions)
             finally:
                 # What the build froze (see `_publish`) is the collector's again for whatever
                 # the process does next, such as the send of `feeds run`.
@@ -162,7 +162,9 @@ def build(
             state.write_stamp(
                 paths.state,
                 {
-                    "stamp": fingerprints.stamp(settings, listing),
+                    # A file that could not be read stays out of it: the next build tries
+                    # it again, whether or not anything about it that a stat sees changed.
+                    "stamp": fingerprints.stamp(settings, listing.without(unread)),
                     "state": created,
                     "digests": report.digests,
                     "papers": report.papers,
@@ -191,7 +193,9 @@ def _publish(
     force: bool,
     workers: Workers,
     additions: Additions,
-) -> None:
+) -> list[str]:
+    """Read, assemble, render, write and commit; the names of the input files that could not
+    be read."""
     from feeds.assemble import assemble
 
     paths = settings.paths
@@ -328,6 +332,7 @@ def _publish(
         state.save_outputs(conn, owned, owned_before)
         state.set_meta(conn, "published", json.dumps(sorted(found.headers)))
         additions.save(conn)
+    return found.unread
 
 
 def _hydrate(

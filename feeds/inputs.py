@@ -43,6 +43,10 @@ class Scan(NamedTuple):
     def errors(self) -> list[str]:
         return [f"{display_path(path)}: {why}" for path, why in self.refused]
 
+    def without(self, names: list[str]) -> Scan:
+        """The same listing without these files."""
+        return self._replace(files=[f for f in self.files if f[0] not in names]) if names else self
+
 
 def scan(folder: Path) -> Scan:
     """(name, size, mtime_ns) of every digest file, by name; hidden files are editor debris.
@@ -130,6 +134,9 @@ class Inputs:
     parsed: list[str] = field(default_factory=list)
     # "path:line: message" each.
     errors: list[str] = field(default_factory=list)
+    # Names of the files that could not be read (their name, size and mtime say nothing of
+    # whether they can be now: a `chmod` changes neither).
+    unread: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     def full(self, conn: sqlite3.Connection, hashes: list[str]) -> dict[str, Digest]:
@@ -167,6 +174,7 @@ def read(
                 content_hash = hashlib.sha256((folder / name).read_bytes()).hexdigest()
             except OSError as exc:  # unreadable, or gone since the scan: this file only
                 result.errors.append(f"{display_path(folder / name)}: cannot read: {exc.strerror}")
+                result.unread.append(name)
                 continue
         files[name] = state.FileRow(size, mtime, content_hash, row.good_hash if row else None)
         sources.setdefault(content_hash, folder / name)

@@ -623,6 +623,33 @@ def test_killing_a_build_at_any_moment_leaves_complete_files(tmp_path: Path) -> 
     assert contents(out) == new
 
 
+def test_a_digest_that_could_not_be_read_is_read_again_at_the_next_build(
+    tmp_path: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_for(tmp_path, inputs)
+    locked = inputs / "2021-03-30.txt"
+    real = Path.read_bytes
+
+    def refuse(path: Path) -> bytes:
+        if path == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    first = build(settings, now=NOW, log=quiet)
+    assert [e for e in first.errors if "cannot read" in e] == [
+        f"{locked}: cannot read: Permission denied"
+    ]
+    assert first.digests == 4
+    # Made readable again (a chmod changes neither its size nor its mtime): the next build
+    # reads and publishes it, rather than repeating the error as a build with nothing new.
+    monkeypatch.setattr(Path, "read_bytes", real)
+    second = build(settings, now=NOW, log=quiet)
+    assert not second.noop and not second.failed
+    assert second.digests == 5
+    assert (settings.paths.output / "newsletter" / "2021-03-30.eml").is_file()
+
+
 class Stopped(BaseException):
     """The build process dying where a test says (as a kill would: nothing after it runs)."""
 
