@@ -68,6 +68,10 @@ class BuildReport:
     removed: list[str] = field(default_factory=list)
     # Each "path:line: message": a digest that could not be published as it is.
     errors: list[str] = field(default_factory=list)
+    # What the parser did not understand in the files this build parsed ("path:line:
+    # message"): said once, whether or not -v asks, since it may be an entry skipped.
+    input_warnings: list[str] = field(default_factory=list)
+    # Other warnings (a WebSub hub that failed, retried at the next run): with -v.
     warnings: list[str] = field(default_factory=list)
     # Seconds per phase (parse, newsletter, archive, feeds, site, write), for -v and the
     # benchmark.
@@ -79,8 +83,10 @@ class BuildReport:
         return bool(self.errors)
 
     def summary_lines(self, verbose: bool) -> list[str]:
-        """Errors always (cron mails them); with `verbose`, what was written and a summary."""
+        """Errors and what the parser did not understand always (cron mails them); with
+        `verbose`, the other warnings, what was written and a summary."""
         lines = [f"error: {error}" for error in self.errors]
+        lines += [f"warning: {warning}" for warning in self.input_warnings]
         if not verbose:
             return lines
         lines += [f"warning: {warning}" for warning in self.warnings]
@@ -210,7 +216,7 @@ def _publish(
     tick = time.perf_counter()
     with collector_paused():
         found = inputs.read(conn, settings, listing.files, now=now, workers=workers)
-    report.parsed, report.warnings = found.parsed, found.warnings
+    report.parsed, report.input_warnings = found.parsed, found.warnings
     report.errors = sorted(found.errors + listing.errors())
     report.timings["parse"] = time.perf_counter() - tick
     gc.freeze()

@@ -254,8 +254,10 @@ def run(obj: Session, wait: float, fresh_start: bool) -> None:
             settings, now=now(), log=obj.log, wait=wait, progress=progress,
             fresh_start=fresh_start,
         )
-    if obj.verbose and report.build is not None:
-        for line in report.build.summary_lines(verbose=True):
+    if report.build is not None:
+        # Its errors are among the run's problems, below; the rest with -v, but what the
+        # parser did not understand in a new file always (once).
+        for line in report.build.summary_lines(verbose=obj.verbose > 0):
             if not line.startswith("error:"):
                 click.echo(line, err=True)
     for problem in report.problems:

@@ -372,6 +372,21 @@ def test_a_full_disk_under_the_state_is_one_line_and_nothing_half_recorded(
         subprocess.run(["umount", str(disk)], check=False)
 
 
+@pytest.mark.parametrize("command", ["build", "run"])
+def test_an_entry_the_parser_skips_is_said_once_without_v(site: Path, command: str) -> None:
+    digest = site / "digests" / "2021-03-30.txt"
+    text = (SAMPLE_DIGESTS / "2021-03-30.txt").read_text(encoding="utf-8")
+    digest.write_text(text + "\n6、[CV]\n", encoding="utf-8")
+    first = feeds(site, command)
+    assert first.exit_code == 0, first.output
+    warnings = [line for line in first.output.splitlines() if line.startswith("warning:")]
+    assert any(w.startswith(f"warning: {digest}:") and "skipped" in w for w in warnings)
+    assert all(line.startswith("warning:") for line in first.output.splitlines())
+    # Once: the next build, with nothing new to parse, says nothing.
+    again = feeds(site, command)
+    assert again.exit_code == 0 and again.output == ""
+
+
 # -- 2: a lost state database never re-mails the archive ---------------------------------------
 
 
