@@ -177,6 +177,12 @@ def read(
                 result.unread.append(name)
                 continue
         files[name] = state.FileRow(size, mtime, content_hash, row.good_hash if row else None)
+        if content_hash in sources:
+            # A digest is its text: a copy under another name (another date) is the same one.
+            result.warnings.append(
+                f"{display_path(folder / name)}: the same text as "
+                f"{display_path(sources[content_hash])}; published once, as that file"
+            )
         sources.setdefault(content_hash, folder / name)
     present = set(sources)
 

@@ -387,6 +387,20 @@ def test_an_entry_the_parser_skips_is_said_once_without_v(site: Path, command: s
     assert again.exit_code == 0 and again.output == ""
 
 
+def test_a_copy_of_a_digest_under_another_name_is_said_not_dropped_silently(
+    site: Path,
+) -> None:
+    original = site / "digests" / "2021-06-17.txt"
+    copy = site / "digests" / "2021-06-18.txt"
+    shutil.copy(original, copy)
+    built = feeds(site, "build")
+    assert built.exit_code == 0, built.output
+    assert built.output == (
+        f"warning: {copy}: the same text as {original}; published once, as that file\n"
+    )
+    assert not (site / "output" / "newsletter" / "2021-06-18.html").exists()
+
+
 # -- 2: a lost state database never re-mails the archive ---------------------------------------
 
 
