@@ -78,7 +78,7 @@ def scan(folder: Path) -> Scan:
                         found.refused.append((folder / name, why))
                         continue
                     st = os.stat(name, dir_fd=fd)
-            except FileNotFoundError:  # removed while we looked, or a dangling link
+            except FileNotFoundError:  # removed while we looked
                 continue
             except OSError as exc:
                 found.refused.append((folder / name, f"cannot read: {exc.strerror}"))

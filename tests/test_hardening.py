@@ -81,6 +81,16 @@ def test_a_link_to_a_file_outside_the_input_folder_is_never_read_or_published(
     assert findings == [f"error: {report.errors[0]}"]
 
 
+def test_a_dangling_link_is_one_error_line_and_the_rest_is_published(site: Path) -> None:
+    (site / "digests" / "2024-01-01.txt").symlink_to(site / "digests" / "gone.txt")
+    report = build(settings_of(site), now=NOW, log=quiet)
+    assert report.errors == [
+        f"{site / 'digests' / '2024-01-01.txt'}: a symbolic link that cannot be followed: "
+        "No such file or directory (not published)"
+    ]
+    assert report.digests == 2
+
+
 def test_a_link_inside_the_input_folder_is_followed(site: Path) -> None:
     (site / "digests" / "latest.txt").symlink_to(site / "digests" / "2022-08-13.txt")
     report = build(settings_of(site), now=NOW, log=quiet)
