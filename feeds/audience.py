@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from feeds import state
+from feeds.audience_schema import create_tables
 from feeds.subscribers import Subscriber, SubscriberList
 
 Status = Literal["pending", "confirmed", "unsubscribed", "suppressed"]
@@ -32,37 +33,6 @@ FORGET_PENDING_AFTER = timedelta(days=7)
 # Confirmation and manage emails to one address per day (`[web] notices_per_day`): nobody can
 # flood a stranger's mailbox by submitting the form over and over.
 NOTICES_PER_DAY = 3
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS subscribers (
-    address TEXT PRIMARY KEY,            -- case-folded: the identity, as in the ledger
-    email TEXT NOT NULL,                 -- as it goes into the envelope
-    name TEXT NOT NULL DEFAULT '',
-    categories TEXT NOT NULL DEFAULT '', -- codes separated by spaces; empty: every category
-    status TEXT NOT NULL,
-    source TEXT NOT NULL,                -- csv, web or cli: who added them
-    created TEXT NOT NULL,
-    consented TEXT,                      -- confirmed on the web, or vouched for by the operator
-    left_at TEXT,                        -- unsubscribed or suppressed
-    reason TEXT,                         -- why they left, or the server's reply
-    soft_bounces INTEGER NOT NULL DEFAULT 0, -- days with a temporary failure, in a row of weeks
-    soft_last TEXT,                      -- the day of the last one
-    updated TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS subscribers_by_status ON subscribers (status);
--- Confirmation tokens, stored hashed: a copy of the database confirms nobody.
-CREATE TABLE IF NOT EXISTS confirm_tokens (
-    digest TEXT PRIMARY KEY,
-    address TEXT NOT NULL,
-    expires TEXT NOT NULL
-) WITHOUT ROWID;
--- Confirmation and manage emails sent, for the daily limit per address.
-CREATE TABLE IF NOT EXISTS notices (
-    address TEXT NOT NULL,
-    sent TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS notices_by_address ON notices (address, sent);
-"""
 
 _COLUMNS = "email, name, categories, status, source, created, consented, left_at, reason"
 
@@ -245,6 +215,10 @@ class Audience:
                 "INSERT INTO confirm_tokens (digest, address, expires) VALUES (?, ?, ?)",
                 (_hash(token), email.lower(), iso(now + CONFIRM_FOR)),
             )
+            conn.execute(
+                "INSERT INTO confirm_choices (digest, name, categories) VALUES (?, ?, ?)",
+                (_hash(token), name, codes(categories)),
+            )
         return self.get(email), token
 
     def confirm(self, token: str) -> Member | None:
@@ -256,21 +230,27 @@ class Audience:
         now = self.now()
         with self.writing() as conn:
             row = conn.execute(
-                "SELECT address, expires FROM confirm_tokens WHERE digest = ?", (_hash(token),)
+                "SELECT t.address, t.expires, c.name, c.categories FROM confirm_tokens t"
+                " LEFT JOIN confirm_choices c ON c.digest = t.digest WHERE t.digest = ?",
+                (_hash(token),),
             ).fetchone()
             if row is None or datetime.fromisoformat(row[1]) < now:
                 return None
+            # The choices made with this link (a token from before they were kept: the row's).
             conn.execute(
                 "UPDATE subscribers SET status = 'confirmed', consented = ?, updated = ?,"
+                " name = COALESCE(?, name), categories = COALESCE(?, categories),"
                 " left_at = NULL, reason = NULL WHERE address = ? AND status = 'pending'",
-                (iso(now), iso(now), row[0]),
+                (iso(now), iso(now), row[2], row[3], row[0]),
             )
             address = str(row[0])
         return self.get(address)
 
     def unsubscribe(self, email: str, *, reason: str = "unsubscribed") -> bool:
-        """Stop mailing `email` at once. Idempotent: True whenever the address is known."""
-        if self._leave(email, "unsubscribed", reason):
+        """Stop mailing `email` at once. Idempotent: True whenever the address is known. An
+        address already unsubscribed is marked as having left by its own choice: one the
+        list had taken off would otherwise be subscribed again if its row came back."""
+        if self._leave(email, "unsubscribed", reason, also=("unsubscribed",)):
             return True
         return self.get(email) is not None
 
@@ -342,6 +322,10 @@ class Audience:
                 (iso(now - FORGET_PENDING_AFTER),),
             ).rowcount
             conn.execute("DELETE FROM confirm_tokens WHERE expires < ?", (iso(now),))
+            conn.execute(
+                "DELETE FROM confirm_choices"
+                " WHERE digest NOT IN (SELECT digest FROM confirm_tokens)"
+            )
             conn.execute("DELETE FROM notices WHERE sent < ?", (iso(now - timedelta(days=1)),))
         return int(gone)
 
@@ -373,12 +357,6 @@ class Audience:
                 (status, now, reason[:500], now, email.lower(), "pending", "confirmed", *also),
             ).rowcount
         return bool(changed)
-
-
-def create_tables(conn: sqlite3.Connection) -> None:
-    """The audience's tables in the state database, if they are not there yet (the ledger
-    reads them too)."""
-    conn.executescript(_SCHEMA)
 
 
 def _member(row: tuple[object, ...]) -> Member:

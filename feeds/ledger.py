@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from feeds import audience, ledger_schema, queueing, state
+from feeds import audience_schema, ledger_schema, queueing, state
 from feeds.ledger_schema import CODES, DUE_SQL, NAMES, Status, hash_key, message_hash_key
 from feeds.queueing import BACKFILL_WINDOW as BACKFILL_WINDOW
 from feeds.queueing import DigestRef as DigestRef
@@ -86,7 +86,7 @@ class Ledger:
         conn.isolation_level = None
         with self._lock:
             ledger_schema.create(conn)
-            audience.create_tables(conn)
+            audience_schema.create_tables(conn)
 
     @classmethod
     def open(cls, path: Path, *, clock: Callable[[], datetime] = state.utc_now) -> Ledger:

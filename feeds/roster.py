@@ -94,9 +94,12 @@ def import_list(
                     or found.categories != person.categories
                 )
                 if changed:
+                    # A pending web form confirmed by the list is the list's from now on: its
+                    # only consent is the row, and taking the row away must take them off.
                     conn.execute(
                         "UPDATE subscribers SET name = ?, categories = ?, status = 'confirmed',"
-                        " consented = COALESCE(consented, ?), updated = ? WHERE address = ?",
+                        " source = 'csv', consented = COALESCE(consented, ?), updated = ?"
+                        " WHERE address = ?",
                         (person.name, codes(person.categories), now, now, person.key),
                     )
                     report.updated += 1

@@ -49,7 +49,7 @@ from feeds.web_forms import (
     read_email,
     read_form,
 )
-from feeds.web_limits import Postman, RateLimit
+from feeds.web_limits import Postman, RateLimit, client_of
 
 log = logging.getLogger("feeds.web")
 
@@ -345,7 +345,7 @@ def _error_page(status: int, sentence: str) -> tuple[str, int]:
 
 def _form_from_a_person(endpoint: Endpoint) -> MultiDict[str, str]:
     """A subscribe or manage form, within the client's rate limit."""
-    if not endpoint.limit.allow(request.remote_addr or "unknown"):
+    if not endpoint.limit.allow(client_of(request.remote_addr)):
         raise Refusal(_SENTENCES[429], 429)
     return read_form()
 
@@ -357,8 +357,9 @@ def _site(app: Flask, output: Path) -> None:
     @app.get("/", endpoint="site")
     @app.get("/<path:path>", endpoint="site")
     def site(path: str = "") -> Response:
-        target = root / path
-        if path == "" or path.endswith("/") or target.is_dir():
+        # os.path.isdir, not Path.is_dir: a name too long for the file system is no folder
+        # (a 404), where Path.is_dir raised and gave a 500.
+        if path == "" or path.endswith("/") or os.path.isdir(root / path):
             path = path.rstrip("/") + "/index.html" if path else "index.html"
         try:
             return send_from_directory(root, path)

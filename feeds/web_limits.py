@@ -24,8 +24,24 @@ MAX_CLIENTS = 10_000
 MAX_WAITING = 1_000
 
 
+def client_of(address: str | None) -> str:
+    """Whom a request is counted against: its IPv4 address, or the /64 network of an IPv6 one
+    (one subscriber line gets a /64, and an address per request from it costs nothing)."""
+    import ipaddress
+
+    try:
+        found = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address or "unknown"
+    if isinstance(found, ipaddress.IPv6Address):
+        if found.ipv4_mapped is not None:
+            return str(found.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{found}/64", strict=False))
+    return str(found)
+
+
 class RateLimit:
-    """At most `per_minute` hits per client address in any sliding 60-second window."""
+    """At most `per_minute` hits per client (`client_of`) in any sliding 60-second window."""
 
     def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._limit = per_minute

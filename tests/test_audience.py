@@ -177,6 +177,30 @@ def test_rows_gone_from_the_list_leave_but_a_typo_unsubscribes_nobody(audience: 
     )
 
 
+def test_a_pending_web_address_the_list_confirms_leaves_with_its_row(audience: Audience) -> None:
+    audience.request("ada@example.org")  # typed into the form, never confirmed
+    import_list(audience, parse_subscribers(rows("ada@example.org,Ada,", "b@example.org,,")))
+    assert audience.get("ada@example.org").status == "confirmed"  # type: ignore[union-attr]
+    # The row was their only consent: taking it away takes them off.
+    gone = import_list(audience, parse_subscribers(rows("b@example.org,,")), prune=True)
+    assert gone.removed == 1
+    assert audience.get("ada@example.org").status == "unsubscribed"  # type: ignore[union-attr]
+
+
+def test_an_unsubscribe_after_the_list_removed_someone_keeps_them_out_when_the_row_returns(
+    audience: Audience,
+) -> None:
+    both = parse_subscribers(rows("ada@example.org,,", "bob@example.org,,"))
+    import_list(audience, both)
+    import_list(audience, parse_subscribers(rows("bob@example.org,,")), prune=True)
+    # Their one-click link from an earlier newsletter: their own choice, recorded as such.
+    assert audience.unsubscribe("ada@example.org", reason="one-click")
+    report = import_list(audience, both, prune=True)
+    assert report.kept == ["2: ada@example.org is unsubscribed"]
+    ada = audience.get("ada@example.org")
+    assert ada is not None and (ada.status, ada.reason) == ("unsubscribed", "one-click")
+
+
 # -- the command line and a run -------------------------------------------------------------
 
 

@@ -362,6 +362,49 @@ def test_behind_a_proxy_the_limit_counts_the_forwarded_client(
     assert [post("198.51.100.1"), post("198.51.100.2"), post("198.51.100.1")] == [200, 200, 429]
 
 
+def test_an_ipv6_client_is_limited_by_its_64_network(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    app = create_app(web_settings(tmp_path, smtp_server, requests_per_minute=2))
+    client = app.test_client()
+    # A subscriber line has a /64 to itself: an address per request is no way round the limit.
+    codes = [
+        subscribe(client, website="x", client_address=f"2001:db8:1:2::{n:x}").status_code
+        for n in range(1, 4)
+    ]
+    elsewhere = subscribe(client, website="x", client_address="2001:db8:1:3::1")
+    assert codes == [200, 200, 429]
+    assert elsewhere.status_code == 200
+
+
+@pytest.mark.smtp
+def test_a_later_form_for_a_pending_address_never_changes_what_an_earlier_link_confirms(
+    client: FlaskClient, app: Flask, settings: Settings, smtp_server: SmtpServer
+) -> None:
+    subscribe(client, name="Ada", categories="CV")
+    settle(app)
+    (mine,) = smtp_server.handler.received
+    # Before Ada clicks, someone else types her address with other choices.
+    subscribe(client, client_address="198.51.100.7", name="Call 555 now", categories="RO")
+    settle(app)
+    assert client.post(local(link_in(mine, "confirm"))).status_code == 200
+    with Audience.open(settings.paths.state) as audience:
+        member = audience.get(ADA)
+    assert member is not None and member.status == "confirmed"
+    assert (member.name, member.categories) == ("Ada", frozenset({"CV"}))
+
+
+def test_a_path_too_long_for_the_file_system_is_a_404_page(
+    tmp_path: Path, settings: Settings, clock: Clock
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<!DOCTYPE html><title>Home</title>", encoding="utf-8")
+    client = create_app(settings, clock=clock, site=site).test_client()
+    page = client.get("/" + "a" * 300)
+    assert page.status_code == 404 and "Traceback" not in page.text
+
+
 # -- unsubscribing --------------------------------------------------------------------------------
 
 
