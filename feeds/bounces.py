@@ -96,7 +96,14 @@ class Judge:
         """Where the message goes, and the log line that says why; None: it is not a
         notification, and stays where it is. `head` is its first bytes, `rest()` reads it all
         (called only for a notification no bigger than MAX_MESSAGE_BYTES)."""
-        if not dsn.is_notification(dsn.read_header(head)):
+        # Anyone can mail the bounce address: a message the email package cannot take apart
+        # (its address parser recursed itself to death on a From of 600 parentheses) is filed
+        # aside like any unreadable one, never a traceback that stops every run at it.
+        try:
+            notification_like = dsn.is_notification(dsn.read_header(head))
+        except Exception as error:  # whatever the parser raises
+            return self._unmatched(label, f"unreadable header: {error!r}"[:300])
+        if not notification_like:
             self.report.left_alone += 1
             return None
         if size > MAX_MESSAGE_BYTES:
@@ -108,6 +115,8 @@ class Judge:
             notification = dsn.read(rest())
         except dsn.Unreadable as error:
             return self._unmatched(label, f"unreadable: {error}")
+        except Exception as error:  # as above
+            return self._unmatched(label, f"unreadable: {error!r}"[:300])
         found = self._match(notification)
         if isinstance(found, str):
             return self._unmatched(label, f"{notification.shape}: {found}")

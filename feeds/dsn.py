@@ -44,8 +44,10 @@ _BOUNCE_SUBJECT = re.compile(
     r"|delayed mail|delivery delayed",
     re.IGNORECASE,
 )
-_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-_SMTP_REPLY = re.compile(r"(?<![\d.])([245])\d\d(?=[ -])")
+# Neither may be part of a longer dotted number: text bounces name the server's IP address
+# before its reply, and `10.2.0.5` or `52.5.12.34` are no status.
+_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
+_SMTP_REPLY = re.compile(r"(?<![\d.])([245])\d\d(?=[ :-])")
 # `<user@example.org>:` at the start of a line, then the text up to the next blank line: the
 # recipient block of Postfix's and qmail's plain-text bounces.
 _TEXT_BLOCK = re.compile(
@@ -53,7 +55,9 @@ _TEXT_BLOCK = re.compile(
     r"(?P<text>.*?)(?=\n[ \t]*\n|\Z)",
     re.MULTILINE | re.DOTALL,
 )
-_QUOTED_ID = re.compile(r"^[ \t>]*Message-ID:[ \t]*\n?[ \t]*(<[^<>\s]+>)", re.IGNORECASE | re.M)
+# One run of blanks, which may hold a line break: two runs of blanks on either side of an
+# optional break backtracked on every split of a long run (minutes for one crafted message).
+_QUOTED_ID = re.compile(r"^[ \t>]*Message-ID:(?:[ \t]|\n(?=[ \t]*<))*(<[^<>\s]+>)", re.I | re.M)
 _PERMANENT = re.compile(r"permanent (error|failure)|I've given up|giving up", re.IGNORECASE)
 _DELAYED = re.compile(
     r"\bdelayed\b|will (keep|continue) trying|not (yet )?been delivered yet|still trying"

@@ -147,7 +147,9 @@ def process_imap(
         try:
             mover = _ImapMover(conn, bounces, log)
             _imap_ok(conn.select(_mailbox(bounces.imap_folder)), f"select {bounces.imap_folder}")
-            found = _imap_ok(conn.uid("SEARCH", "ALL"), "search")
+            # Not what is flagged \Deleted: without MOVE or UIDPLUS, what an earlier run filed
+            # stays in the folder so flagged, and read again it was counted again.
+            found = _imap_ok(conn.uid("SEARCH", "UNDELETED"), "search")
             uids = [int(uid) for uid in _text(found).split()]
             for uid in uids:
                 label = f"{bounces.imap_folder} UID {uid}"
@@ -211,7 +213,7 @@ def _judge_imap(judge: Judge, conn: imaplib.IMAP4, uid: int, label: str) -> Verd
     # The header alone first: mail that is no notification is never downloaded whole.
     wanted = f"(RFC822.SIZE BODY.PEEK[HEADER]<0.{dsn.MAX_HEADER_BYTES}>)"
     answer = _imap_ok(conn.uid("FETCH", str(uid), wanted), "fetch")
-    fetched = _fetched(answer, uid)
+    fetched = fetched_message(answer, uid)
     if fetched is None:
         return None  # expunged by somebody else since the search
     prefix, head = fetched
@@ -219,18 +221,22 @@ def _judge_imap(judge: Judge, conn: imaplib.IMAP4, uid: int, label: str) -> Verd
 
     def rest() -> bytes:
         whole = _imap_ok(conn.uid("FETCH", str(uid), "(BODY.PEEK[])"), "fetch")
-        found = _fetched(whole, uid)
+        found = fetched_message(whole, uid)
         return found[1] if found else b""
 
     return judge.judge(label, head, int(size[1]) if size else 0, rest)
 
 
-def _fetched(answer: list[Any], uid: int) -> tuple[bytes, bytes] | None:
+def fetched_message(answer: list[Any], uid: int) -> tuple[bytes, bytes] | None:
     """(the response line, the literal) for `uid` among a FETCH's untagged responses, which
     may also carry flag updates for other messages."""
-    for item in answer:
+    # A server may send the UID after the literal (RFC 3501 allows any order): imaplib then
+    # gives it as the bytes that follow the (line, literal) pair.
+    for n, item in enumerate(answer):
         if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], bytes):
-            found = re.search(rb"UID (\d+)", item[0])
+            after = answer[n + 1] if n + 1 < len(answer) else b""
+            tail = after if isinstance(after, bytes) else b""
+            found = re.search(rb"UID (\d+)", item[0]) or re.match(rb"\s*UID (\d+)", tail)
             if found and int(found[1]) == uid and isinstance(item[1], bytes):
                 return item[0], item[1]
     return None

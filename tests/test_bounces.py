@@ -32,7 +32,7 @@ from feeds.bounces import MAX_MESSAGE_BYTES, BounceReport
 from feeds.config import Settings
 from feeds.errors import ConfigError
 from feeds.ledger import Ledger
-from feeds.mailbox import MailboxError, process_imap, process_maildir
+from feeds.mailbox import MailboxError, fetched_message, process_imap, process_maildir
 from feeds.send import Issues, send
 
 __all__ = ["smtp_server"]
@@ -248,6 +248,46 @@ def test_plain_text_bounces_are_read_from_their_prose(
     assert status in (world.member("bob@example.org")[1] or "")
 
 
+@pytest.mark.parametrize("address", ["10.2.0.5", "10.4.1.20", "52.5.12.34"])
+@pytest.mark.parametrize(("fixture", "ip"), [
+    ("postfix-text.eml", b"198.51.100.7"), ("qmail-text.eml", b"203.0.113.40"),
+])
+def test_the_servers_ip_address_in_a_text_bounce_is_no_status(
+    world: World, sent: dict[str, Sent], fixture: str, ip: bytes, address: str
+) -> None:
+    # `10.2.0.5` read as the status 2.0.5 made a refusal informational, `10.4.1.20` a soft one.
+    data = render(fixture, sent["bob@example.org"]).replace(ip, address.encode())
+    (failure,) = dsn.read(data).failures
+    assert failure.kind == "hard" and failure.status.startswith("5.")
+    world.deliver(data)
+    assert world.process().hard == 1
+
+
+def test_a_yahoo_failure_notice_is_read(world: World, sent: dict[str, Sent]) -> None:
+    bob = sent["bob@example.org"]
+    data = (
+        f"Return-Path: <>\nFrom: MAILER-DAEMON@yahoo.com\nTo: {bob.verp}\n"
+        "Subject: Failure Notice\nDate: Mon, 6 May 2024 07:00:11 +0000\n\n"
+        "Sorry, we were unable to deliver your message to the following address.\n\n"
+        f"<{bob.recipient}>:\n554: delivery error: dd This user doesn't have a yahoo.com "
+        f"account ({bob.recipient}) [0] - mta1003.mail.bf1.yahoo.com\n\n"
+        "--- Below this line is a copy of the message.\n\n"
+        f"Message-ID: {bob.message_id}\nSubject: ML Paper Digest\n"
+    ).replace("\n", "\r\n").encode()
+    world.deliver(data)
+    report = world.process()
+    assert report.hard == 1 and [a for a, _ in report.suppressed] == ["bob@example.org"]
+
+
+def test_a_message_id_after_a_long_run_of_blanks_is_found(sent: dict[str, Sent]) -> None:
+    bob = sent["bob@example.org"]
+    data = render("postfix-text.eml", bob, verp=BOUNCE_ADDRESS).replace(
+        f"Message-ID: {bob.message_id}".encode(),
+        b"Message-ID:" + b" " * 20_000 + f"\r\n  {bob.message_id}".encode(),
+    )
+    assert bob.message_id in dsn.read(data).quoted_ids
+
+
 # -- hostile and foreign mail -----------------------------------------------------------------
 
 
@@ -326,6 +366,18 @@ def test_hostile_bytes_give_a_clean_answer(garbage: bytes) -> None:
             dsn.read(garbage)
         except dsn.Unreadable as error:
             assert str(error)
+
+
+def test_a_header_the_email_package_cannot_take_apart_is_filed_aside(
+    world: World, sent: dict[str, Sent]
+) -> None:
+    # Its address parser recurses once per parenthesis: a stranger's message that raised
+    # RecursionError stopped every later run at it, and nobody got a newsletter.
+    world.deliver(b"From: " + b"(" * 600 + b"\r\nSubject: hi\r\n\r\nhello\r\n")
+    world.deliver(render("rfc3464-failed.eml", sent["bob@example.org"]))
+    report = world.process()
+    assert (report.hard, report.unmatched) == (1, 1)
+    assert any("unreadable header" in line for line in world.lines)
 
 
 def test_a_persons_reply_and_a_vacation_notice_stay_where_they_are_unread(
@@ -416,7 +468,8 @@ def test_imap_notifications_are_moved_and_other_mail_stays_unseen(
         conn.append("INBOX", None, None, render("large-attachment.eml", ada, attachment=big))
         settings = imap_settings(world.settings, dovecot)
         report = process_imap(settings, log=world.lines.append, clock=world.clock)
-        assert (report.hard, report.unmatched, report.left_alone) == (1, 2, 2)
+        # What somebody flagged \\Deleted is not looked at (nor expunged).
+        assert (report.hard, report.unmatched, report.left_alone) == (1, 2, 1)
         assert [a for a, _ in report.suppressed] == ["bob@example.org"]
         inbox = folder(conn, "INBOX")
         # The reply is unseen still; what somebody flagged \Deleted was not expunged.
@@ -427,12 +480,39 @@ def test_imap_notifications_are_moved_and_other_mail_stays_unseen(
         assert any("too big" in line for line in world.lines)
         # A second pass finds nothing new to do.
         again = process_imap(settings, log=world.lines.append, clock=world.clock)
-        assert (again.hard, again.unmatched, again.left_alone) == (0, 0, 2)
+        assert (again.hard, again.unmatched, again.left_alone) == (0, 0, 1)
     finally:
         conn.logout()
     assert world.member("bob@example.org")[0] == "suppressed"
     assert world.member("ada@example.org")[0] == "confirmed"
     assert dovecot.password not in "\n".join(world.lines)
+
+
+def test_without_move_or_uidplus_a_filed_notification_is_not_read_again(
+    world: World, sent: dict[str, Sent]
+) -> None:
+    cy = sent["cy@example.org"]
+    with running_dovecot(capability="IMAP4rev1 LITERAL+") as server:
+        conn = server.connect()
+        try:
+            conn.append("INBOX", None, None, render("rfc3464-delayed.eml", cy))
+            settings = imap_settings(world.settings, server)
+            reports = []
+            for _ in range(3):
+                reports.append(process_imap(settings, log=world.lines.append, clock=world.clock))
+                world.clock.now += timedelta(days=1)
+            # Copied to processed and left flagged \\Deleted: one soft bounce, on one day.
+            assert [r.soft for r in reports] == [1, 0, 0]
+            assert count(conn, "processed") == 1
+        finally:
+            conn.logout()
+    assert world.member("cy@example.org")[0] == "confirmed"
+
+
+def test_a_fetch_answer_with_the_uid_after_the_literal_is_read() -> None:
+    answer = [(b"1 (RFC822.SIZE 520 BODY[HEADER]<0> {5}", b"hello"), b" UID 4)"]
+    assert fetched_message(answer, 4) == (answer[0][0], b"hello")
+    assert fetched_message(answer, 5) is None
 
 
 def test_a_wrong_imap_password_is_a_clear_error_that_does_not_show_it(world: World) -> None:
