@@ -85,12 +85,19 @@ class Issue:
 
 def issue_for(digest: Digest, categories: frozenset[str] | None) -> Issue:
     """What the email for `digest` shows to subscribers of `categories` (None: all)."""
-    items = distinct(digest.items)
+    items = list(digest.items)
     if categories is not None and digest.format != "weekly":
         # Weekly picks have no categories and go to every subscriber; in a daily digest a
-        # paper without a category only reaches those who take all categories.
+        # paper without a category only reaches those who take all categories. Filtered
+        # before one entry per paper is kept: a paper listed under two categories reaches
+        # the subscribers of either.
         items = [i for i in items if i.category in categories]
+    items = distinct(items)
     date, heading, summary = masthead(digest)
+    if len(items) < len(distinct(digest.items)):
+        # The digest's summary line names its papers: a subset that lacks some would open
+        # with titles its reader does not get.
+        summary = None
     return Issue(
         digest=digest,
         date=date,

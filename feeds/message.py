@@ -195,11 +195,15 @@ def _clean_message_id(value: str, domain: str) -> str:
 
 
 def _phrase(text: str) -> str:
-    """A display name for List-Id: quoted when it holds specials, encoded later if non-ASCII."""
+    """A display name for List-Id (RFC 2919: a phrase): quoted when ASCII with specials; a
+    non-ASCII one is left to the email package, which writes it as encoded words, and so
+    loses its specials (an encoded word may not sit inside a quoted string, RFC 2047 5)."""
     clean = header_text(text).replace("\\", "").replace('"', "")
     if re.fullmatch(r"[A-Za-z0-9 !#$%&'*+\-/=?^_`{|}~]*", clean):
         return clean
-    return f'"{clean}"'
+    if clean.isascii():
+        return f'"{clean}"'
+    return " ".join(re.sub(r"[()<>\[\]:;@,.]", " ", clean).split())
 
 
 def _https(url: str | None) -> str | None:

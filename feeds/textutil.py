@@ -225,8 +225,9 @@ _BIDI = "\u202a-\u202e\u2066-\u2069"
 # What XML 1.0 forbids (lxml raises on it) and HTML calls a parse error; never useful in text.
 XML_ILLEGAL = re.compile(f"[{_C0}{_C1}{_UNENCODABLE}]")
 # The above plus what draws nothing but could hide or reorder text: for an email, which a
-# reader may act on (zero-width space, direction marks and overrides, a stray BOM).
-INVISIBLE = re.compile(f"[{_C0}{_C1}{_UNENCODABLE}{_BIDI}\u200b\u200e\u200f\ufeff]")
+# reader may act on (zero-width space, direction marks (the Arabic letter mark too) and
+# overrides, a stray BOM).
+INVISIBLE = re.compile(f"[{_C0}{_C1}{_UNENCODABLE}{_BIDI}\u061c\u200b\u200e\u200f\ufeff]")
 # What a mail header must not carry: any line break (header injection), tabs included, and the
 # invisible characters above.
 HEADER_UNSAFE = re.compile(f"[\x00-\x1f{_C1}{_UNENCODABLE}{_BIDI}\u2028\u2029]+")

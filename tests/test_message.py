@@ -66,6 +66,19 @@ def test_the_subject_is_encoded_per_rfc_2047_and_reads_back_with_date_and_count(
     assert parsed["Subject"] == "ML Paper Digest 2021-03-30 · 9 papers"
 
 
+@pytest.mark.parametrize("title", ["ML 论文日报", "Zoë's Digest", "论文, (日报): 精选"])
+def test_a_list_id_phrase_that_is_not_ascii_is_encoded_words_never_a_quoted_string(
+    title: str,
+) -> None:
+    settings = replace(SETTINGS, site=replace(SETTINGS.site, title=title))
+    raw = message.as_bytes(message.compose(make_letter(), settings))
+    header = raw.split(b"\r\nList-Id: ", 1)[1].split(b"\r\n")[0]
+    assert b'"' not in header and header.endswith(b" <ml-digest.example.org>")
+    parsed = round_trip(message.compose(make_letter(), settings))
+    assert parsed["List-Id"].endswith(" <ml-digest.example.org>")
+    assert not parsed["List-Id"].defects
+
+
 def test_the_archive_copy_has_date_message_id_and_list_headers() -> None:
     parsed = round_trip(message.compose(make_letter(), SETTINGS))
     assert parsedate_to_datetime(parsed["Date"]) == datetime(2021, 3, 30, 4, 48, 5, tzinfo=SHANGHAI)

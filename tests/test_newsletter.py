@@ -145,6 +145,32 @@ def test_the_email_shows_date_summary_and_every_paper_with_its_parts() -> None:
     assert first.cssselect(".abstract")[0].text_content().startswith("Deep Convolutional")
 
 
+def test_a_subset_does_not_open_with_the_summary_line_of_papers_it_lacks() -> None:
+    subset = render(daily_digest(), categories=frozenset({"CL"}))
+    assert DIGEST_SUMMARY not in subset.text and DIGEST_SUMMARY not in subset.html
+    # All the day's categories: every paper is there, and so is the line that names them.
+    whole = render(daily_digest(), categories=frozenset({"LG", "CV", "CL", "RO"}))
+    assert DIGEST_SUMMARY in whole.text
+
+
+def test_a_paper_listed_under_two_categories_reaches_the_subscribers_of_either() -> None:
+    twice = letter_item(2, category="CV")
+    digest = letter_digest([letter_item(1, category="CL"), twice, replace(twice, category="LG")])
+    letter = render(digest, categories=frozenset({"LG"}))
+    assert paper_titles(letter.html) == [twice.title]
+    pages = newsletter.category_copies(digest, SETTINGS)
+    assert sorted(pages) == [f"newsletter/{digest.id}.{slug}.html" for slug in ("cl", "cv", "lg")]
+    assert twice.title.encode() in pages[f"newsletter/{digest.id}.lg.html"]
+
+
+@pytest.mark.parametrize("mark", ["\u200e", "\u200f", "\u061c", "\u202e", "\u200b"])
+def test_direction_marks_and_invisible_characters_never_reach_the_email(mark: str) -> None:
+    digest = letter_digest([letter_item(1, category="CV", title=f"Self{mark}Attention")])
+    letter = render(digest)
+    assert mark not in letter.text and mark not in letter.html
+    assert "SelfAttention" in letter.text
+
+
 def test_starred_papers_are_highlighted_and_marked() -> None:
     tree = doc(render(daily_digest()).html)
     starred = tree.cssselect(".paper-starred")
