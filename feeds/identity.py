@@ -10,8 +10,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from zoneinfo import ZoneInfo
+from datetime import UTC, date, datetime, tzinfo
 
 from feeds.model import Link, LinkKind
 from feeds.textutil import normalize_title
@@ -204,5 +203,8 @@ def valid_date(year: str, month: str, day: str) -> date | None:
     return found if found.year in YEARS else None
 
 
-def local_midnight(day: date, tz: ZoneInfo) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=tz)
+def local_midnight(day: date, tz: tzinfo) -> datetime:
+    """The first moment of `day` in `tz`, as that zone's clock shows it: 00:00, or 01:00 on a
+    day whose clocks jump forward at midnight (America/Santiago), when 00:00 never happens."""
+    start = datetime(day.year, day.month, day.day, tzinfo=tz)
+    return start.astimezone(UTC).astimezone(tz)

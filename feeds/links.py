@@ -26,19 +26,27 @@ LINK_LABELS: Mapping[LinkKind, str] = {
 
 
 _ASCII_SPACE = " \t\n\r\x0b\x0c"
+# Every printable ASCII character: what `quote` leaves as it is when a URL is made ASCII.
+_PRINTABLE = "".join(chr(c) for c in range(33, 127))
 
 
 def safe_url(url: str | None) -> str | None:
-    """`url` without surrounding spaces if it is a plain http(s) link to a host, else None.
+    """`url` without surrounding spaces if it is a plain http(s) link to a host, else None;
+    written in ASCII (a URI, as RSS and Atom require): an international host in its IDNA
+    form, other non-ASCII characters percent-encoded as UTF-8.
 
     Anything else is no link: `javascript:` and `data:` (they run or smuggle content), no
     host, a space or control character inside (a browser would repair it into another URL
-    than the one shown), or a URL the standard library cannot split (an unclosed IPv6 bracket).
+    than the one shown), a backslash (a browser reads it as `/`, so that
+    `https://evil.example\\@arxiv.org/` goes to evil.example, where Python sees arxiv.org),
+    or a URL the standard library cannot split (an unclosed IPv6 bracket).
     """
     if not url:
         return None
     # Only the ASCII spaces browsers strip from an href's ends: U+0085 or U+3000 there is junk.
     url = url.strip(_ASCII_SPACE)
+    if "\\" in url:
+        return None
     if url.isascii():
         # The same test at C speed: in ASCII, the space is the one blank `isprintable` lets
         # through, and every other blank is a control character. Feeds and pages check
@@ -55,7 +63,19 @@ def safe_url(url: str | None) -> str | None:
         return None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         return None
-    return url
+    if url.isascii():
+        return url
+    try:
+        host = parts.hostname.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None  # no name a resolver could look up
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address, which `hostname` gives without its brackets
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    port = f":{parts.port}" if parts.port is not None else ""
+    netloc = (quote(userinfo, safe=_PRINTABLE) + at if at else "") + host + port
+    rest = url[len(parts.scheme) + 3 + len(parts.netloc):]
+    return f"{parts.scheme}://{netloc}{quote(rest, safe=_PRINTABLE)}"
 
 
 def primary_url(links: Iterable[Link]) -> str | None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, time, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from html import escape
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,7 @@ from feeds.entry import (
     one_line,
     permalink,
 )
+from feeds.identity import local_midnight
 from feeds.links import entry_link
 from feeds.model import BuildContext, Paper
 
@@ -102,7 +103,8 @@ def entry_times(
     def settle() -> None:
         if current is None:
             return
-        day_only = current.astimezone(tz).time() == time(0)
+        local = current.astimezone(tz)
+        day_only = local == local_midnight(local.date(), tz)
         last = len(group) - 1
         for ahead, key in enumerate(group):
             step = last - ahead if day_only else -ahead

@@ -134,7 +134,7 @@ def test_a_plain_http_unsubscribe_link_is_not_offered_for_one_click() -> None:
         "https:///unsubscribe",
         "https://example.org/u?a=1,2",
         "https://example.org/u\r\nBcc: victim@example.org",
-        "https://例子.测试/unsubscribe",
+        "https://evil.example\\@example.org/unsubscribe",
     ],
 )
 def test_an_unsafe_unsubscribe_link_is_left_out_of_the_list_headers(url: str) -> None:
@@ -142,6 +142,15 @@ def test_an_unsafe_unsubscribe_link_is_left_out_of_the_list_headers(url: str) ->
     assert parsed["List-Unsubscribe"] == "<mailto:unsubscribe@example.org?subject=unsubscribe>"
     assert parsed["List-Unsubscribe-Post"] is None
     assert parsed["Bcc"] is None
+
+
+def test_an_international_unsubscribe_link_is_carried_as_a_uri() -> None:
+    url = "https://例子.测试/退订?token=abc"
+    parsed = round_trip(message.compose(make_letter(), SETTINGS, unsubscribe_url=url))
+    assert parsed["List-Unsubscribe"] == (
+        "<mailto:unsubscribe@example.org?subject=unsubscribe>, "
+        "<https://xn--fsqu00a.xn--0zwm56d/%E9%80%80%E8%AE%A2?token=abc>"
+    )
 
 
 def test_a_subject_with_a_lone_surrogate_still_makes_a_message() -> None:

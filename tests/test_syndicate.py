@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,6 +23,7 @@ from conftest import DIGEST_TIME, REGENERATE, SAMPLE_DIGESTS, make_context, make
 
 from feeds.catalog import feed_list, select
 from feeds.config import Settings, SiteSettings
+from feeds.identity import local_midnight
 from feeds.links import entry_link
 from feeds.model import BuildContext, Digest, Link, Paper
 from feeds.parse import parse_file
@@ -675,3 +676,21 @@ def test_output_does_not_depend_on_hash_seeds() -> None:
         for seed in ("1", "2", "3")
     }
     assert len(digests) == 1 and len(digests.pop().strip()) == 64
+
+
+@pytest.mark.parametrize("zone", ["America/Santiago", "Asia/Shanghai"])
+def test_a_day_only_digest_stays_on_its_day_even_where_the_clocks_jump_at_midnight(
+    zone: str,
+) -> None:
+    # Santiago's clocks went from 00:00 to 01:00 on 2023-09-03: that day starts at 01:00.
+    tz = ZoneInfo(zone)
+    # As the build has it: the digest's date read back from the state, at a fixed offset.
+    start = datetime.fromisoformat(local_midnight(date(2023, 9, 3), tz).isoformat())
+    papers = [Paper(item=make_item(n, published=start), first_seen=start) for n in (1, 2, 3)]
+    times = entry_times(papers, tz)
+    assert {t.astimezone(tz).date() for t in times.values()} == {date(2023, 9, 3)}
+    # The curator's order, the first paper the latest, a second apart.
+    moments = [times[p.key] for p in papers]
+    assert moments == sorted(moments, reverse=True)
+    assert min(moments) == start
+
