@@ -9,7 +9,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import SAMPLE_DIGESTS
+from conftest import SAMPLE_DIGESTS, make_digest, make_item
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from smtp_fixtures import delivery_settings
@@ -17,7 +17,7 @@ from smtp_fixtures import delivery_settings
 from feeds.model import Digest
 from feeds.parse import parse_file
 from feeds.personalize import Job, Messages
-from feeds.subscribers import parse_subscribers
+from feeds.subscribers import MAX_NAME, parse_subscribers
 
 NOW = datetime(2022, 8, 14, 7, 0, tzinfo=UTC)
 
@@ -134,3 +134,28 @@ def test_a_to_header_written_directly_is_the_one_the_email_package_writes(
     for header, text in (("To", value), ("Message-ID", f"<{local}@{domain}>")):
         slow = POLICY.header_factory(header, header_text(text)).fold(policy=POLICY)
         assert _folded(header, text) == slow.encode("ascii")
+
+
+def test_the_size_budget_holds_for_the_longest_address_and_name_a_list_may_hold(
+    tmp_path: Path,
+) -> None:
+    # The budget is checked once per category set, with a placeholder for the personal
+    # parts: the longest address (254 characters), a name of MAX_NAME Chinese characters and
+    # their token, in both parts and in List-Unsubscribe, must still fit what it leaves.
+    settings = delivery_settings(tmp_path, None, unsubscribe_url=None)
+    settings = replace(settings, web=replace(settings.web, public_url="https://x.example/list"))
+    items = [
+        make_item(n, category="CV", summary_zh="很长的中文摘要。" * 60, abstract="word " * 400,
+                  section="featured" if n < 10 else "more")
+        for n in range(1, 80)
+    ]
+    big = make_digest(items, summary="摘要:" + "总结" * 100)
+    address = "a" * 64 + "@" + ".".join(["b" * 61] * 3) + ".org"
+    assert len(address) == 254
+    people = parse_subscribers(f"email,name,categories\n{address},{'张' * MAX_NAME},\n")
+    (person,) = people.subscribers
+    messages = Messages(settings, {big.id: big}, now=NOW)
+    data = messages.build(Job(big.id, person, f"<{big.id}.0123456789abcdef01234567@x.example>"))
+    assert data is not None
+    assert len(data) <= settings.newsletter.size_budget
+
