@@ -244,7 +244,15 @@ class _Engine:
             self.ledger.finish(
                 job.digest_id, job.recipient, "failed_permanent", result.reply, attempted=attempted
             )
-            self._final(failed=failure)
+            self._final(failed=replace(failure, mailbox=result.mailbox))
+            return None, tries + 1
+        if result.outcome == "in_doubt":
+            # The server may have taken it: the row stays `sending`, as after a crash, and the
+            # next run sends it once more with the same Message-ID (up to `max_attempts`
+            # sends in all, then given up and reported: `Ledger.settle`); sent again now, a
+            # relay slower than [smtp] timeout got every try of every run.
+            reply = f"{result.reply} (sent again by the next run, with its Message-ID)"
+            self._final(deferred=replace(failure, reply=reply))
             return None, tries + 1
         self.ledger.finish(
             job.digest_id, job.recipient, "failed_temporary", result.reply, attempted=attempted

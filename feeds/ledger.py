@@ -161,14 +161,27 @@ class Ledger:
         with self.writing() as conn:
             queueing.adopt(conn, digests, recipients, now=self._clock())
 
-    def settle(self, recipients: Iterable[str]) -> list[Entry]:
+    def settle(self, recipients: Iterable[str], *, sends: int | None = None) -> list[Entry]:
         """Before sending: cancel what is queued for recipients no longer listed, and give up
-        rows queued too long ago; the rows given up (each reported once, by this run). Done in
-        SQL, so memory does not grow with the list."""
+        rows queued too long ago, and (with `sends`) rows left in doubt (`sending`) after that
+        many sends; the rows given up (each reported once, by this run). Done in SQL, so
+        memory does not grow with the list."""
         now = self._now()
         cutoff = int((self._clock() - GIVE_UP_AFTER).timestamp())
         gave_up = f"gave up after {GIVE_UP_AFTER.days} days"
         with self.writing() as conn:
+            doubted = []
+            if sends is not None:
+                # A relay that takes the message and never answers in time would otherwise
+                # get it again at every run, for days.
+                doubted = conn.execute(
+                    f"UPDATE ledger SET status = {CODES['failed_permanent']}, updated = ?,"
+                    " last_reply = ? || COALESCE(': ' || NULLIF(last_reply, ''), '')"
+                    f" WHERE status = {CODES['sending']} AND attempts >= ?"
+                    " RETURNING digest, person",
+                    (now, f"gave up: sent {_times(max(1, sends))} without an answer",
+                     max(1, sends)),
+                ).fetchall()
             queueing.listed(conn, recipients)
             conn.execute(
                 f"UPDATE ledger SET status = {CODES['cancelled']}, last_reply = ?, updated = ?"
@@ -182,7 +195,7 @@ class Ledger:
                 f" ELSE ? || ': ' || last_reply END WHERE {DUE_SQL} AND queued < ?"
                 " RETURNING digest, person",
                 (now, gave_up, gave_up, cutoff),
-            ).fetchall()
+            ).fetchall() + doubted
             conn.execute("DELETE FROM temp.listed")
             given_up = [_entry(row) for key in keys for row in conn.execute(
                 f"{_SELECT} WHERE l.digest = ? AND l.person = ?", key
@@ -384,4 +397,7 @@ def _entry(row: tuple[object, ...]) -> Entry:
 def _iso(seconds: object) -> str:
     return datetime.fromtimestamp(int(seconds), UTC).isoformat(timespec="seconds")  # type: ignore[call-overload]
 
+
+def _times(n: int) -> str:
+    return "once" if n == 1 else "twice" if n == 2 else f"{n} times"
 

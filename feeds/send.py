@@ -110,14 +110,18 @@ def send(
         # Listed, then rolled back before any file is written: the preview's transaction must
         # not keep a real send or a build waiting for the database.
         with ledger.preview():
-            digests = _plan(ledger, issues, listed, digest_id, tally, log)
+            digests = _plan(
+                ledger, issues, listed, digest_id, tally, log, sends=settings.smtp.max_attempts
+            )
             jobs = list(_jobs(ledger, digests, listed, settings, digest_id, record=False))
         # Rolled back with the preview: the real run gives these up, and reports them.
         tally.notes += [f"{f.recipient}: would be given up: {f.reply}" for f in tally.given_up]
         tally.given_up = []
         write_outbox(jobs, Messages(settings, digests, now=now).build, outbox, tally)
         return tally
-    digests = _plan(ledger, issues, listed, digest_id, tally, log)
+    digests = _plan(
+        ledger, issues, listed, digest_id, tally, log, sends=settings.smtp.max_attempts
+    )
     try:
         return deliver(
             _jobs(ledger, digests, listed, settings, digest_id, record=True),
@@ -137,12 +141,12 @@ def send(
 
 
 def _bounced(settings: Settings, audience: Audience, tally: Tally, log: LogFn) -> None:
-    """Stop mailing addresses whose server refused them: at once for a permanent refusal (5xx
-    at RCPT or DATA), after `[bounces] soft_limit` days of temporary ones. Each suppression is
-    reported once, in the run that makes it."""
+    """Stop mailing addresses whose mailbox the server refused (`Failure.mailbox`): at once
+    for a permanent refusal, after `[bounces] soft_limit` days of temporary ones. Each
+    suppression is reported once, in the run that makes it."""
     bounces = settings.bounces
     for failure in tally.failed:
-        if audience.suppress(failure.recipient, failure.reply):
+        if failure.mailbox and audience.suppress(failure.recipient, failure.reply):
             tally.suppressed.append(failure)
     for failure in tally.deferred:
         # A relay that is down or a connection that drops says nothing about the address.
@@ -207,12 +211,15 @@ def _plan(
     digest_id: str | None,
     tally: Tally,
     log: LogFn,
+    *,
+    sends: int,
 ) -> dict[str, Digest]:
-    """Queue what the rules say and settle the rest; the digests due, loaded in full."""
+    """Queue what the rules say and settle the rest; the digests due, loaded in full. `sends`:
+    how many times a message left in doubt is sent before it is given up."""
     ledger.queue(issues.refs, listed.keys(), only=digest_id)
     tally.given_up = [
         Failure(e.digest_id, e.recipient, e.last_reply or "")
-        for e in ledger.settle(listed.keys())
+        for e in ledger.settle(listed.keys(), sends=sends)
     ]
     tally.queued, tally.resent_in_doubt = ledger.count_due(digest_id)
     if tally.resent_in_doubt:

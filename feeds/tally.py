@@ -15,8 +15,9 @@ class Failure:
     digest_id: str
     recipient: str
     reply: str
-    # A temporary refusal of this address by the server (4xx to RCPT or DATA), not a failure
-    # of the relay or the connection: it counts as a soft bounce.
+    # A refusal of this address's mailbox by the server (a reply to RCPT or DATA about the
+    # mailbox, `feeds.transport`), not of the relay's policy, the message or the connection:
+    # permanent, it suppresses the address; temporary, it counts as a soft bounce.
     mailbox: bool = False
     # The same message was deferred by a run before this one, which reported it.
     repeated: bool = False

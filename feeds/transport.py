@@ -22,7 +22,9 @@ from typing import Literal
 from feeds.config import PASSWORD_ENV, SmtpSettings
 from feeds.errors import DeliveryError
 
-Outcome = Literal["sent", "temporary", "permanent", "unreachable", "cancelled"]
+# "in_doubt": the whole message went out and no answer came (a timeout, a dropped connection):
+# the server may have taken it, so it is not sent again in this run (see `feeds.deliver`).
+Outcome = Literal["sent", "temporary", "permanent", "unreachable", "cancelled", "in_doubt"]
 MAX_RETRY_DELAY = 60.0
 
 
@@ -35,6 +37,32 @@ class Result:
     # The server refused this recipient (a reply to RCPT or DATA), not the connection or the
     # sender: a temporary refusal then counts as a soft bounce of the address.
     mailbox: bool = False
+
+
+# An enhanced status code (RFC 3463): class, subject, detail.
+_ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
+
+
+def _about_the_mailbox(stage: str, code: int, text: str) -> bool:
+    """Whether a refusal of RCPT or of the message is about the recipient's mailbox (RFC 3463
+    subjects 1, addressing, and 2, mailbox status: no such user, mailbox full or disabled),
+    which suppresses or counts a soft bounce, rather than the relay's policy, the system, the
+    network or the message (`5.7.1 Relay access denied`, `4.7.1` rate limits, `5.3.4` message
+    too big), which says nothing about the address and would otherwise take the whole list off
+    in one run. Without an enhanced code, the reply codes RFC 5321 gives a mailbox to RCPT."""
+    enhanced = _ENHANCED.search(text)
+    if enhanced is not None:
+        return enhanced[2] in ("1", "2")
+    return stage == "RCPT" and code in (450, 550, 551, 552, 553)
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """The message as DATA sends it (RFC 5321 4.5.2): a line starting with a dot gets another,
+    and the message ends with a line holding a dot alone (what smtplib's `data()` sends)."""
+    stuffed = re.sub(rb"(?m)^\.", b"..", data)
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed + b".\r\n"
 
 
 class Unreachable(DeliveryError):
@@ -122,6 +150,8 @@ class Transport:
             # SMTP needs CRLF line ends; smtplib fixes them in str messages, not in bytes.
             data = re.sub(rb"\r?\n", b"\r\n", data)
         stage = "MAIL"
+        # From the moment the message starts going out, the server may take it.
+        sending = False
         # The whole transaction: a few exchanges, and the data at no less than ~10 KB/s.
         self._deadline.arm(conn, self._smtp.timeout * 3 + len(data) / 10_000)
         try:
@@ -136,13 +166,20 @@ class Transport:
             if not before_data():
                 self._reset()
                 return Result("cancelled", "left before the message went out")
-            code, reply = conn.data(data)
-        except smtplib.SMTPDataError as exc:
-            # The DATA command itself was answered with something other than 354.
-            return self._refused(stage, exc.smtp_code, exc.smtp_error, data_sent=True)
+            # smtplib's `data()` in its two steps, to know whether the message went out.
+            code, reply = conn.docmd("DATA")
+            if code != 354:
+                return self._refused(stage, code, reply, data_sent=True)
+            sending = True
+            conn.send(_dot_stuffed(data))
+            code, reply = conn.getreply()
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
             why = "no complete answer in time" if self._deadline.expired else self._describe(exc)
+            if sending:
+                return Result(
+                    "in_doubt", f"no answer after the message was sent: {why}", data_sent=True
+                )
             return Result(
                 "temporary", f"connection lost at {stage}: {why}", data_sent=stage == "DATA"
             )
@@ -205,7 +242,7 @@ class Transport:
         self._reset()
         return Result(
             "temporary" if code < 500 else "permanent", text, data_sent,
-            mailbox=stage in ("RCPT", "DATA"),
+            mailbox=stage in ("RCPT", "DATA") and _about_the_mailbox(stage, code, text),
         )
 
     def _connection(self) -> smtplib.SMTP:

@@ -65,6 +65,8 @@ class FaultyHandler:
         self.close_after: int | None = None
         self.cut_after: int | None = None
         self.delay = 0.0
+        # Seconds between taking a message and answering for it (a slow content scan).
+        self.answer_delay = 0.0
         self.gate: Gate | None = None
         self.connections = 0
         # A relay that takes this many connections from one client at a time, and greets any
@@ -133,6 +135,8 @@ class FaultyHandler:
         # Held after the message is queued, before the reply: what a client killed now
         # cannot know is that the message was accepted.
         await self._hold("DATA")
+        if self.answer_delay:
+            await asyncio.sleep(self.answer_delay)
         return "250 2.0.0 Queued"
 
     async def _hold(self, stage: str) -> None:

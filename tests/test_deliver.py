@@ -255,10 +255,17 @@ def test_a_connection_dropped_during_data_is_retried_and_delivered_once(
 ) -> None:
     settings = delivery_settings(tmp_path, smtp_server)
     smtp_server.handler.cut_after = 2
+    people = parse_subscribers(_people(7))
 
-    tally = _run(settings, Issues.of((newest,)), parse_subscribers(_people(7)))
-
-    assert tally.sent == 7
+    tally = _run(settings, Issues.of((newest,)), people)
+    # Dropped after the whole message went out: it may have arrived, so this run leaves it
+    # in doubt, and the next sends it once, with its Message-ID.
+    doubted = [f.recipient for f in tally.deferred]
+    assert tally.sent + len(doubted) == 7 and doubted and not tally.ok
+    assert all("sent again by the next run" in f.reply for f in tally.deferred)
+    smtp_server.handler.cut_after = None
+    again = _run(settings, Issues.of((newest,)), people)
+    assert again.sent == again.resent_in_doubt == len(doubted)
     assert smtp_server.handler.copies() == {f"reader{i}@example.org": 1 for i in range(7)}
 
 
@@ -758,3 +765,42 @@ def test_progress_is_reported_up_to_the_total(
     assert calls[-1] == (8, 8)
     assert len(calls) > 1 and all(total == 8 for _, total in calls)
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+
+
+# -- a message the server may have taken -----------------------------------------------------
+
+
+def _settled(handler: SmtpServer, count: int) -> None:
+    """Wait for the server to finish taking `count` messages it answers late."""
+    deadline = time.monotonic() + 10
+    while len(handler.handler.received) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.1)
+
+
+def test_a_message_sent_whole_without_an_answer_is_sent_again_once_a_run_up_to_max_attempts(
+    smtp_server: SmtpServer, tmp_path: Path, newest: Digest
+) -> None:
+    # The relay takes the message, then answers later than [smtp] timeout (a slow content
+    # scan): it may have taken it, so the run does not send it again; each later run does,
+    # once, with the same Message-ID, and after max_attempts sends it is given up.
+    smtp_server.handler.answer_delay = 0.6
+    settings = delivery_settings(tmp_path, smtp_server, timeout=0.2, max_attempts=3)
+    people = parse_subscribers(_people(1))
+    key = f"{newest.id} reader0@example.org"
+    first = _run(settings, Issues.of((newest,)), people)
+    _settled(smtp_server, 1)
+    assert smtp_server.handler.copies() == {"reader0@example.org": 1}
+    assert first.sent == 0 and "sent again by the next run" in first.deferred[0].reply
+    assert _statuses(settings) == {key: "sending"}
+
+    runs = [_run(settings, Issues.of((newest,)), people) for _ in range(3)]
+    _settled(smtp_server, 3)
+    assert smtp_server.handler.copies() == {"reader0@example.org": 3}
+    ids = {m.parsed()["Message-ID"] for m in smtp_server.handler.received}
+    assert len(ids) == 1
+    assert _statuses(settings) == {key: "failed_permanent"}
+    # Sent by the first run and the next two; the third finds it sent three times.
+    assert [len(r.given_up) for r in runs] == [0, 0, 1]
+    assert runs[2].given_up[0].reply.startswith("gave up: sent 3 times without an answer")
+

@@ -187,26 +187,86 @@ def test_a_connection_the_relay_drops_is_reported_every_run_and_counts_no_soft_b
         audience.add("ada@example.org")
         for day in range(3):
             clock.now = NOW + timedelta(days=day)
-            tally = send_once(settings, clock, audience, sample_issue(0))
+            tally = send_once(settings, clock, audience, sample_issue(day))
             assert not tally.ok and tally.suppressed == []
-            (news,) = tally.news
-            assert news.reply.startswith("connection lost at DATA") and not news.mailbox
+            # Dropped once the whole message went out: in doubt, not sent again in the run;
+            # sent again by the next run up to max_attempts sends, then given up.
+            assert [n.reply.split(":")[0] for n in tally.news] == (
+                ["no answer after the message was sent"] if day == 0 else
+                ["gave up", "no answer after the message was sent"]
+            )
+            assert not any(n.mailbox for n in tally.news)
         assert audience.get("ada@example.org").status == "confirmed"  # type: ignore[union-attr]
 
 
-def test_a_5xx_after_the_message_data_suppresses_the_address(
+def test_a_5xx_after_the_message_data_about_its_content_suppresses_nobody(
     smtp_server: SmtpServer, tmp_path: Path, clock: Clock
 ) -> None:
+    # A content filter's refusal (5.7.1) is about the message, not the mailbox: the message
+    # fails for good and is reported, and the address stays.
     settings = delivery_settings(tmp_path, smtp_server, max_attempts=1)
     smtp_server.handler.data_rejected = {"filtered@example.org"}
     with Audience.open(settings.paths.state, clock=clock) as audience:
         audience.add("filtered@example.org")
         tally = send_once(settings, clock, audience, sample_issue(0))
         refused = "DATA: 554 5.7.1 Message refused for this mailbox"
-        assert [f.reply for f in tally.suppressed] == [refused]
-        assert audience.get("filtered@example.org").status == "suppressed"  # type: ignore[union-attr]
+        assert [f.reply for f in tally.failed] == [refused] and tally.suppressed == []
+        assert audience.get("filtered@example.org").status == "confirmed"  # type: ignore[union-attr]
         clock.now += timedelta(days=1)
-        assert send_once(settings, clock, audience, sample_issue(1)).queued == 0
+        assert send_once(settings, clock, audience, sample_issue(1)).queued == 1
+
+
+@pytest.mark.parametrize(("stage", "reply"), [
+    ("RCPT", "554 5.7.1 <{address}>: Relay access denied"),
+    ("RCPT", "450 4.7.1 Too many recipients from 192.0.2.1, slow down"),
+    ("DATA", "552 5.3.4 Message size exceeds fixed limit"),
+    ("DATA", "451 4.7.1 Please try again later"),
+])
+def test_a_refusal_by_the_relays_policy_or_of_the_message_suppresses_nobody(
+    smtp_server: SmtpServer, tmp_path: Path, clock: Clock, stage: str, reply: str
+) -> None:
+    # Said to every recipient alike, it would have taken the whole list off in one run (or,
+    # for a rate limit, the same tail of the list after a few days).
+    settings = delivery_settings(tmp_path, smtp_server, max_attempts=1)
+    settings = replace(settings, bounces=replace(settings.bounces, soft_limit=1))
+    handler = smtp_server.handler
+
+    async def refuse_rcpt(server: object, session: object, envelope: object, address: str,
+                          options: list[str]) -> str:
+        return reply.format(address=address)
+
+    async def refuse_data(server: object, session: object, envelope: object) -> str:
+        return reply
+
+    if stage == "RCPT":
+        handler.handle_RCPT = refuse_rcpt  # type: ignore[method-assign]
+    else:
+        handler.handle_DATA = refuse_data  # type: ignore[method-assign]
+    with Audience.open(settings.paths.state, clock=clock) as audience:
+        for n in range(4):
+            audience.add(f"r{n}@example.org")
+        for day in range(2):
+            clock.now = NOW + timedelta(days=day)
+            tally = send_once(settings, clock, audience, sample_issue(day))
+            assert tally.suppressed == [] and not tally.ok
+        # Everyone still confirmed: the next issue goes to all four.
+        assert len(audience.recipients().subscribers) == 4
+
+
+def test_a_mailbox_refused_after_the_data_is_suppressed(
+    smtp_server: SmtpServer, tmp_path: Path, clock: Clock
+) -> None:
+    settings = delivery_settings(tmp_path, smtp_server, max_attempts=1)
+
+    async def disabled(server: object, session: object, envelope: object) -> str:
+        return "550 5.2.1 Mailbox disabled, not accepting messages"
+
+    smtp_server.handler.handle_DATA = disabled  # type: ignore[method-assign]
+    with Audience.open(settings.paths.state, clock=clock) as audience:
+        audience.add("gone@example.org")
+        tally = send_once(settings, clock, audience, sample_issue(0))
+        assert [f.recipient for f in tally.suppressed] == ["gone@example.org"]
+        assert audience.get("gone@example.org").status == "suppressed"  # type: ignore[union-attr]
 
 
 def test_the_failure_lines_name_ten_recipients_then_count_the_rest() -> None:
