@@ -11,7 +11,9 @@ feeds.cli_subscribers; all are registered on the one group below.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -323,7 +325,15 @@ cli.add_command(subscribers)
 
 
 def main() -> None:
-    cli(prog_name="feeds")
+    try:
+        cli(prog_name="feeds")
+    except OSError as exc:
+        # Writing what a command prints failed (`feeds subscribers export > /dev/full`): one
+        # line, not a traceback; and nothing more is flushed into the failing stream at exit.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        click.echo(f"error: cannot write the output: {exc.strerror or exc}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

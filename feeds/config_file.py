@@ -12,6 +12,7 @@ from the environment only.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import unicodedata
@@ -102,6 +103,7 @@ def load_settings(
         templates=_absolute(paths.templates, root),
         subscribers=_absolute(paths.subscribers, root),
     )
+    _unpublished(paths, path)
     smtp: SmtpSettings = sections.get("smtp", SmtpSettings())
     password = env.get(PASSWORD_ENV) or None
     smtp = SmtpSettings(**{**smtp.__dict__, "password": password})
@@ -120,6 +122,23 @@ def load_settings(
         unsubscribe_secret=env.get(UNSUBSCRIBE_SECRET_ENV) or None,
         source=path,
     )
+
+
+def _unpublished(paths: PathSettings, path: Path | None) -> None:
+    """Refuse a state database, a subscriber list or the settings file inside the output
+    folder, which is published as it is: the database holds every subscriber's address and
+    the record of what was sent (`output = "."` put it on the web)."""
+    output = paths.output
+    private = [("[paths] state", paths.state), ("[paths] subscribers", paths.subscribers)]
+    if path is not None:
+        private.append(("the settings file", path.resolve()))
+    for what, where in private:
+        if where == output or output in where.parents:
+            raise ConfigError(
+                f"{what} ({where}) is inside [paths] output ({output}), which is published",
+                path=str(path) if path else None,
+                hint="give [paths] output a folder of its own, such as \"output\"",
+            )
 
 
 def _build_section(name: str, table: dict[str, Any], path: Path | None) -> Any:
@@ -236,9 +255,10 @@ def _validate(
         raise wrong("[smtp] timeout", "must be more than 0 and at most 600 seconds")
     if smtp.max_attempts < 1:
         raise wrong("[smtp] max_attempts", "must be at least 1")
-    if smtp.messages_per_second < 0:
+    # Written so that NaN (which TOML allows, and which no comparison holds for) is refused.
+    if not 0 <= smtp.messages_per_second < math.inf:
         raise wrong("[smtp] messages_per_second", "must be 0 (no limit) or more")
-    if smtp.send_time_limit <= 0:
+    if not 0 < smtp.send_time_limit < math.inf:
         raise wrong("[smtp] send_time_limit", "must be more than 0 seconds")
 
 

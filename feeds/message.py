@@ -97,11 +97,11 @@ def compose(
     ns = settings.newsletter
     msg = EmailMessage(policy=POLICY)
     msg["Subject"] = header_text(newsletter.subject)
-    msg["From"] = address(ns.sender)
+    msg["From"] = _configured(settings, "from", ns.sender)
     if to is not None:
         msg["To"] = address(to)
     if ns.reply_to:
-        msg["Reply-To"] = address(ns.reply_to)
+        msg["Reply-To"] = _configured(settings, "reply_to", ns.reply_to)
     msg["Date"] = format_datetime(date or newsletter.date)
     domain = _list_domain(settings)
     msg["Message-ID"] = (
@@ -172,6 +172,19 @@ def address(value: str) -> Address:
         raise ConfigError(f"not an email address: {header_text(value)!r}")
     user, domain = addr.rsplit("@", 1)
     return Address(display_name=header_text(name), username=user, domain=domain)
+
+
+def _configured(settings: Settings, key: str, value: str) -> Address:
+    """A `[newsletter]` address, or an error naming the settings file and the key: met by the
+    build too (the archive copy), which otherwise stopped with no word of where to look."""
+    try:
+        return address(value)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"[newsletter] {key}: {exc.message}",
+            path=str(settings.source) if settings.source else None,
+            hint="a plain address, or Name <user@example.org>",
+        ) from None
 
 
 def header_text(value: str) -> str:

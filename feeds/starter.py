@@ -9,13 +9,15 @@ there. Nothing is ever overwritten. A digest added is parsed first and saved und
 from __future__ import annotations
 
 import os
+import shlex
 import sys
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from feeds.config import DEFAULT_TEMPLATES, Settings
-from feeds.errors import ConfigError, ParseError, display_path
+from feeds.errors import ConfigError, OutputError, ParseError, display_path
 from feeds.model import Digest
 
 INIT = DEFAULT_TEMPLATES / "init"
@@ -40,7 +42,12 @@ def init(folder: Path) -> list[Path]:
     }
     for name in DEPLOY:
         text = (INIT / name).read_text(encoding="utf-8")
-        plan[folder / "deploy" / name] = text.format(folder=folder, feeds=feeds_command)
+        # A folder may hold a space: quoted for the shell (cron) and in systemd's ExecStart,
+        # which both take single quotes; WorkingDirectory= takes the path as it is.
+        plan[folder / "deploy" / name] = text.format(
+            folder=folder, quoted_folder=shlex.quote(str(folder)),
+            feeds=shlex.quote(str(feeds_command)),
+        )
     taken = [path for path in plan if path.exists()]
     if taken:
         raise ConfigError(
@@ -91,10 +98,27 @@ def add(settings: Settings, data: bytes, *, source: str, now: datetime) -> Added
 
 
 def _create(path: Path, data: bytes) -> None:
-    """Write a new file; FileExistsError if there is one (O_EXCL: never over another)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    """Write a new file, whole or not at all; FileExistsError if there is one (never over
+    another). Written to a hidden file first (the build skips names starting with a dot) and
+    linked into place: a disk that fills up midway, or a build that reads the folder while it is
+    written, never sees half a digest, which it would publish and mail."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".feeds-add-", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(f"cannot write: {exc.strerror}", path=str(path)) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.link(tmp, path)  # FileExistsError, atomically, if the name is taken
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write: {exc.strerror}", path=str(path)) from None
+    finally:
+        os.unlink(tmp)
 
 
 def describe(added: Added) -> list[str]:

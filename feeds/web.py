@@ -376,7 +376,12 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
         settings = replace(settings, web=replace(settings.web, public_url=f"http://{host}:{port}"))
     app = create_app(settings, site=settings.paths.output)
     log.info("serving on http://%s:%d", host, port)
-    waitress.serve(app, host=host, port=port, ident="digest-feeds")
+    try:
+        waitress.serve(app, host=host, port=port, ident="digest-feeds")
+    except ValueError as exc:  # waitress's word for a host it cannot resolve
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc}", hint="give --host an address of this machine"
+        ) from None
 
 
 def app_from_env() -> Flask:

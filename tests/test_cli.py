@@ -281,12 +281,20 @@ def _nothing(root: Path) -> None:
 def _feeds_process(root: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "feeds.cli", *args], cwd=root, capture_output=True, text=True,
-        timeout=120,
+        timeout=120, env={**os.environ, "FEEDS_UNSUBSCRIBE_SECRET": "s" * 40},
     )
 
 
 def _broken_config(root: Path) -> None:
     (root / "broken.toml").write_text('[site]\ntitle = "x"\nbad = \n', encoding="utf-8")
+
+
+def _also(text: str) -> Callable[[Path], None]:
+    """Add `text` to the folder's feeds.toml."""
+    def prepare(root: Path) -> None:
+        with (root / "feeds.toml").open("a", encoding="utf-8") as config:
+            config.write(text)
+    return prepare
 
 
 # args, what to do to the fresh folder first, the exit status and what it says (errors on stderr).
@@ -314,6 +322,24 @@ CASES: dict[str, tuple[list[str], Callable[[Path], None], int, str]] = {
         ["parse", "digests/2022-09-01.txt"], _bad_digest, 1,
         "error: digests/2022-09-01.txt: empty file",
     ),
+    # The state database holds every subscriber's address: never inside what is published.
+    "state inside the output": (
+        ["build"], _also('output = "."\n'), 1,
+        "error: feeds.toml: [paths] state ({root}/state/feeds.sqlite3) is inside [paths] output",
+    ),
+    "a sender that is no address": (
+        ["build"], _also('[newsletter]\nfrom = "Digest <digest@>"\n'), 1,
+        "error: feeds.toml: [newsletter] from: not an email address",
+    ),
+    "NaN seconds": (
+        ["build"], _also("[smtp]\nsend_time_limit = nan\n"), 1,
+        "error: feeds.toml: [smtp] send_time_limit must be more than 0 seconds",
+    ),
+    "a host serve cannot listen on": (
+        ["serve", "--host", "nonexistent.invalid", "--port", "0"],
+        _also('[web]\npublic_url = "http://127.0.0.1:8000"\n'), 1,
+        "error: cannot listen on nonexistent.invalid:0",
+    ),
 }
 
 
@@ -332,6 +358,19 @@ def test_every_error_is_one_line_in_the_one_format(tmp_path: Path, case: str) ->
     if status:
         errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1, done.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+def test_output_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    root = _digest_folder(tmp_path / "site")
+    assert _feeds_process(root, ["subscribers", "add", "ada@example.org"]).returncode == 0
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "feeds.cli", "subscribers", "export"], cwd=root,
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+        )
+    assert done.returncode == 1
+    assert done.stderr == "error: cannot write the output: No space left on device\n"
 
 
 def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
