@@ -76,3 +76,7 @@ class OutputError(FeedsError):
 
 class DeliveryError(FeedsError):
     """Sending failed in a way that stops the run (not a per-recipient failure)."""
+
+    # What the send did before it stopped that cron must hear of, one line each (`ADDRESS:
+    # reply`): a 550 just before the relay went away still suppressed its address.
+    failures: tuple[str, ...] = ()

@@ -103,6 +103,7 @@ def run(
         return report
     except FeedsError as exc:
         report.problems.append(str(exc))
+        report.problems += [p for p in getattr(exc, "failures", ()) if p not in report.problems]
         return report
     report.summary = tally.summary()
     for note in tally.notes:

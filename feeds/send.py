@@ -122,8 +122,9 @@ def send(
     digests = _plan(
         ledger, issues, listed, digest_id, tally, log, sends=settings.smtp.max_attempts
     )
+    stopped: DeliveryError | None = None
     try:
-        return deliver(
+        deliver(
             _jobs(ledger, digests, listed, settings, digest_id, record=True),
             Messages(settings, digests, now=now).build,
             ledger,
@@ -135,9 +136,16 @@ def send(
             log=log,
             tally=tally,
         )
+    except DeliveryError as exc:
+        stopped = exc
     finally:
         if audience is not None:
             _bounced(settings, audience, tally, log)
+    if stopped is not None:
+        # Said with the error: the failures, suppressions and give-ups of the run so far.
+        stopped.failures = tuple(tally.failure_lines())
+        raise stopped
+    return tally
 
 
 def _bounced(settings: Settings, audience: Audience, tally: Tally, log: LogFn) -> None:

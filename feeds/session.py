@@ -40,7 +40,8 @@ def user_errors(state: Path | None = None) -> Iterator[None]:
     try:
         yield
     except FeedsError as exc:
-        raise Failed(str(exc)) from exc
+        lines = [str(exc), *getattr(exc, "failures", ())]
+        raise Failed("\nerror: ".join(lines)) from exc
     except sqlite3.Error as exc:
         if state is None:
             raise

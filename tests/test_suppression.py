@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -18,6 +19,7 @@ from feeds.addressing import message_id
 from feeds.audience import Audience
 from feeds.cli import cli
 from feeds.config import Settings
+from feeds.errors import DeliveryError
 from feeds.ledger import Entry, Ledger
 from feeds.model import Digest
 from feeds.send import Issues, send
@@ -396,3 +398,34 @@ def test_a_dry_run_says_what_would_be_given_up_and_the_real_run_gives_it_up(
         real = send_once(settings, clock, audience, sample_issue(0))
         assert [f.reply.split(":")[0] for f in real.given_up] == ["gave up after 3 days"]
         assert not real.ok
+
+
+def test_a_send_that_stops_still_names_the_address_it_suppressed(
+    smtp_server: SmtpServer, tmp_path: Path, clock: Clock
+) -> None:
+    # A 550 for the first reader, then the relay goes away for good: the send stops with an
+    # error, and the suppression it made is said with it (it was made, silently).
+    handler = smtp_server.handler
+    handler.rejected = {"r0@example.org"}
+    answer = handler.handle_RCPT
+    seen: list[str] = []
+
+    async def then_gone(server: Any, session: Any, envelope: Any, address: str,
+                        options: list[str]) -> str:
+        seen.append(address)
+        if len(seen) == 2:
+            server.transport.close()
+            handler.max_connections = 0
+        return await answer(server, session, envelope, address, options)
+
+    handler.handle_RCPT = then_gone  # type: ignore[method-assign]
+    settings = delivery_settings(tmp_path, smtp_server, max_attempts=2)
+    with Audience.open(settings.paths.state, clock=clock) as audience:
+        for n in range(3):
+            audience.add(f"r{n}@example.org")
+        with pytest.raises(DeliveryError) as stopped:
+            send_once(settings, clock, audience, sample_issue(0))
+        assert audience.get("r0@example.org").status == "suppressed"  # type: ignore[union-attr]
+    assert stopped.value.failures[0].startswith("r0@example.org: RCPT: 550 5.1.1")
+    assert stopped.value.failures[0].endswith("(suppressed: no more mail goes there)")
+
