@@ -10,6 +10,7 @@ as soon as the build process is gone, however it died.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -83,7 +84,11 @@ class Workers:
 
 
 def _watch_parent(parent: int) -> None:
-    """In a worker: exit as soon as the build process is gone (killed, crashed)."""
+    """In a worker: exit as soon as the build process is gone (killed, crashed); leave Ctrl-C
+    to the build, which stops the pool (a terminal sends SIGINT to the whole process group:
+    workers that died of it printed tracebacks, and the build could hang at exit on a queue
+    no worker read any more)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch, args=(parent,), daemon=True).start()
 
 

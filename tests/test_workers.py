@@ -4,6 +4,7 @@ only as results are taken; the archive documents rendered there equal those rend
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,21 @@ from feeds.workers import Workers
 
 def square_and_pid(n: int) -> tuple[int, int]:
     return n * n, os.getpid()
+
+
+def interrupted_square(n: int) -> int:
+    """A task whose worker gets the Ctrl-C a terminal sends to the whole process group."""
+    os.kill(os.getpid(), signal.SIGINT)
+    return n * n
+
+
+def test_a_worker_leaves_ctrl_c_to_the_build() -> None:
+    # The build stops the pool itself; a worker that died of the SIGINT printed a traceback,
+    # and the build could hang at exit on a queue no worker read.
+    with Workers(2) as workers:
+        assert list(workers.stream(interrupted_square, range(6), many=True)) == [
+            n * n for n in range(6)
+        ]
 
 
 def test_stream_gives_results_in_order_from_the_workers_or_from_here() -> None:
