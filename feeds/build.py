@@ -144,6 +144,14 @@ def build(
             # Gone before anything is written: a killed build can never look complete.
             state.clear_stamp(paths.state)
             conn = state.connect(paths.state)
+            created = state.get_meta(conn, state.CREATED)
+            # Decided before a file is written, from the newsletters' times: a build that
+            # rewrites every newsletter (after a template change) would otherwise make any
+            # database look like their publisher. An output that names no database and is not
+            # this one's is then said to be nobody's, so that the send refuses.
+            claim = None
+            if created is not None and output.publisher(paths.output) is None:
+                claim = created if output.belongs_to(paths.output, created) else output.NOBODY
             try:
                 from feeds.additions import Additions
                 from feeds.workers import Workers
@@ -160,11 +168,10 @@ def build(
                 # the process does next, such as the send of `feeds run`.
                 gc.unfreeze()
                 conn.close()
-            created = state.created(paths.state)
-            if created is not None:
+            if claim is not None:
                 # A build names the state database it publishes from in an output that is its
                 # own; a send checks it before mailing anything (`feeds.send`).
-                report.written = sorted(report.written + output.claim(paths.output, created))
+                report.written = sorted(report.written + output.claim(paths.output, claim))
             state.write_stamp(
                 paths.state,
                 {

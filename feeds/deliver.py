@@ -251,6 +251,7 @@ class _Engine:
             # next run sends it once more with the same Message-ID (up to `max_attempts`
             # sends in all, then given up and reported: `Ledger.settle`); sent again now, a
             # relay slower than [smtp] timeout got every try of every run.
+            self.ledger.doubted(job.digest_id, job.recipient, result.reply)
             reply = f"{result.reply} (sent again by the next run, with its Message-ID)"
             self._final(deferred=replace(failure, reply=reply))
             return None, tries + 1

@@ -25,6 +25,8 @@ from email.parser import BytesHeaderParser, HeaderParser
 from email.utils import getaddresses
 from typing import Literal
 
+from feeds.smtp_status import ENHANCED, about_the_mailbox
+
 # The header of a message is read from at most this many bytes: enough for any real one, and
 # all that deciding whether a message is a notification at all needs.
 MAX_HEADER_BYTES = 64 * 1024
@@ -45,8 +47,8 @@ _BOUNCE_SUBJECT = re.compile(
     re.IGNORECASE,
 )
 # Neither may be part of a longer dotted number: text bounces name the server's IP address
-# before its reply, and `10.2.0.5` or `52.5.12.34` are no status.
-_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
+# before its reply, and `10.2.0.5` or `52.5.12.34` are no status (`smtp_status.ENHANCED`).
+_STATUS = ENHANCED
 _SMTP_REPLY = re.compile(r"(?<![\d.])([245])\d\d(?=[ :-])")
 # `<user@example.org>:` at the start of a line, then the text up to the next blank line: the
 # recipient block of Postfix's and qmail's plain-text bounces.
@@ -82,10 +84,14 @@ class Failure:
 
     @property
     def kind(self) -> Kind:
-        """hard (5.x.x: stop mailing), soft (4.x.x or delayed: count it) or none."""
+        """hard (5.x.x: stop mailing), soft (4.x.x or delayed: count it) or none; none too
+        for a status that is not about the mailbox (`smtp_status.about_the_mailbox`)."""
         if self.action == "delayed":
-            return "soft"
+            return "soft" if about_the_mailbox(self.status, remote=True) else "none"
         if self.action in _NOT_FAILURES:
+            return "none"
+        if not about_the_mailbox(self.status, remote=True):
+            # The relay's or the receiving system's policy, the message: not the address.
             return "none"
         if self.status.startswith("5"):
             return "hard"

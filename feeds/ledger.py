@@ -22,7 +22,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from feeds import audience_schema, ledger_schema, queueing, state
-from feeds.ledger_schema import CODES, DUE_SQL, NAMES, Status, hash_key, message_hash_key
+from feeds.ledger_schema import (
+    CODES,
+    DUE_SQL,
+    NAMES,
+    Status,
+    doubt,
+    hash_key,
+    message_hash_key,
+)
 from feeds.queueing import BACKFILL_WINDOW as BACKFILL_WINDOW
 from feeds.queueing import DigestRef as DigestRef
 
@@ -170,18 +178,9 @@ class Ledger:
         cutoff = int((self._clock() - GIVE_UP_AFTER).timestamp())
         gave_up = f"gave up after {GIVE_UP_AFTER.days} days"
         with self.writing() as conn:
-            doubted = []
-            if sends is not None:
-                # A relay that takes the message and never answers in time would otherwise
-                # get it again at every run, for days.
-                doubted = conn.execute(
-                    f"UPDATE ledger SET status = {CODES['failed_permanent']}, updated = ?,"
-                    " last_reply = ? || COALESCE(': ' || NULLIF(last_reply, ''), '')"
-                    f" WHERE status = {CODES['sending']} AND attempts >= ?"
-                    " RETURNING digest, person",
-                    (now, f"gave up: sent {_times(max(1, sends))} without an answer",
-                     max(1, sends)),
-                ).fetchall()
+            # A relay that takes the message and never answers in time would otherwise get it
+            # again at every run, for days.
+            doubted = [] if sends is None else queueing.give_up_doubted(conn, sends, now)
             queueing.listed(conn, recipients)
             conn.execute(
                 f"UPDATE ledger SET status = {CODES['cancelled']}, last_reply = ?, updated = ?"
@@ -268,6 +267,19 @@ class Ledger:
                  recipient),
             ).rowcount
         return bool(changed)
+
+    def doubted(self, digest_id: str, recipient: str, reply: str) -> None:
+        """A message sent whole without an answer: the row stays `sending` (sent again by the
+        next run), and says how many times this happened to it (`settle` gives it up)."""
+        now = self._now()
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT last_reply FROM ledger WHERE {_ROW}", (digest_id, recipient)
+            ).fetchone()
+            self._conn.execute(
+                f"UPDATE ledger SET last_reply = ?, updated = ? WHERE {_ROW}",
+                (doubt(row[0] if row else None, reply), now, digest_id, recipient),
+            )
 
     def finish(
         self,
@@ -396,8 +408,3 @@ def _entry(row: tuple[object, ...]) -> Entry:
 
 def _iso(seconds: object) -> str:
     return datetime.fromtimestamp(int(seconds), UTC).isoformat(timespec="seconds")  # type: ignore[call-overload]
-
-
-def _times(n: int) -> str:
-    return "once" if n == 1 else "twice" if n == 2 else f"{n} times"
-

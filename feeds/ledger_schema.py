@@ -14,6 +14,7 @@ The ledger keeps its own schema version (`ledger_meta` key `schema`), beside the
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from typing import Literal
 
@@ -175,3 +176,19 @@ def _run(conn: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
             conn.execute(statement)
+
+
+# How a row left in doubt (sent whole, no answer: still `sending`) says so, and how many times:
+# "in doubt 2: <the last reply>" (`Ledger.doubted`, `queueing.give_up_doubted`).
+DOUBT = "in doubt"
+
+
+def doubts(reply: str | None) -> int:
+    found = re.match(rf"{DOUBT} (\d+): ", reply or "")
+    return int(found[1]) if found else 0
+
+
+def doubt(reply_before: str | None, reply: str) -> str:
+    """The reply a row keeps once more left in doubt."""
+    return f"{DOUBT} {doubts(reply_before) + 1}: {reply}"[:500]
+

@@ -98,6 +98,9 @@ def private_folder(folder: Path) -> None:
 # take it over, so the loss is seen even when every newsletter file is rewritten after it (a
 # template change), which the files' mtimes alone could not tell.
 PUBLISHER = ".feeds-state"
+# What it says of an output no database here published (found without the record, its
+# newsletters older than the database that built it): only a fresh start names one then.
+NOBODY = "none"
 
 
 def publisher(root: Path) -> str | None:
@@ -129,11 +132,10 @@ def belongs_to(root: Path, created: str) -> bool:
     return oldest is None or oldest >= float(created) - 1
 
 
-def claim(root: Path, stamp: str, *, replace: bool = False) -> list[str]:
-    """Record `stamp` as the publisher of `root` when `root` belongs to it (or, with
-    `replace`, in any case: a fresh start); the file written, if any (as `write_files` says)."""
-    if not replace and (publisher(root) is not None or not belongs_to(root, stamp)):
-        return []
+def claim(root: Path, stamp: str) -> list[str]:
+    """Record `stamp` as the publisher of `root`: by a build, for an output that names none and
+    belongs to it (`belongs_to`, decided before it writes anything), or by a fresh start; the
+    file written, if any (as `write_files` says)."""
     return write_files(root, {PUBLISHER: f"{stamp}\n".encode()})
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from feeds.errors import StateError
-from feeds.ledger_schema import CODES, DUE_SQL
+from feeds.ledger_schema import CODES, DOUBT, DUE_SQL, doubts
 from feeds.recipients import ConfirmedKeys
 
 # A digest seen for the first time that is dated this much before the newest digest already
@@ -112,6 +112,26 @@ def adopt(
         " ON CONFLICT (recipient) DO UPDATE SET enrolled = excluded.enrolled",
         ((r.lower(), stamp) for r in recipients),
     )
+
+
+def give_up_doubted(conn: sqlite3.Connection, sends: int, now: int) -> list[tuple[int, int]]:
+    """Give up the rows left in doubt `sends` times (`ledger_schema.doubts`), not those a
+    killed run left `sending` nor earlier refusals; their (digest, person) keys."""
+    limit = max(1, sends)
+    times = "once" if limit == 1 else "twice" if limit == 2 else f"{limit} times"
+    given: list[tuple[int, int]] = []
+    for digest, person, reply in conn.execute(
+        f"SELECT digest, person, last_reply FROM ledger WHERE status = {CODES['sending']}"
+        f" AND last_reply LIKE '{DOUBT} %'"
+    ).fetchall():
+        if doubts(reply) >= limit:
+            conn.execute(
+                f"UPDATE ledger SET status = {CODES['failed_permanent']}, updated = ?,"
+                " last_reply = ? WHERE digest = ? AND person = ?",
+                (now, f"gave up: sent {times} without an answer", digest, person),
+            )
+            given.append((digest, person))
+    return given
 
 
 def listed(conn: sqlite3.Connection, recipients: Iterable[str]) -> None:

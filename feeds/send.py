@@ -206,7 +206,7 @@ def _check_record(settings: Settings, audience: Audience, *, fresh_start: bool, 
                 hint="run `feeds build` first (or `feeds run --fresh-start`, which builds)",
             )
         ledger.adopt(refs, Confirmed(audience.conn).keys())
-        claim(paths.output, created, replace=True)
+        claim(paths.output, created)
         log(f"fresh start: {len(refs)} published issues taken as sent")
     finally:
         ledger.close()

@@ -21,6 +21,7 @@ from typing import Literal
 
 from feeds.config import PASSWORD_ENV, SmtpSettings
 from feeds.errors import DeliveryError
+from feeds.smtp_status import reply_about_the_mailbox
 
 # "in_doubt": the whole message went out and no answer came (a timeout, a dropped connection):
 # the server may have taken it, so it is not sent again in this run (see `feeds.deliver`).
@@ -37,23 +38,6 @@ class Result:
     # The server refused this recipient (a reply to RCPT or DATA), not the connection or the
     # sender: a temporary refusal then counts as a soft bounce of the address.
     mailbox: bool = False
-
-
-# An enhanced status code (RFC 3463): class, subject, detail.
-_ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
-
-
-def _about_the_mailbox(stage: str, code: int, text: str) -> bool:
-    """Whether a refusal of RCPT or of the message is about the recipient's mailbox (RFC 3463
-    subjects 1, addressing, and 2, mailbox status: no such user, mailbox full or disabled),
-    which suppresses or counts a soft bounce, rather than the relay's policy, the system, the
-    network or the message (`5.7.1 Relay access denied`, `4.7.1` rate limits, `5.3.4` message
-    too big), which says nothing about the address and would otherwise take the whole list off
-    in one run. Without an enhanced code, the reply codes RFC 5321 gives a mailbox to RCPT."""
-    enhanced = _ENHANCED.search(text)
-    if enhanced is not None:
-        return enhanced[2] in ("1", "2")
-    return stage == "RCPT" and code in (450, 550, 551, 552, 553)
 
 
 def _dot_stuffed(data: bytes) -> bytes:
@@ -242,7 +226,7 @@ class Transport:
         self._reset()
         return Result(
             "temporary" if code < 500 else "permanent", text, data_sent,
-            mailbox=stage in ("RCPT", "DATA") and _about_the_mailbox(stage, code, text),
+            mailbox=stage in ("RCPT", "DATA") and reply_about_the_mailbox(stage, code, text),
         )
 
     def _connection(self) -> smtplib.SMTP:

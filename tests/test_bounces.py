@@ -228,7 +228,7 @@ def test_the_ledger_recipient_is_suppressed_not_the_address_the_text_names(
 
 
 @pytest.mark.parametrize(("fixture", "shape", "status"), [
-    ("postfix-text.eml", "Postfix-style text", "5.7.1"),
+    ("postfix-text.eml", "Postfix-style text", "5.1.1"),
     ("qmail-text.eml", "qmail-style text", "5.2.1"),
 ])
 @pytest.mark.parametrize("by_verp", [True, False], ids=["verp", "quoted-header"])
@@ -286,6 +286,20 @@ def test_a_message_id_after_a_long_run_of_blanks_is_found(sent: dict[str, Sent])
         b"Message-ID:" + b" " * 20_000 + f"\r\n  {bob.message_id}".encode(),
     )
     assert bob.message_id in dsn.read(data).quoted_ids
+
+
+@pytest.mark.parametrize("status", ["5.7.26", "5.7.1", "5.3.4", "5.1.8"])
+def test_a_failure_that_is_not_about_the_mailbox_suppresses_nobody(
+    world: World, sent: dict[str, Sent], status: str
+) -> None:
+    # DMARC (5.7.26) or a spam filter (5.7.1) at a big provider, a size limit (5.3.4), our own
+    # sender's address (5.1.8): said of every subscriber there, they would take them all off.
+    bob = sent["bob@example.org"]
+    data = render("rfc3464-failed.eml", bob).replace(b"5.1.1", status.encode())
+    world.deliver(data)
+    report = world.process()
+    assert report.hard == 0 and report.suppressed == []
+    assert world.member("bob@example.org")[0] == "confirmed"
 
 
 # -- hostile and foreign mail -----------------------------------------------------------------

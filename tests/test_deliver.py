@@ -804,3 +804,24 @@ def test_a_message_sent_whole_without_an_answer_is_sent_again_once_a_run_up_to_m
     assert [len(r.given_up) for r in runs] == [0, 0, 1]
     assert runs[2].given_up[0].reply.startswith("gave up: sent 3 times without an answer")
 
+
+def test_refusals_before_a_message_left_in_doubt_do_not_count_as_its_sends(
+    smtp_server: SmtpServer, tmp_path: Path, newest: Digest
+) -> None:
+    # Three 451s use up a run's tries; the next run's send gets no answer in time; the run
+    # after that must still send it (it went out once), not give it up.
+    handler = smtp_server.handler
+    handler.rcpt_temporary = {"reader0@example.org": 3}
+    settings = delivery_settings(tmp_path, smtp_server, timeout=0.2, max_attempts=3)
+    people = parse_subscribers(_people(1))
+    key = f"{newest.id} reader0@example.org"
+    assert _run(settings, Issues.of((newest,)), people).sent == 0
+    handler.answer_delay = 0.6
+    _run(settings, Issues.of((newest,)), people)
+    _settled(smtp_server, 1)
+    assert _statuses(settings) == {key: "sending"}
+    handler.answer_delay = 0.0
+    last = _run(settings, Issues.of((newest,)), people)
+    assert last.given_up == [] and last.sent == 1
+    assert _statuses(settings) == {key: "sent"}
+

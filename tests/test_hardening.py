@@ -515,7 +515,24 @@ def test_an_output_that_names_no_database_is_not_taken_over_by_a_new_one(
     # let its send through: the newsletters' times say the database is younger.
     refused = feeds(mailing, "run")
     assert refused.exit_code == 1 and "the record of what was sent is lost" in refused.output
-    assert output.publisher(out) is None
+    assert output.publisher(out) == output.NOBODY
+    assert smtp_server.handler.copies() == {"ada@example.org": 1, "bob@example.org": 1}
+
+
+@pytest.mark.smtp
+def test_an_output_without_the_record_is_not_taken_over_when_every_file_is_rewritten(
+    mailing: Path, smtp_server: SmtpServer
+) -> None:
+    # Published before the record, the database lost, and a setting that rewrites every
+    # newsletter changed in the same upgrade: the build decides whose output it is before it
+    # writes anything, so the files' new times do not make the new database their publisher.
+    (mailing / "output" / output.PUBLISHER).unlink()
+    _lose_state(mailing)
+    with (mailing / "feeds.toml").open("a", encoding="utf-8") as config:
+        config.write('[newsletter]\nfrom = "Another <another@example.org>"\n')
+    refused = feeds(mailing, "run")
+    assert refused.exit_code == 1 and "the record of what was sent is lost" in refused.output
+    assert output.publisher(mailing / "output") == output.NOBODY
     assert smtp_server.handler.copies() == {"ada@example.org": 1, "bob@example.org": 1}
 
 

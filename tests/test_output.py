@@ -84,16 +84,22 @@ def test_temporaries_left_by_a_killed_build_are_cleaned_up(tmp_path: Path) -> No
     assert os.listdir(tmp_path / "feeds") == ["all.rss"]
 
 
-def test_the_publishing_state_is_recorded_once_and_replaced_only_when_asked(
+def test_an_output_belongs_to_the_database_it_names_or_else_to_one_older_than_its_mail(
     tmp_path: Path,
 ) -> None:
     assert output.publisher(tmp_path) is None
-    output.claim(tmp_path, "1700000000.5")
-    assert output.publisher(tmp_path) == "1700000000.5"
-    # A state database made anew cannot take over the output it did not publish...
+    # No newsletter yet: any database may name itself.
+    assert output.belongs_to(tmp_path, "1700000000.5")
+    letter = tmp_path / "newsletter" / "2024-01-01.eml"
+    letter.parent.mkdir()
+    letter.write_bytes(b"Subject: x\r\n\r\nx\r\n")
+    os.utime(letter, (1_700_000_100, 1_700_000_100))
+    # Without the record: a database younger than the oldest newsletter did not send it.
+    assert output.belongs_to(tmp_path, "1700000000.5")
+    assert not output.belongs_to(tmp_path, "1800000000.0")
+    # With it, the record decides, whatever the files' times.
     output.claim(tmp_path, "1800000000.0")
-    assert output.publisher(tmp_path) == "1700000000.5"
-    # ...unless the operator says so (`--fresh-start`).
-    output.claim(tmp_path, "1800000000.0", replace=True)
     assert output.publisher(tmp_path) == "1800000000.0"
+    assert output.belongs_to(tmp_path, "1800000000.0")
+    assert not output.belongs_to(tmp_path, "1700000000.5")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(output.TEMP_PREFIX)]

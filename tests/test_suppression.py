@@ -220,6 +220,7 @@ def test_a_5xx_after_the_message_data_about_its_content_suppresses_nobody(
 
 @pytest.mark.parametrize(("stage", "reply"), [
     ("RCPT", "554 5.7.1 <{address}>: Relay access denied"),
+    ("RCPT", "450 4.1.8 <digest@example.org>: Sender address rejected: Domain not found"),
     ("RCPT", "450 4.7.1 Too many recipients from 192.0.2.1, slow down"),
     ("DATA", "552 5.3.4 Message size exceeds fixed limit"),
     ("DATA", "451 4.7.1 Please try again later"),
