@@ -215,7 +215,11 @@ def build(
     if input_dir is not None:
         paths = replace(paths, input=input_dir.resolve())
     if output_dir is not None:
+        from feeds.config_file import check_unpublished
+
         paths = replace(paths, output=output_dir.resolve())
+        with user_errors():
+            check_unpublished(paths, settings.source)
     with user_errors(settings.paths.state):
         report = run_build(
             replace(settings, paths=paths), now=now(), log=obj.log, force=force, wait=wait

@@ -103,7 +103,7 @@ def load_settings(
         templates=_absolute(paths.templates, root),
         subscribers=_absolute(paths.subscribers, root),
     )
-    _unpublished(paths, path)
+    check_unpublished(paths, path)
     smtp: SmtpSettings = sections.get("smtp", SmtpSettings())
     password = env.get(PASSWORD_ENV) or None
     smtp = SmtpSettings(**{**smtp.__dict__, "password": password})
@@ -124,15 +124,17 @@ def load_settings(
     )
 
 
-def _unpublished(paths: PathSettings, path: Path | None) -> None:
+def check_unpublished(paths: PathSettings, path: Path | None) -> None:
     """Refuse a state database, a subscriber list or the settings file inside the output
     folder, which is published as it is: the database holds every subscriber's address and
-    the record of what was sent (`output = "."` put it on the web)."""
-    output = paths.output
+    the record of what was sent (`output = "."` put it on the web). Also for an output given
+    on the command line (`feeds build --output`)."""
+    output = paths.output.resolve()
     private = [("[paths] state", paths.state), ("[paths] subscribers", paths.subscribers)]
     if path is not None:
-        private.append(("the settings file", path.resolve()))
-    for what, where in private:
+        private.append(("the settings file", path))
+    for what, given in private:
+        where = given.resolve()
         if where == output or output in where.parents:
             raise ConfigError(
                 f"{what} ({where}) is inside [paths] output ({output}), which is published",

@@ -177,8 +177,10 @@ def read(
                 result.unread.append(name)
                 continue
         files[name] = state.FileRow(size, mtime, content_hash, row.good_hash if row else None)
-        if content_hash in sources:
+        if content_hash in sources and (row is None or row.content_hash != content_hash or (
+            row.size, row.mtime_ns) != (size, mtime)):
             # A digest is its text: a copy under another name (another date) is the same one.
+            # Said when the copy is new (once, like a parse warning), not at every build.
             result.warnings.append(
                 f"{display_path(folder / name)}: the same text as "
                 f"{display_path(sources[content_hash])}; published once, as that file"

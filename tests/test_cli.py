@@ -327,6 +327,14 @@ CASES: dict[str, tuple[list[str], Callable[[Path], None], int, str]] = {
         ["build"], _also('output = "."\n'), 1,
         "error: feeds.toml: [paths] state ({root}/state/feeds.sqlite3) is inside [paths] output",
     ),
+    "state inside an output given on the command line": (
+        ["build", "--output", "."], _nothing, 1,
+        "error: feeds.toml: [paths] state ({root}/state/feeds.sqlite3) is inside [paths] output",
+    ),
+    "state inside an output given as a path up and down": (
+        ["build"], _also('output = "../site"\n'), 1,
+        "error: feeds.toml: [paths] state ({root}/state/feeds.sqlite3) is inside [paths] output",
+    ),
     "a sender that is no address": (
         ["build"], _also('[newsletter]\nfrom = "Digest <digest@>"\n'), 1,
         "error: feeds.toml: [newsletter] from: not an email address",

@@ -409,6 +409,10 @@ def test_a_copy_of_a_digest_under_another_name_is_said_not_dropped_silently(
         f"warning: {copy}: the same text as {original}; published once, as that file\n"
     )
     assert not (site / "output" / "newsletter" / "2021-06-18.html").exists()
+    # Said once: a later build, for a new digest, does not say it again.
+    shutil.copy(SAMPLE_DIGESTS / "2021-03-30.txt", site / "digests" / "2021-03-30.txt")
+    later = feeds(site, "build")
+    assert later.exit_code == 0 and "the same text" not in later.output
 
 
 # -- 2: a lost state database never re-mails the archive ---------------------------------------
