@@ -62,6 +62,23 @@ def write_files(root: Path, files: Mapping[str, bytes]) -> list[str]:
 _SYNC_EACH_UP_TO = 64
 
 
+def write_new(path: Path, data: bytes) -> None:
+    """Write a new file, whole or not at all, readable as a plain `open()` would make it;
+    FileExistsError if there is one (never over another). Written to a temporary file beside
+    it and linked into place: a disk that fills up midway, or a reader of the folder while it
+    is written, never sees half of it."""
+    tmp = _write_temporary(path, data, _file_mode())
+    try:
+        _fsync(tmp)
+        os.link(tmp, path)  # FileExistsError, atomically, if the name is taken
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write: {exc.strerror}", path=str(path)) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Write one file readable by its owner only (0600), atomically: subscriber addresses and
     personal unsubscribe links are not for other users of the machine."""

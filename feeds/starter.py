@@ -8,17 +8,16 @@ there. Nothing is ever overwritten. A digest added is parsed first and saved und
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from feeds.config import DEFAULT_TEMPLATES, Settings
-from feeds.errors import ConfigError, OutputError, ParseError, display_path
+from feeds.errors import ConfigError, ParseError, display_path
 from feeds.model import Digest
+from feeds.output import write_new
 
 INIT = DEFAULT_TEMPLATES / "init"
 DEPLOY = ("digest-feeds.service", "digest-feeds.timer", "crontab")
@@ -98,27 +97,9 @@ def add(settings: Settings, data: bytes, *, source: str, now: datetime) -> Added
 
 
 def _create(path: Path, data: bytes) -> None:
-    """Write a new file, whole or not at all; FileExistsError if there is one (never over
-    another). Written to a hidden file first (the build skips names starting with a dot) and
-    linked into place: a disk that fills up midway, or a build that reads the folder while it is
-    written, never sees half a digest, which it would publish and mail."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".feeds-add-", suffix=".tmp")
-    except OSError as exc:
-        raise OutputError(f"cannot write: {exc.strerror}", path=str(path)) from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.link(tmp, path)  # FileExistsError, atomically, if the name is taken
-    except FileExistsError:
-        raise
-    except OSError as exc:
-        raise OutputError(f"cannot write: {exc.strerror}", path=str(path)) from None
-    finally:
-        os.unlink(tmp)
+    """Write a new file whole or not at all, never over another (FileExistsError): a digest
+    half written (a full disk) would be published and mailed by the next run."""
+    write_new(path, data)
 
 
 def describe(added: Added) -> list[str]:
