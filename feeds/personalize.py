@@ -12,7 +12,7 @@ import re
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from feeds.config import Settings
 from feeds.model import Digest
@@ -253,22 +253,20 @@ def _base64_body(text: str) -> bytes:
 
 
 def _same_message(fast: bytes, full: bytes) -> bool:
-    from email import message_from_bytes, policy
-
-    a = message_from_bytes(fast, policy=policy.default)
-    b = message_from_bytes(full, policy=policy.default)
-
-    def shape(msg: Any) -> list[tuple[str, str]]:
-        out = []
-        for part in msg.walk():
-            for name, value in part.items():
-                if name.lower() != "content-type" or not part.is_multipart():
-                    # Folding whitespace aside: compose folds by the length of the token.
-                    out.append((name, " ".join(str(value).split())))
-            if not part.is_multipart():
-                out.append(("payload", part.get_content()))
-        return out
-
-    return bool(shape(a) == shape(b))
+    """The two messages are the same bytes but for their MIME boundaries (`compose` draws a
+    new one each time) and where their header fields fold (it folds by the length of the
+    token). Compared as bytes: parsing both with the email package cost 20 ms a stencil, most
+    of a subset newsletter's making."""
+    return _unfolded(fast) == _unfolded(full)
 
 
+_BOUNDARY = re.compile(rb'boundary="([^"]+)"')
+_FOLD = re.compile(rb"\r\n[ \t]+|[ \t]+")
+
+
+def _unfolded(raw: bytes) -> bytes:
+    """`raw` with its boundaries numbered and its header section unfolded."""
+    for n, boundary in enumerate(_BOUNDARY.findall(raw)):
+        raw = raw.replace(boundary, b"boundary-%d" % n)
+    head, blank, body = raw.partition(b"\r\n\r\n")
+    return _FOLD.sub(b" ", head) + blank + body

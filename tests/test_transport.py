@@ -12,7 +12,10 @@ from feeds.errors import DeliveryError
 from feeds.transport import MAX_RETRY_DELAY, Transport, backoff, scrub
 
 __all__ = ["smtp_server"]
-MESSAGE = b"Subject: hello\r\nTo: a@example.org\r\n\r\nbody\r\n.leading dot\r\n"
+# A line of a dot alone would end DATA early, and one of two would lose one, if not stuffed.
+MESSAGE = (
+    b"Subject: hello\r\nTo: a@example.org\r\n\r\nbody\r\n.\r\n..\r\n.leading dot\r\n"
+)
 
 
 def _transport(server: SmtpServer | None, tmp_path: Path, **smtp: object) -> Transport:
@@ -77,7 +80,7 @@ def test_accepted_data_is_sent_and_the_mark_comes_before_it(
 
     assert (outcome, reply, marks) == ("sent", "250 2.0.0 Queued", 1)
     (received,) = smtp_server.handler.received
-    assert received.data.endswith(b"\r\n.leading dot\r\n")
+    assert received.data.endswith(b"\r\nbody\r\n.\r\n..\r\n.leading dot\r\n")
 
 
 def test_bare_line_feeds_go_out_as_crlf(smtp_server: SmtpServer, tmp_path: Path) -> None:
