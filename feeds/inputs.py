@@ -304,7 +304,8 @@ def resolve(
     """
     taken: set[str] = set()
     out: dict[str, Digest] = {}
-    for content_hash in sorted(headers, key=lambda h: (first_seen[h], h)):
+    # By instant as a number, as `assemble` sorts (aware datetimes compare slowly).
+    for content_hash in sorted(headers, key=lambda h: (first_seen[h].timestamp(), h)):
         digest = resolve_date(headers[content_hash], first_seen[content_hash], tz)
         base = digest.id
         row = rows.get(content_hash)

@@ -62,7 +62,8 @@ class Issues:
             found = store.published(conn)
         finally:
             conn.close()
-        found.sort(key=lambda row: (row.date, row.id), reverse=True)
+        # By instant as a number, as `assemble` sorts (aware datetimes compare slowly).
+        found.sort(key=lambda row: (row.date.timestamp(), row.id), reverse=True)
 
         def load(ids: Collection[str]) -> Mapping[str, Digest]:
             conn = state.connect(state_path)
