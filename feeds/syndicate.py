@@ -131,18 +131,24 @@ def entry_marks(ctx: BuildContext, times: Mapping[str, datetime]) -> dict[str, b
     (`times`), and the content hash of every digest that sights it. An entry is made of those
     alone, so equal marks mean equal entries; computed from a context whose digests may be
     light, once per build for every paper."""
-    hashes = {digest.id: digest.content_hash for digest in ctx.digests}
+    # Fields joined, and the mark ended (marks are hashed one after the other), by control
+    # characters that no guid, key or digest id holds: they are made of URLs, hashes and
+    # dates, so distinct entries never give the same bytes. The time as numbers (the moment,
+    # and the offset the entry prints): its ISO text cost twice as much, and a `repr` of the
+    # whole a third more than this, for the same facts. Each digest's part is made once: most
+    # papers are sighted by one digest only.
+    sighted = {digest.id: f"{digest.id}\x1d{digest.content_hash}" for digest in ctx.digests}
     marks: dict[str, bytes] = {}
     for paper in ctx.papers:
-        moment = times[paper.key]
-        # Fields joined, and the mark ended (marks are hashed one after the other), by control
-        # characters that no guid, key or digest id holds: they are made of URLs, hashes and
-        # dates, so distinct entries never give the same bytes. The time as numbers
-        # (the moment, and the offset the entry prints): its ISO text cost twice as much, and
-        # a `repr` of the whole a third more than this, for the same facts.
-        sightings = "\x1e".join(f"{d}\x1d{hashes.get(d, '')}" for d in paper.digest_ids)
-        marks[paper.key] = (
-            f"{paper.guid}\x1f{paper.key}\x1f{moment.timestamp()}\x1f{moment.utcoffset()}"
+        item = paper.item
+        moment = times[item.key]
+        ids = paper.digest_ids
+        if len(ids) == 1 and ids[0] in sighted:
+            sightings = sighted[ids[0]]
+        else:
+            sightings = "\x1e".join(sighted.get(d, f"{d}\x1d") for d in ids)
+        marks[item.key] = (
+            f"{item.guid}\x1f{item.key}\x1f{moment.timestamp()}\x1f{moment.utcoffset()}"
             f"\x1f{sightings}\x1c"
         ).encode()
     return marks
