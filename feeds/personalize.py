@@ -253,10 +253,10 @@ def _base64_body(text: str) -> bytes:
 
 
 def _same_message(fast: bytes, full: bytes) -> bool:
-    """The two messages are the same bytes but for their MIME boundaries (`compose` draws a
-    new one each time) and where their header fields fold (it folds by the length of the
-    token). Compared as bytes: parsing both with the email package cost 20 ms a stencil, most
-    of a subset newsletter's making."""
+    """The two messages are the same bytes but for their MIME boundaries (`compose` makes one
+    from the content, which the token changes) and where their header fields fold (it folds
+    by the length of the token). Compared as bytes: parsing both with the email package cost
+    20 ms a stencil, most of a subset newsletter's making."""
     return _unfolded(fast) == _unfolded(full)
 
 
