@@ -42,7 +42,10 @@ _MORE = re.compile(
 _WEEKLY = re.compile(
     rf"\s*[Nn][Oo]\s*\.?\s*{_NUMBER}\s*[.．、,，:：]?\s*(?P<title>.*)$"
 )
-_MORE_HEADER = re.compile(r"^另外几篇值得关注的论文\s*[:：]?\s*$")
+# The further papers' heading, with a count (`（4篇）`) or the first entry glued to it.
+_MORE_HEADER = re.compile(
+    r"^另外几篇值得关注的论文\s*(?:[(（]\s*\d+\s*篇?\s*[)）])?\s*[:：]?\s*(?P<rest>.*)$"
+)
 _LEGEND_PAIR = re.compile(
     r"(?<![\w.])((?:[a-z][a-z\-]*\.)?[A-Z][A-Za-z]{1,4})\s*[-–—－]\s*([^\s(（]+)"
 )
@@ -56,8 +59,17 @@ _DATE_HEADER = re.compile(
 )
 _IMAGE = re.compile(r"^(?:[\w\-]*\.(?:png|jpe?g|gif|webp|bmp|svg))+$", re.IGNORECASE)
 _IMAGE_ENDS = frozenset({"png", "jpg", "peg", "gif", "ebp", "bmp", "svg"})
-# First characters of entry starts: numbers, stars, brackets and `No`.
+# First characters of entry starts: numbers (any script's digits too: `５．[LG]`), stars,
+# brackets and `No`.
 _START_CHARS = frozenset("0123456789*＊[【［Nn")
+# A line that reads like an entry start but is none (a tag after something else, `📄[LG] …`,
+# `5) [LG] …`, `[lg] …`, or a start glued to the end of the line before): read as text of
+# the entry above, as before, but said, so that a damaged start never hides a paper.
+_HIDDEN_START = re.compile(
+    rf"(?<!\d)\d{{1,4}}\s*[、,，.．:：)）]\s*{STAR}?\s*[\[【［(（]\s*[A-Za-z][\w.\-/]{{0,15}}\s*"
+    rf"[\]】］)）]|^\W{{0,4}}(?:{OPEN}\s*\d{{1,4}}\s*{CLOSE}\s*{STAR}?\s*)?{OPEN}\s*"
+    rf"[A-Za-z][\w.\-/]{{0,15}}\s*{CLOSE}\s*\S"
+)
 
 
 @dataclass(slots=True)
@@ -135,7 +147,15 @@ class _Reader:
                     current.body.append((index + 1, ""))
                 continue
             first = text[0]
-            if first in _START_CHARS or '">' in text:
+            header = _MORE_HEADER.match(text) if first == "另" else None
+            if header is not None:
+                in_more = True
+                current = None
+                text = header["rest"]
+                if not text:
+                    continue
+                first = text[0]
+            if first in _START_CHARS or first.isdigit() or '">' in text:
                 entry = self._entry_start(text, index + 1)
                 if entry is not None:
                     if entry.section == "weekly":
@@ -149,13 +169,15 @@ class _Reader:
                 continue
             if "版权" in text and len(text) < 80 and _COPYRIGHT.search(text):
                 continue
-            if first == "另" and _MORE_HEADER.match(text):
-                in_more = True
-                current = None
-                continue
             if current is None:
                 self._front_line(text, index + 1, in_more)
             else:
+                if _HIDDEN_START.search(text):
+                    self.warn(
+                        index + 1,
+                        f"read as text of the entry above, but looks like an entry start: "
+                        f"{clip(text)}",
+                    )
                 current.body.append((index + 1, text))
         weekly = weekly_starts > daily_starts
         self._settle_loose(weekly)

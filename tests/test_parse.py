@@ -485,6 +485,82 @@ def test_missing_blank_lines_between_entries_change_nothing() -> None:
     assert [i.summary_zh for i in digest.items] == [i.summary_zh for i in original.items]
 
 
+def _line_of(text: str, fragment: str) -> int:
+    return text[: text.index(fragment)].count("\n") + 1
+
+
+@pytest.mark.parametrize(
+    "start",
+    ["\u200b5、[LG]", "\ufeff5、[LG]", "\u200e5、[LG]", "５．[LG]", "5、\u2060[LG]"],
+)
+def test_an_entry_start_behind_invisible_characters_or_in_full_width_digits_is_read(
+    start: str,
+) -> None:
+    text = seed("004").read_text(encoding="utf-8")
+    original = parse(seed("004"))
+    digest = parse_text(text.replace("5、[LG]", start), source="x", tz=SHANGHAI)
+    assert [(i.rank, i.key, i.title) for i in digest.items] == [
+        (i.rank, i.key, i.title) for i in original.items
+    ]
+    assert digest.warnings == original.warnings
+
+
+@pytest.mark.parametrize(
+    ("start", "damaged"),
+    [
+        ("5、[LG]", "📄5、[LG]"),
+        ("5、[LG]", "【5】[LG]"),
+        ("5、[LG]", "5) [LG]"),
+        ("[LG] Quality", "[lg] Quality"),
+        ("[LG] Quality", "🔥 [LG] Quality"),
+    ],
+)
+def test_an_entry_start_the_parser_cannot_read_is_said_at_its_line(
+    start: str, damaged: str
+) -> None:
+    text = seed("004").read_text(encoding="utf-8").replace(start, damaged)
+    digest = parse_text(text, source="x", tz=SHANGHAI)
+    # The paper stays text of the entry above (nothing invented), and the curator hears of it.
+    assert len(digest.items) == len(parse(seed("004")).items) - 1
+    ((line, message),) = [(w.line, w.message) for w in digest.warnings]
+    assert line == _line_of(text, damaged)
+    assert message.startswith("read as text of the entry above, but looks like an entry start: ")
+    assert damaged in message
+
+
+def test_an_entry_start_glued_to_the_line_before_is_said_at_that_line() -> None:
+    text = seed("004").read_text(encoding="utf-8")
+    glued = text.replace("forum?id=vruwp11pWnO\n\n\xa0\n\n5、", "forum?id=vruwp11pWnO 5、")
+    assert glued != text
+    digest = parse_text(glued, source="x", tz=SHANGHAI)
+    assert [(w.line, w.message[:40]) for w in digest.warnings] == [
+        (_line_of(glued, "vruwp11pWnO 5、"), "read as text of the entry above, but loo")
+    ]
+
+
+@pytest.mark.parametrize(
+    "heading",
+    [
+        "另外几篇值得关注的论文（4篇）:\n\n",
+        "另外几篇值得关注的论文:",
+        "另外几篇值得关注的论文 (4):",
+    ],
+)
+def test_the_further_papers_heading_with_a_count_or_glued_to_its_first_entry_is_a_heading(
+    heading: str,
+) -> None:
+    text = seed("004").read_text(encoding="utf-8")
+    original = parse(seed("004"))
+    changed = text.replace("另外几篇值得关注的论文:\n\n\xa0\n\n", heading)
+    assert changed != text
+    digest = parse_text(changed, source="x", tz=SHANGHAI)
+    assert [(i.rank, i.section, i.title) for i in digest.items] == [
+        (i.rank, i.section, i.title) for i in original.items
+    ]
+    assert [i.summary_zh for i in digest.items] == [i.summary_zh for i in original.items]
+    assert digest.warnings == ()
+
+
 def test_a_file_cut_in_the_middle_keeps_what_is_there() -> None:
     text = seed("002").read_text(encoding="utf-8")
     cut = text[: text.index("We focus on the problem") + 40]
