@@ -26,7 +26,7 @@ _URL_TAIL = ".,;:!?)]}’”"
 
 _ARXIV = re.compile(
     r"^https?://(?:www\.|export\.)?arxiv\.org/(?:abs|pdf)/"
-    r"(?P<id>\d{4}\.\d{4,5}|[a-z][a-z.\-]*/\d{7})(?:v\d+)?(?:\.pdf)?/?$",
+    r"(?P<id>\d{4}\.\d{4,5}|[a-z][a-z.\-]*/\d{7})(?:v\d+)?(?:\.pdf)?/?(?:[?#].*)?$",
     re.IGNORECASE,
 )
 _OPENREVIEW = re.compile(
@@ -36,7 +36,9 @@ _DOI = re.compile(r"^https?://(?:dx\.)?doi\.org/(?P<id>10\.\d{4,9}/\S+)$", re.IG
 _WEIBO = re.compile(
     r"^https?://(?:www\.)?weibo\.com/(?P<uid>\d+)/(?P<id>[0-9A-Za-z]{6,12})/?(?:[?#].*)?$"
 )
-_WEIBO_MOBILE = re.compile(r"^https?://m\.weibo\.cn/(?:status|detail)/(?P<id>[0-9A-Za-z]+)/?$")
+_WEIBO_MOBILE = re.compile(
+    r"^https?://m\.weibo\.cn/(?:status|detail)/(?P<id>[0-9A-Za-z]+)/?(?:[?#].*)?$"
+)
 
 # Link kinds, the one that names a paper best first (the identity rule of
 # docs/input-formats.md). A paper's key comes from the first kind that carries an id, and its

@@ -28,6 +28,10 @@ from feeds.identity import (
         ("https://doi.org/10.1145/3386569.3392493", "doi", "10.1145/3386569.3392493"),
         ("https://weibo.com/1402400261/K8wjSoUDC", "weibo", "K8wjSoUDC"),
         ("https://m.weibo.cn/status/K8wjSoUDC", "weibo", "K8wjSoUDC"),
+        # Shared from the app or an arXiv listing: the query does not hide the id.
+        ("https://m.weibo.cn/status/K8wjSoUDC?sourceType=weixin", "weibo", "K8wjSoUDC"),
+        ("https://arxiv.org/abs/2208.05592?context=cs.LG", "arxiv", "2208.05592"),
+        ("https://arxiv.org/abs/2208.05592v2#S3", "arxiv", "2208.05592"),
         ("https://zhuanlan.zhihu.com/p/141141365", "other", None),
         ("https://arxiv.org/list/cs.LG/recent", "other", None),
     ],
