@@ -39,7 +39,8 @@ _BINARY_SHARE = 0.05
 
 
 def decode(data: bytes, *, path: str) -> str:
-    """Bytes of a digest file -> text: UTF-8 (with or without BOM), else GB18030.
+    """Bytes of a digest file -> text: UTF-8 (with or without BOM), UTF-16 with a BOM, else
+    GB18030.
 
     Raises ParseError for an empty, binary or undecodable file, naming the file.
     """
@@ -52,6 +53,16 @@ def decode_with_notes(data: bytes, *, path: str) -> tuple[str, list[tuple[int, s
     A UTF-8 file cut inside a character, or with a few stray bytes, stays UTF-8 (GB18030 would
     read it without error, as nonsense); a file with many non-UTF-8 bytes is GB18030.
     """
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        # UTF-16 with its byte order mark: what Notepad saves as "Unicode" and PowerShell 5
+        # writes with `>`. Its NUL bytes are no sign of a binary file.
+        try:
+            data = data.decode("utf-16").encode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ParseError(
+                f"undecodable UTF-16 text (byte {exc.start})", path=path,
+                hint="save the file as UTF-8",
+            ) from exc
     if not data.strip():
         raise ParseError("empty file", path=path, hint="a digest needs at least one entry")
     if b"\x00" in data:

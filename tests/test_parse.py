@@ -314,6 +314,18 @@ def test_gb18030_files_read_like_utf8(tmp_path: Path) -> None:
     assert parse(copy).as_dict()["items"] == parse(original).as_dict()["items"]
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+def test_utf16_files_with_a_byte_order_mark_read_like_utf8(tmp_path: Path, encoding: str) -> None:
+    """What Notepad saves as "Unicode", and PowerShell 5 writes with `>`."""
+    original = seed("004")
+    copy = tmp_path / original.name
+    text = original.read_text(encoding="utf-8")
+    copy.write_bytes(("\ufeff" + text).encode(encoding) if encoding.endswith("be") else
+                     text.encode(encoding))
+    assert copy.read_bytes()[:2] in (b"\xff\xfe", b"\xfe\xff")
+    assert parse(copy).as_dict()["items"] == parse(original).as_dict()["items"]
+
+
 def test_a_utf8_file_cut_inside_a_character_stays_utf8_with_a_warning(tmp_path: Path) -> None:
     original = seed("002")
     data = original.read_bytes()
@@ -353,6 +365,8 @@ def test_a_short_gb18030_file_is_still_gb18030(tmp_path: Path) -> None:
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary file"),
         (bytes(range(1, 32)) * 20, "binary file"),
         (b"1\xe3\x80\x81[LG] Title\n\xff\xfe\x80\x80\n", "undecodable"),
+        # A byte order mark, then half a UTF-16 unit: cut off.
+        (b"\xff\xfe1\x00\x01\x30\x00", "undecodable UTF-16"),
     ],
 )
 def test_files_that_are_no_digest_raise_a_parse_error_naming_the_file(
