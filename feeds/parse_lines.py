@@ -43,6 +43,7 @@ _WEEKLY = re.compile(
     rf"\s*[Nn][Oo]\s*\.?\s*{_NUMBER}\s*[.．、,，:：]?\s*(?P<title>.*)$"
 )
 # The further papers' heading, with a count (`（4篇）`) or the first entry glued to it.
+_LINK_TITLE = re.compile(r"https?://", re.IGNORECASE)
 _MORE_HEADER = re.compile(
     r"^另外几篇值得关注的论文\s*(?:[(（]\s*\d+\s*篇?\s*[)）])?\s*[:：]?\s*(?P<rest>.*)$"
 )
@@ -68,7 +69,7 @@ _START_CHARS = frozenset("0123456789*＊[【［Nn")
 _HIDDEN_START = re.compile(
     rf"(?<!\d)\d{{1,4}}\s*[、,，.．:：)）]\s*{STAR}?\s*[\[【［(（]\s*[A-Za-z][\w.\-/]{{0,15}}\s*"
     rf"[\]】］)）]|^\W{{0,4}}(?:{OPEN}\s*\d{{1,4}}\s*{CLOSE}\s*{STAR}?\s*)?{OPEN}\s*"
-    rf"[A-Za-z][\w.\-/]{{0,15}}\s*{CLOSE}\s*\S"
+    rf"[A-Za-z][\w.\-/]{{0,15}}\s*{CLOSE}\s*(?!https?://)\S"
 )
 
 
@@ -253,7 +254,8 @@ class _Reader:
                 )
         if first in "[【［*＊":
             match = _MORE.match(text)
-            if match is not None:
+            # `[PDF] https://…`, `[Code] https://…`: a labelled link of the entry above.
+            if match is not None and not _LINK_TITLE.match(match["title"]):
                 return _daily(match, number, "more")
         if first in "Nn":
             match = _WEEKLY.match(text)

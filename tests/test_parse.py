@@ -553,6 +553,31 @@ def test_an_entry_start_glued_to_the_line_before_is_said_at_that_line() -> None:
 
 
 @pytest.mark.parametrize(
+    "links",
+    [
+        "[PDF] https://arxiv.org/pdf/2208.05592\nhttps://arxiv.org/abs/2208.05592",
+        "[Code] https://github.com/example/code\nhttps://arxiv.org/abs/2208.05592",
+        "https://arxiv.org/abs/2208.05592\n【代码】https://github.com/example/code",
+        "https://arxiv.org/abs/2208.05592\nCode: https://github.com/example/code",
+    ],
+)
+def test_a_labelled_link_line_is_a_link_of_its_entry_not_an_entry_or_text(links: str) -> None:
+    text = seed("004").read_text(encoding="utf-8")
+    original = by_rank(parse(seed("004")), 2)
+    digest = parse_text(
+        text.replace("https://arxiv.org/abs/2208.05592", links), source="x", tz=SHANGHAI
+    )
+    assert len(digest.items) == len(parse(seed("004")).items)
+    entry = by_rank(digest, 2)
+    assert (entry.key, entry.title, entry.abstract, entry.summary_zh, entry.affiliations) == (
+        original.key, original.title, original.abstract, original.summary_zh,
+        original.affiliations,
+    )
+    assert len(entry.links) == 2
+    assert digest.warnings == ()
+
+
+@pytest.mark.parametrize(
     "heading",
     [
         "另外几篇值得关注的论文（4篇）:\n\n",
