@@ -66,6 +66,7 @@ def check(settings: Settings, *, smtp: bool = False) -> CheckReport:
     _check_sending(settings, report)
     categories = _check_digests(settings, report)
     _check_subscribers(settings, report, categories)
+    _check_templates(settings, report)
     if smtp and not report.errors:
         _check_smtp(settings, report)
     _check_state(settings, report)
@@ -180,6 +181,15 @@ def _check_subscribers(settings: Settings, report: CheckReport, categories: set[
                     f"(known: {' '.join(sorted(categories))})",
                 )
             )
+
+
+def _check_templates(settings: Settings, report: CheckReport) -> None:
+    """Templates that do not parse: every build would fail on them."""
+    from feeds.templating import syntax_errors
+
+    for exc in syntax_errors(settings.paths.templates):
+        where = _at(display_path(exc.path or settings.paths.templates), exc.line)
+        report.findings.append(Finding("error", where, _text(exc)))
 
 
 def _check_smtp(settings: Settings, report: CheckReport) -> None:

@@ -40,6 +40,11 @@ class FeedsError(Exception):
         self.line = line
         self.hint = hint
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Raised in a worker process and raised again in the build: its file, line and hint
+        # (every attribute) come along, not the message alone.
+        return (self.__class__, (self.message,), self.__dict__)
+
     def __str__(self) -> str:
         where = ""
         if self.path is not None:
@@ -57,6 +62,10 @@ class ParseError(FeedsError):
 
 class ConfigError(FeedsError):
     """feeds.toml, the environment or the subscriber list is wrong."""
+
+
+class TemplateError(FeedsError):
+    """A template of `[paths] templates` that cannot be loaded or rendered."""
 
 
 class StateError(FeedsError):

@@ -39,7 +39,7 @@ from feeds.issue import (
 from feeds.links import issue_page, safe_url
 from feeds.message import Newsletter as Newsletter
 from feeds.model import BuildContext, Digest
-from feeds.templating import environment
+from feeds.templating import environment, render, source
 from feeds.textutil import wrap
 
 if TYPE_CHECKING:
@@ -150,7 +150,8 @@ def render_archive(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
             }
         )
     env = _environment(settings.paths.templates)
-    html = env.get_template("archive.html").render(
+    html = render(
+        env, "archive.html",
         site_title=clean_line(settings.site.title),
         site_url=settings.site.url(""),
         feed_url=settings.site.url("feeds/all.rss"),
@@ -211,8 +212,8 @@ def _render(
         "preferences": safe_url(preferences_url),
     }
     env = _environment(settings.paths.templates)
-    raw_html = env.get_template("email.html").render(css=_css(env), **context)
-    text = env.get_template("email.txt").render(**context)
+    raw_html = render(env, "email.html", css=_css(env), **context)
+    text = render(env, "email.txt", **context)
     return Newsletter(
         digest_id=digest.id,
         subject=subject,
@@ -325,9 +326,7 @@ def _environment(templates: Path) -> jinja2.Environment:
 
 
 def _css(env: jinja2.Environment) -> str:
-    assert env.loader is not None
-    source, _, _ = env.loader.get_source(env, "newsletter.css")
-    return source
+    return source(env, "newsletter.css")
 
 
 def _wrap_filter(text: str | None, indent: int = 0, first: str | None = None) -> str:

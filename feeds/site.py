@@ -17,7 +17,7 @@ from feeds.catalog import FeedInfo, feed_list, select
 from feeds.config import Settings
 from feeds.links import link_label, paper_page, primary_link, safe_url
 from feeds.model import BuildContext, Digest, Item, Paper
-from feeds.templating import environment
+from feeds.templating import environment, render
 from feeds.textutil import strip_illegal
 
 if TYPE_CHECKING:
@@ -40,7 +40,8 @@ def render_site(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
 
     latest = ctx.digests[0] if ctx.digests else None
-    index = env.get_template("index.html").render(
+    index = render(
+        env, "index.html",
         site=site,
         root="",
         feeds=[_feed_view(feed, settings, len(select(ctx, feed, limit))) for feed in feeds],
@@ -53,7 +54,8 @@ def render_site(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
 
     for feed in feeds:
         papers = select(ctx, feed, limit)
-        page = env.get_template("feed.html").render(
+        page = render(
+            env, "feed.html",
             site=site,
             root="../",
             feed=_feed_view(feed, settings, len(papers)),
@@ -63,7 +65,8 @@ def render_site(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
         files[feed.html] = page.encode("utf-8")
 
     newest = ctx.papers[0].first_seen if ctx.papers else None
-    opml = env.get_template("feeds.opml").render(
+    opml = render(
+        env, "feeds.opml",
         site=site,
         feeds=[_feed_view(feed, settings, 0) for feed in feeds],
         modified=_rfc822(newest) if newest else None,

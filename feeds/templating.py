@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from feeds.errors import TemplateError
+
 if TYPE_CHECKING:
     import jinja2
     import jinja2.bccache
@@ -62,6 +64,104 @@ def environment(
     )
     env.filters.update(filters)
     return env
+
+
+def render(env: jinja2.Environment, name: str, **context: Any) -> str:
+    """Template `name` of `env` rendered with `context`.
+
+    Templates are the operator's to change, so what goes wrong in one is the operator's to fix:
+    a syntax error, a missing template, a name it does not know or an error raised by its own
+    code is a TemplateError naming the template's file and line, not a traceback."""
+    import jinja2
+
+    try:
+        return env.get_template(name).render(**context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(
+            f"template syntax error: {exc.message}", path=exc.filename or name, line=exc.lineno
+        ) from exc
+    except jinja2.TemplateNotFound as exc:
+        raise TemplateError(
+            f"template {exc.name!r} not found", path=_folder(env),
+            hint="copy it from the templates that come with digest-feeds",
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise TemplateError(
+            f"not UTF-8 text ({exc.reason} at byte {exc.start})",
+            path=str(Path(_folder(env)) / name), hint="save the templates as UTF-8",
+        ) from exc
+    except Exception as exc:
+        frame = _template_frame(exc, env)
+        if frame is None:
+            # Raised by our code, not by the template's: a bug, with its traceback.
+            raise
+        path, line = frame
+        raise TemplateError(
+            f"the template failed: {type(exc).__name__}: {exc}", path=path, line=line
+        ) from exc
+
+
+def source(env: jinja2.Environment, name: str) -> str:
+    """The text of `name` in `env`'s folder (a stylesheet the templates include)."""
+    import jinja2
+
+    assert env.loader is not None
+    try:
+        text: str = env.loader.get_source(env, name)[0]
+    except jinja2.TemplateNotFound as exc:
+        raise TemplateError(
+            f"template {exc.name!r} not found", path=_folder(env),
+            hint="copy it from the templates that come with digest-feeds",
+        ) from exc
+    return text
+
+
+def syntax_errors(folder: Path) -> list[TemplateError]:
+    """Every template under `folder` that does not parse (for `feeds check`)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)))
+    found: list[TemplateError] = []
+    for name in env.list_templates(filter_func=lambda name: not name.endswith(".css")):
+        try:
+            source, filename, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+            env.parse(source, name, filename)
+        except jinja2.TemplateSyntaxError as exc:
+            found.append(
+                TemplateError(
+                    f"template syntax error: {exc.message}",
+                    path=exc.filename or str(folder / name), line=exc.lineno,
+                )
+            )
+        except UnicodeDecodeError as exc:
+            found.append(TemplateError(f"not UTF-8 text: {exc}", path=str(folder / name)))
+    return found
+
+
+def _folder(env: jinja2.Environment) -> str:
+    paths = getattr(env.loader, "searchpath", None) or ["templates"]
+    return str(paths[0])
+
+
+def _template_frame(exc: BaseException, env: jinja2.Environment) -> tuple[str, int] | None:
+    """Where in a template `exc` was raised: the file and line of the innermost traceback frame
+    that is a template's (Jinja rewrites those frames to the template's file and line). None
+    when there is none, or when the error was raised in this package's own code (a filter the
+    template called): that is a bug, not the template's fault."""
+    folders = [f"{Path(p).resolve()}/" for p in getattr(env.loader, "searchpath", [])]
+    package = f"{Path(__file__).resolve().parent}/"
+    found: tuple[str, int] | None = None
+    ours = False
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = str(Path(tb.tb_frame.f_code.co_filename).resolve())
+        # (An installed package keeps its templates inside it: a template's frame first.)
+        if any(filename.startswith(folder) for folder in folders):
+            found, ours = (tb.tb_frame.f_code.co_filename, tb.tb_lineno), False
+        else:
+            ours = filename.startswith(package)
+        tb = tb.tb_next
+    return None if ours else found
 
 
 def _bytecode_cache(

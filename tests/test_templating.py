@@ -125,3 +125,93 @@ def test_a_filter_whose_code_changed_never_runs_code_compiled_for_the_old_one(
         env = environment(folder, autoescape=False, filters={"shout": namespace["shout"]})  # type: ignore[dict-item]
         renders.append(env.get_template("page.html").render())
     assert renders == ["ABC\n", "abc!\n"]
+
+
+# -- a template's own errors: the operator's file and line, never a traceback -------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("<p>\n{% if x %}never closed\n", 2, "template syntax error: Unexpected end of template"),
+        (
+            "<p>\n{{ nosuch.attr }}\n", 2,
+            "the template failed: UndefinedError: 'nosuch' is undefined",
+        ),
+        ("<p>\n\n{{ 1 // zero }}\n", 3, "the template failed: ZeroDivisionError"),
+    ],
+)
+def test_an_error_in_a_template_names_its_file_and_line(
+    tmp_path: Path, text: str, line: int, message: str
+) -> None:
+    from feeds.errors import TemplateError
+    from feeds.templating import render
+
+    folder = _folder(tmp_path, text)
+    with pytest.raises(TemplateError) as caught:
+        render(environment(folder, autoescape=True), "page.html", zero=0)
+    assert (caught.value.path, caught.value.line) == (str(folder / "page.html"), line)
+    assert caught.value.message.startswith(message)
+
+
+def test_a_missing_template_is_an_error_naming_its_folder(tmp_path: Path) -> None:
+    from feeds.errors import TemplateError
+    from feeds.templating import render
+
+    folder = _folder(tmp_path, "<p>\n")
+    with pytest.raises(TemplateError, match=r"template 'gone\.html' not found") as caught:
+        render(environment(folder, autoescape=True), "gone.html")
+    assert caught.value.path == str(folder)
+
+
+def test_an_error_in_the_packages_own_filter_is_a_bug_with_its_traceback(tmp_path: Path) -> None:
+    from feeds.templating import render
+    from feeds.textutil import cut
+
+    folder = _folder(tmp_path, "{{ 5|cut(3) }}\n")
+    with pytest.raises(TypeError):
+        render(environment(folder, autoescape=True, filters={"cut": cut}), "page.html")
+
+
+def test_feeds_build_and_check_report_a_broken_template_in_one_line(tmp_path: Path) -> None:
+    import shutil
+
+    from click.testing import CliRunner
+    from conftest import ROOT
+
+    from feeds.cli import cli
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["init", str(tmp_path / "site")]).exit_code == 0
+    site = tmp_path / "site"
+    shutil.copytree(ROOT / "templates", site / "tpl")
+    config = site / "feeds.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace('# templates = ', 'templates = "tpl"\n# ', 1),
+        encoding="utf-8",
+    )
+    email = site / "tpl" / "newsletter" / "email.html"
+    lines = email.read_text(encoding="utf-8").count("\n")
+    email.write_text(email.read_text(encoding="utf-8") + "{% if x %}oops\n", encoding="utf-8")
+
+    built = runner.invoke(cli, ["-c", str(config), "build"])
+    checked = runner.invoke(cli, ["-c", str(config), "check"])
+
+    expected = f"error: {email}:{lines + 1}: template syntax error: Unexpected end of template"
+    assert built.exit_code == 1 and "Traceback" not in built.output
+    assert built.output.startswith(expected) and built.output.count("\n") == 1
+    assert checked.exit_code == 1 and expected in checked.output
+
+
+def test_an_error_raised_in_a_worker_process_keeps_its_file_line_and_hint() -> None:
+    import pickle
+
+    from feeds.errors import LockedError, TemplateError
+
+    error = TemplateError("the template failed", path="tpl/a.html", line=7, hint="fix it")
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is TemplateError
+    assert str(again) == "tpl/a.html:7: the template failed (fix it)"
+    locked = LockedError("taken", path="state.lock")
+    locked.held_for = 12.0
+    assert pickle.loads(pickle.dumps(locked)).held_for == 12.0
