@@ -52,10 +52,17 @@ def import_list(
     all changes nobody and raises ConfigError.
     """
     if not people.subscribers:
+        # Why, at the first row that says so: a spreadsheet's `;` or tab separators, or a
+        # one-row list with a typo, would otherwise leave the operator guessing.
+        first = people.errors[0] if people.errors else None
+        more = len(people.errors) - 1
         raise ConfigError(
-            "the subscriber list has no valid subscriber; nobody was changed",
+            (f"{first.message}; " if first else "")
+            + "the subscriber list has no valid subscriber; nobody was changed",
             path=people.source,
-            hint="fix the list, or delete it if you manage subscribers with "
+            line=first.line if first else None,
+            hint=(f"{more} more row(s) like it; `feeds check` lists every one; " if more > 0
+                  else "") + "fix the list, or delete it if you manage subscribers with "
             "`feeds subscribers`",
         )
     report = ImportReport(problems=[

@@ -163,6 +163,16 @@ def test_an_empty_or_all_invalid_list_changes_nobody(audience: Audience, text: s
     assert len(audience.recipients().subscribers) == 2
 
 
+def test_a_list_with_no_valid_row_says_why_at_the_first_bad_row(audience: Audience) -> None:
+    text = "email;name;categories\nada@example.org;Ada;CV\nbob@example.org;Bob;CV\n"
+    with pytest.raises(ConfigError) as caught:
+        import_list(audience, parse_subscribers(text, source="list.csv"), prune=True)
+    assert str(caught.value).startswith(
+        "list.csv:1: invalid email address 'email;name;categories': "
+    )
+    assert "no valid subscriber; nobody was changed (2 more row(s) like it;" in str(caught.value)
+
+
 def test_rows_gone_from_the_list_leave_but_a_typo_unsubscribes_nobody(audience: Audience) -> None:
     import_list(audience, parse_subscribers(rows("ada@example.org,,", "b@example.org,,")))
     typo = import_list(
