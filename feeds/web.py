@@ -389,6 +389,11 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
         raise ConfigError(
             f"cannot listen on {host}:{port}: {exc}", hint="give --host an address of this machine"
         ) from None
+    except OSError as exc:  # the port taken by another program, or one only root may use
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="give --port a free port",
+        ) from None
 
 
 def app_from_env() -> Flask:

@@ -368,6 +368,22 @@ def test_every_error_is_one_line_in_the_one_format(tmp_path: Path, case: str) ->
         assert len(errors) == 1, done.stderr
 
 
+def test_serve_on_a_port_another_program_holds_names_the_address(tmp_path: Path) -> None:
+    import socket
+
+    root = _digest_folder(tmp_path / "site")
+    _also('[web]\npublic_url = "http://127.0.0.1:8000"\n')(root)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _feeds_process(root, ["serve", "--port", str(port)])
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use (give --port a free"
+    )
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
 def test_output_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     root = _digest_folder(tmp_path / "site")
