@@ -199,9 +199,9 @@ def _check_smtp(settings: Settings, report: CheckReport) -> None:
     try:
         report.smtp_reply = transport.check()
     except FeedsError as exc:
-        report.findings.append(
-            Finding("error", f"[smtp] {settings.smtp.host}:{settings.smtp.port}", _text(exc))
-        )
+        where = f"[smtp] {settings.smtp.host}:{settings.smtp.port}"
+        text = _text(exc)
+        report.findings.append(Finding("error", where, text.removeprefix(f"{where}: ")))
     finally:
         transport.close()
 

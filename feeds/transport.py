@@ -187,7 +187,7 @@ class Transport:
         try:
             conn = self._connection()
         except _Unreachable as exc:
-            raise DeliveryError(f"cannot connect to {self._where}: {exc}") from None
+            raise DeliveryError(f"{self._where}: cannot connect: {self._describe(exc)}") from None
         code, reply = conn.noop()
         return _reply(code, reply)
 
@@ -204,7 +204,8 @@ class Transport:
 
     @property
     def _where(self) -> str:
-        return f"{self._smtp.host}:{self._smtp.port}"
+        # Where, as every error line starts: the setting that names the server.
+        return f"[smtp] {self._smtp.host}:{self._smtp.port}"
 
     def _refused(
         self,
@@ -223,7 +224,7 @@ class Transport:
         if stage == "MAIL" and code >= 500:
             # Every message would be refused the same way: a configuration problem.
             raise DeliveryError(
-                f"{self._where} refused the sender {sender}: {self._scrub(text)}",
+                f"{self._where}: refused the sender {sender}: {self._scrub(text)}",
                 hint="check [newsletter] from and the relay's sender rules",
             )
         self._reset()
@@ -253,7 +254,8 @@ class Transport:
             )
             if self._failures >= max(1, self._smtp.max_attempts):
                 raise Unreachable(
-                    f"cannot connect to {self._where} after {self._failures} tries: {reason}"
+                    f"{self._where}: cannot connect after {self._failures} "
+                    f"{'try' if self._failures == 1 else 'tries'}: {reason}"
                 ) from None
             self._retry_at = time.monotonic() + backoff(self._retry_delay, self._failures)
             raise _Unreachable(reason) from None
@@ -286,7 +288,7 @@ class Transport:
             if smtp.security == "starttls":
                 if not conn.has_extn("starttls"):
                     raise DeliveryError(
-                        f"{self._where} does not offer STARTTLS",
+                        f"{self._where}: does not offer STARTTLS",
                         hint="use [smtp] security = ssl, or none to a local relay",
                     )
                 conn.starttls(context=ssl.create_default_context())
@@ -311,19 +313,19 @@ class Transport:
             conn.login(smtp.username or "", smtp.password)
         except smtplib.SMTPAuthenticationError as exc:
             raise DeliveryError(
-                f"{self._where} refused the login of {smtp.username}: "
+                f"{self._where}: refused the login of {smtp.username}: "
                 + self._scrub(_reply(exc.smtp_code, exc.smtp_error)),
                 hint=f"check [smtp] username and {PASSWORD_ENV}",
             ) from None
         except smtplib.SMTPNotSupportedError:
             raise DeliveryError(
-                f"{self._where} does not offer AUTH",
+                f"{self._where}: does not offer AUTH",
                 hint="remove [smtp] username, or use starttls/ssl (AUTH is often only "
                 "offered on an encrypted connection)",
             ) from None
         except smtplib.SMTPException as exc:
             raise DeliveryError(
-                f"login to {self._where} failed: {self._describe(exc)}"
+                f"{self._where}: login failed: {self._describe(exc)}"
             ) from None
 
     def _reset(self) -> None:
@@ -342,6 +344,8 @@ class Transport:
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, smtplib.SMTPResponseException):
             text = _reply(exc.smtp_code, exc.smtp_error)
+        elif isinstance(exc, OSError) and exc.strerror:
+            text = exc.strerror  # "Connection refused", not "[Errno 111] Connection refused"
         else:
             text = str(exc) or type(exc).__name__
         return self._scrub(text)

@@ -112,9 +112,15 @@ def test_the_smtp_server_is_tried_when_asked(project: Path, smtp_server: SmtpSer
 
 
 def test_an_unreachable_smtp_server_is_an_error(project: Path) -> None:
-    report = check(delivery_settings(project, None, max_attempts=1), smtp=True)
+    settings = delivery_settings(project, None, max_attempts=1)
+    report = check(settings, smtp=True)
 
-    assert any("cannot connect" in f.message for f in report.errors)
+    # One place, as every error line names it: the setting, then what went wrong.
+    (error,) = report.errors
+    assert str(error) == (
+        f"error: [smtp] {settings.smtp.host}:{settings.smtp.port}: cannot connect after 1 try: "
+        "Connection refused"
+    )
 
 
 def test_the_command_exits_1_on_errors_and_prints_file_and_line(project: Path) -> None:
