@@ -233,10 +233,22 @@ def explain(exc: sqlite3.Error, path: Path) -> StateError:
         )
     elif "full" in text:
         hint = "free some space on the disk that holds it; nothing was half-recorded"
+    elif "disk I/O" in text:
+        # What SQLite says when its write-ahead log cannot grow on a full disk, too: the
+        # database is most likely sound, and moving it aside would lose every subscriber.
+        hint = (
+            "the disk could not read or write it (is it full?); free space or check the disk, "
+            "then try again: nothing was half-recorded"
+        )
     elif "readonly" in text or "permission" in text:
-        hint = "check who owns the file and its folder"
-    else:
+        hint = "check who owns the file, its -wal and -shm files beside it, and its folder"
+    elif "malformed" in text or "not a database" in text:
         hint = "restore it from a backup, or move it aside to start afresh"
+    else:
+        hint = (
+            f"try again; if it keeps failing, check it with "
+            f"sqlite3 {path} 'PRAGMA integrity_check'"
+        )
     what = "failed" if isinstance(exc, sqlite3.OperationalError) else "is unusable"
     return StateError(f"the state database {what}: {text}", path=str(path), hint=hint)
 

@@ -200,3 +200,25 @@ def test_a_database_readable_by_others_is_made_private_when_opened(tmp_path: Pat
     path.chmod(0o644)
     state.connect(path).close()
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    ("error", "advice"),
+    [
+        # What SQLite says when its write-ahead log cannot grow on a full disk: the database is
+        # sound, and moving it aside would lose every subscriber and the send ledger.
+        (sqlite3.OperationalError("disk I/O error"), "is it full?"),
+        (sqlite3.OperationalError("database or disk is full"), "free some space"),
+        (sqlite3.OperationalError("attempt to write a readonly database"), "-wal and -shm"),
+        (sqlite3.DatabaseError("file is not a database"), "restore it from a backup"),
+        (sqlite3.DatabaseError("database disk image is malformed"), "restore it from a backup"),
+        (sqlite3.OperationalError("no such savepoint: x"), "PRAGMA integrity_check"),
+    ],
+)
+def test_only_a_damaged_database_is_advised_to_be_restored_or_moved_aside(
+    tmp_path: Path, error: sqlite3.Error, advice: str
+) -> None:
+    explained = state.explain(error, tmp_path / "feeds.sqlite3")
+    assert advice in str(explained) and str(explained).startswith(f"{tmp_path}/feeds.sqlite3: ")
+    damaged = "malformed" in str(error) or "not a database" in str(error)
+    assert ("move it aside" in str(explained)) == damaged
