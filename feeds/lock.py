@@ -44,8 +44,14 @@ def held(path: Path, *, busy: str, hint: str, wait: float = 0.0) -> Iterator[Non
     try:
         _acquire(fd, path, busy=busy, hint=hint, wait=wait)
         # Who holds it, for the message another run prints.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # a full disk: the first write of a run, so the first to fail
+            raise StateError(
+                f"cannot write the lock file: {exc.strerror}", path=str(path),
+                hint="free some space on the disk that holds the state database",
+            ) from exc
         yield
     finally:
         # Closing the descriptor releases the lock.

@@ -55,3 +55,38 @@ def test_the_build_and_send_locks_are_separate_private_files(tmp_path: Path) -> 
     names = {p.name for p in state.parent.iterdir()}
     assert names == {"feeds.sqlite3.lock", "feeds.sqlite3.send.lock"}
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in state.parent.iterdir())
+
+
+def test_a_lock_file_that_cannot_be_written_is_one_line_naming_it(tmp_path: Path) -> None:
+    """A full disk fails the first write of a run, the holder's pid into the lock file. Here a
+    file size limit of 0 bytes makes that write fail as a full disk would."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    path = lock.build_lock(tmp_path / "state" / "feeds.sqlite3")
+    script = (
+        "from pathlib import Path\n"
+        "from feeds import lock\n"
+        "from feeds.errors import FeedsError\n"
+        "try:\n"
+        f"    with lock.held(Path({str(path)!r}), busy='busy', hint='wait'):\n"
+        "        pass\n"
+        "except FeedsError as exc:\n"
+        "    print(exc)\n"
+    )
+
+    def no_file_may_grow() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+        preexec_fn=no_file_may_grow,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (
+        f"{path}: cannot write the lock file: File too large "
+        "(free some space on the disk that holds the state database)\n"
+    )
