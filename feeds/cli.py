@@ -33,7 +33,9 @@ from feeds.session import Failed, Progress, Session, now, user_errors
 @click.option(
     "--config",
     "-c",
-    type=click.Path(dir_okay=False, path_type=Path),
+    # Any path: what cannot be read as a settings file is one `error: FILE: …` line from
+    # load_settings, not click's usage text.
+    type=click.Path(path_type=Path),
     default=None,
     help="Settings file (default: ./feeds.toml if present, else built-in defaults).",
 )
@@ -51,7 +53,9 @@ def cli(ctx: click.Context, config: Path | None, verbose: int) -> None:
     Example:
         feeds --config feeds.toml run
     """
-    if config is None and Path("feeds.toml").is_file():
+    # Present as anything (a folder, a broken link): read, and refused in one line if it
+    # cannot be; taken as absent, the built-in defaults would run without a word.
+    if config is None and (Path("feeds.toml").exists() or Path("feeds.toml").is_symlink()):
         config = Path("feeds.toml")
     ctx.obj = Session(config, verbose)
 

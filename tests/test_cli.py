@@ -289,6 +289,11 @@ def _broken_config(root: Path) -> None:
     (root / "broken.toml").write_text('[site]\ntitle = "x"\nbad = \n', encoding="utf-8")
 
 
+def _config_a_folder(root: Path) -> None:
+    (root / "feeds.toml").unlink()
+    (root / "feeds.toml").mkdir()
+
+
 def _also(text: str) -> Callable[[Path], None]:
     """Add `text` to the folder's feeds.toml."""
     def prepare(root: Path) -> None:
@@ -313,6 +318,14 @@ CASES: dict[str, tuple[list[str], Callable[[Path], None], int, str]] = {
     ),
     "missing config file": (
         ["--config", "absent.toml", "build"], _nothing, 1, "error: absent.toml: cannot read"
+    ),
+    "a settings file that is a folder": (
+        ["--config", "digests", "build"], _nothing, 1,
+        "error: digests: cannot read config: Is a directory",
+    ),
+    # Not taken for absent: the built-in defaults would have run without a word.
+    "./feeds.toml a folder": (
+        ["build"], _config_a_folder, 1, "error: feeds.toml: cannot read config: Is a directory"
     ),
     "invalid TOML": (
         ["--config", "broken.toml", "build"], _broken_config, 1,
