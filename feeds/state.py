@@ -138,7 +138,9 @@ def connect(path: Path) -> sqlite3.Connection:
             path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )
     except (OSError, sqlite3.Error) as exc:
-        raise StateError(f"cannot open the state database: {exc}", path=str(path)) from exc
+        # An OSError's own text repeats the path: its reason alone, as every error line reads.
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise StateError(f"cannot open the state database: {why}", path=str(path)) from exc
     try:
         # WAL: a send reads while a build writes, and a killed writer loses nothing committed.
         # synchronous=NORMAL: a commit survives the process being killed at any moment without

@@ -222,3 +222,11 @@ def test_only_a_damaged_database_is_advised_to_be_restored_or_moved_aside(
     assert advice in str(explained) and str(explained).startswith(f"{tmp_path}/feeds.sqlite3: ")
     damaged = "malformed" in str(error) or "not a database" in str(error)
     assert ("move it aside" in str(explained)) == damaged
+
+
+def test_a_state_path_under_a_file_is_one_line_without_the_errno(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("", encoding="utf-8")
+    path = tmp_path / "afile" / "state" / "feeds.sqlite3"
+    with pytest.raises(StateError) as caught:
+        state.connect(path)
+    assert str(caught.value) == f"{path}: cannot open the state database: Not a directory"
