@@ -54,15 +54,13 @@ def decode_with_notes(data: bytes, *, path: str) -> tuple[str, list[tuple[int, s
     read it without error, as nonsense); a file with many non-UTF-8 bytes is GB18030.
     """
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        # UTF-16 with its byte order mark: what Notepad saves as "Unicode" and PowerShell 5
-        # writes with `>`. Its NUL bytes are no sign of a binary file.
+        # UTF-16 with a byte order mark (Notepad's "Unicode", PowerShell 5's `>`): its NUL
+        # bytes are no sign of a binary file.
         try:
             data = data.decode("utf-16").encode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ParseError(
-                f"undecodable UTF-16 text (byte {exc.start})", path=path,
-                hint="save the file as UTF-8",
-            ) from exc
+            why = f"undecodable UTF-16 text (byte {exc.start})"
+            raise ParseError(why, path=path, hint="save the file as UTF-8") from exc
     if not data.strip():
         raise ParseError("empty file", path=path, hint="a digest needs at least one entry")
     if b"\x00" in data:
