@@ -210,13 +210,7 @@ def _routes(app: Flask, endpoint: Endpoint) -> None:
             raise Refusal(f"Please keep your name under {MAX_NAME} characters.")
         chosen = read_categories(form, endpoint.categories())
         if not form.get("website"):
-            # Recorded before the answer, so that a busy or broken state file is a 503 the
-            # visitor can retry; only the mail waits for the postman. In the postman, a failed
-            # write was lost behind a "check your inbox" page.
-            member, token = endpoint.audience().request(
-                email, name=clean_name(name), categories=chosen
-            )
-            endpoint.postman.post(lambda: _welcome(endpoint, email, member, token))
+            endpoint.postman.post(lambda: _subscribe(endpoint, email, clean_name(name), chosen))
         return render_template("message.html", title="Check your inbox", sentence=(
             f"If {email} can join the list, a message with a link to confirm is on its way."))
 
@@ -325,9 +319,8 @@ def _routes(app: Flask, endpoint: Endpoint) -> None:
         return response
 
 
-def _welcome(endpoint: Endpoint, email: str, member: Member | None, token: str | None) -> None:
-    """The mail a subscribe form asks for: a confirmation link, or to someone already on the
-    list, a link to their preferences."""
+def _subscribe(endpoint: Endpoint, email: str, name: str, categories: frozenset[str]) -> None:
+    member, token = endpoint.audience().request(email, name=name, categories=categories)
     if token is not None:
         endpoint.notify("confirm", email, endpoint.link(f"/confirm?token={token}"))
     elif member is not None and member.status == "confirmed":

@@ -201,34 +201,6 @@ def test_subscribing_mails_a_confirmation_whose_link_confirms_over_the_wire(
 
 
 @pytest.mark.smtp
-def test_a_subscription_the_busy_state_file_cannot_take_is_a_503_to_retry_not_lost(
-    settings: Settings, clock: Clock, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import sqlite3
-
-    from feeds import state
-
-    status(settings, "nobody@example.org")  # the state file exists, its schema made
-    monkeypatch.setattr(state, "BUSY_TIMEOUT", 0.2)
-    app = create_app(settings, clock=clock)
-    client = app.test_client()
-    holder = sqlite3.connect(settings.paths.state, isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")
-    try:
-        busy = subscribe(client)
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-    settle(app)
-    assert busy.status_code == 503
-    assert status(settings, ADA) is None and smtp_server.handler.received == []
-
-    again = subscribe(client)
-    settle(app)
-    assert again.status_code == 200 and status(settings, ADA) == "pending"
-    assert [m.recipients for m in smtp_server.handler.received] == [(ADA,)]
-
-
 def test_the_answer_is_the_same_for_new_pending_and_confirmed_addresses(
     client: FlaskClient, app: Flask, smtp_server: SmtpServer
 ) -> None:
