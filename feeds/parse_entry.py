@@ -16,7 +16,7 @@ from datetime import datetime
 
 from feeds.identity import Ref, best_link, classify, find_urls
 from feeds.model import Item
-from feeds.parse_lines import CLOSE, OPEN, Entry, Warn, clip
+from feeds.parse_lines import CLOSE, LINK_LABEL, OPEN, Entry, Warn, clip
 from feeds.textutil import (
     collapse_spaces,
     cut,
@@ -34,8 +34,6 @@ _TRUNCATION = ("…", "...", "等", "et al.", "et al")
 _A_TAG = re.compile(r"<a\b[^<>]*?href\s*=\s*[\"']([^\"'<>\s]+)[\"'][^<>]*>", re.IGNORECASE)
 _WRAPPED = re.compile(r"^[《【〈](?P<title>.*)[》】〉](?P<rest>.*)$")
 # Page titles saved from a browser end in ` :: SSRN`; the site name is not part of the title.
-# What labels a link on its own line (`[PDF] https://…`, `Code: https://…`): not text.
-_LINK_LABEL = re.compile(rf"^(?:{OPEN}[^\]】］]{{1,20}}{CLOSE}|[^\s:：]{{1,20}}\s*[:：])$")
 _SITE_SUFFIX = re.compile(r"\s+::\s+[^:]{1,40}$")
 _TITLE_END = "。！？"
 # The longest title and the longest summary, abstract or commentary an item keeps; no real one
@@ -212,7 +210,7 @@ class Draft:
             self.add_link(url)
             text = text[:start] + text[end:]
         text = text.strip()
-        return "" if _LINK_LABEL.match(text) else text
+        return "" if LINK_LABEL.match(text) else text
 
     def item(self, *, published: datetime | None, digest_id: str) -> Item:
         best = best_link(self.links)

@@ -43,6 +43,15 @@ _WEEKLY = re.compile(
     rf"\s*[Nn][Oo]\s*\.?\s*{_NUMBER}\s*[.．、,，:：]?\s*(?P<title>.*)$"
 )
 # The further papers' heading, with a count (`（4篇）`) or the first entry glued to it.
+# The words that label a link on its own line (`[PDF] https://…`, `代码: https://…`): a link of
+# the entry above, never an entry, and the word is not text. Only these words: `[MIT]` before
+# a link is an affiliation, and a Chinese clause before `：` is a sentence.
+LINK_LABEL = re.compile(
+    rf"^(?:{OPEN}\s*)?(?:pdf|code|codes|paper|project(?: page)?|home ?page|github|demo|video|"
+    r"slides|data(?:set)?|blog|link|arxiv|论文|代码|项目(?:主页|地址)?|主页|链接|地址|视频|数据集?)"
+    rf"(?:\s*{CLOSE})?\s*[:：]?$",
+    re.IGNORECASE,
+)
 _LINK_TITLE = re.compile(r"https?://", re.IGNORECASE)
 _MORE_HEADER = re.compile(
     r"^另外几篇值得关注的论文\s*(?:[(（]\s*\d+\s*篇?\s*[)）])?\s*[:：]?\s*(?P<rest>.*)$"
@@ -67,8 +76,9 @@ _START_CHARS = frozenset("0123456789*＊[【［Nn")
 # `5) [LG] …`, `[lg] …`, or a start glued to the end of the line before): read as text of
 # the entry above, as before, but said, so that a damaged start never hides a paper.
 _HIDDEN_START = re.compile(
-    rf"(?<!\d)\d{{1,4}}\s*[、,，.．:：)）]\s*{STAR}?\s*{OPEN}\s*[A-Za-z][\w.\-/]{{0,15}}\s*"
-    rf"{CLOSE}|^\W{{0,4}}(?:{OPEN}\s*\d{{1,4}}\s*{CLOSE}\s*{STAR}?\s*)?{OPEN}\s*"
+    rf"(?:(?<!\d)\d{{1,4}}\s*[、，.．]|^\W{{0,4}}\d{{1,4}}\s*[)）:：,])\s*{STAR}?\s*{OPEN}\s*"
+    rf"[A-Za-z][\w.\-/]{{0,15}}\s*{CLOSE}"
+    rf"|^\W{{0,4}}(?:{OPEN}\s*\d{{1,4}}\s*{CLOSE}\s*{STAR}?\s*)?{OPEN}\s*"
     rf"[A-Za-z][\w.\-/]{{0,15}}\s*{CLOSE}\s*(?!https?://)\S"
 )
 
@@ -261,7 +271,9 @@ class _Reader:
         if first in "[【［*＊":
             match = _MORE.match(text)
             # `[PDF] https://…`, `[Code] https://…`: a labelled link of the entry above.
-            if match is not None and not _LINK_TITLE.match(match["title"]):
+            if match is not None and not (
+                _LINK_TITLE.match(match["title"]) and LINK_LABEL.match(match["cat"])
+            ):
                 return _daily(match, number, "more")
         if first in "Nn":
             match = _WEEKLY.match(text)

@@ -245,14 +245,13 @@ HEADER_UNSAFE = re.compile(f"[\x00-\x1f{_C1}{_UNENCODABLE}{_BIDI}\u2028\u2029]+"
 # What a digest's text loses on reading, so no item carries it: characters that separate words
 # (tab, form feed, NEL, U+2028) become spaces; other controls, bidi overrides and what UTF-8
 # cannot encode go. Only LF remains of the line ends, and only between lines.
-# Zero-width characters go too (a zero-width space, the direction marks, a word joiner, a
-# stray BOM): they draw nothing, and pasted before `[LG]` or after a link they hid an entry's
-# start (it became text of the entry above) or broke a link's key.
+# Zero-width characters become spaces too (a zero-width space, the direction marks, a word
+# joiner, a stray BOM): pasted before `[LG]` or after a link they hid an entry's start (it
+# became text of the entry above) or broke a link's key. Spaces, not nothing: a title whose
+# only gap is one keeps the words a title's key has always seen in it.
 _ZERO_WIDTH = "\u061c\u200b\u200e\u200f\u2060\ufeff"
-_SPACE_LIKE = re.compile("[\t\x0b\x0c\x1c-\x1f\x85\u2028\u2029]")
-_DROPPED = re.compile(
-    f"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f{_UNENCODABLE}{_BIDI}{_ZERO_WIDTH}]"
-)
+_SPACE_LIKE = re.compile(f"[\t\x0b\x0c\x1c-\x1f\x85\u2028\u2029{_ZERO_WIDTH}]")
+_DROPPED = re.compile(f"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f{_UNENCODABLE}{_BIDI}]")
 _UNCLEAN = re.compile(
     f"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029{_UNENCODABLE}{_BIDI}{_ZERO_WIDTH}]"
 )

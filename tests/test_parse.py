@@ -578,6 +578,31 @@ def test_a_labelled_link_line_is_a_link_of_its_entry_not_an_entry_or_text(links:
 
 
 @pytest.mark.parametrize(
+    "line",
+    [
+        "实验表明该方法优于所有基线：https://github.com/example/code",
+        "Table 2: [CLS] pooling helps. In Figure 1, [CLS] tokens do too. 3、see above",
+    ],
+)
+def test_text_before_a_link_or_around_a_bracket_stays_text_without_a_warning(line: str) -> None:
+    text = seed("004").read_text(encoding="utf-8")
+    link = "https://arxiv.org/abs/2208.05592"
+    digest = parse_text(text.replace(link, f"{line}\n{link}"), source="x", tz=SHANGHAI)
+    entry = by_rank(digest, 2)
+    kept = line.split("https://")[0]
+    assert kept in (entry.summary_zh or "") + (entry.abstract or "")
+    assert digest.warnings == ()
+
+
+def test_a_zero_width_space_between_title_words_keeps_the_titles_key() -> None:
+    text = "1、[LG] Self{}Supervised Learning Works\n\nA Author\n\n摘要。\n"
+    spaced = parse_text(text.format(" "), source="x", tz=SHANGHAI).items[0]
+    hidden = parse_text(text.format("\u200b"), source="x", tz=SHANGHAI).items[0]
+    # A published guid never changes: the key a title gives is the one it always gave.
+    assert (hidden.key, hidden.guid, hidden.title) == (spaced.key, spaced.guid, spaced.title)
+
+
+@pytest.mark.parametrize(
     "heading",
     [
         "另外几篇值得关注的论文（4篇）:\n\n",
