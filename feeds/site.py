@@ -17,7 +17,7 @@ from feeds.catalog import FeedInfo, feed_list, select
 from feeds.config import Settings
 from feeds.links import link_label, paper_page, primary_link, safe_url
 from feeds.model import BuildContext, Digest, Item, Paper
-from feeds.templating import environment, render
+from feeds.templating import environment, render, source
 from feeds.textutil import strip_illegal
 
 if TYPE_CHECKING:
@@ -74,8 +74,7 @@ def render_site(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
     files["feeds.opml"] = opml.encode("utf-8")
     if settings.site.search:
         # The search box's script, for the index and the newsletter archive (feeds.search).
-        assert env.loader is not None
-        files["search.js"] = env.loader.get_source(env, "search.js")[0].encode("utf-8")
+        files["search.js"] = source(env, "search.js").encode("utf-8")
     return files
 
 

@@ -86,10 +86,7 @@ def render(env: jinja2.Environment, name: str, **context: Any) -> str:
             hint="copy it from the templates that come with digest-feeds",
         ) from exc
     except UnicodeDecodeError as exc:
-        raise TemplateError(
-            f"not UTF-8 text ({exc.reason} at byte {exc.start})",
-            path=str(Path(_folder(env)) / name), hint="save the templates as UTF-8",
-        ) from exc
+        raise _not_utf8(exc, env, name) from exc
     except Exception as exc:
         frame = _template_frame(exc, env)
         if frame is None:
@@ -113,28 +110,59 @@ def source(env: jinja2.Environment, name: str) -> str:
             f"template {exc.name!r} not found", path=_folder(env),
             hint="copy it from the templates that come with digest-feeds",
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(exc, env, name) from exc
     return text
 
 
+def _not_utf8(exc: UnicodeDecodeError, env: jinja2.Environment, name: str) -> TemplateError:
+    """The template that is not UTF-8: `name`'s, or one it includes (the error does not say
+    which, so the folder is searched for the first file that does not decode)."""
+    folder = Path(_folder(env))
+    culprit = folder / name
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as found:
+            culprit, exc = path, found
+            break
+        except OSError:
+            continue
+    return TemplateError(
+        f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=str(culprit),
+        hint="save the templates as UTF-8",
+    )
+
+
 def syntax_errors(folder: Path) -> list[TemplateError]:
-    """Every template under `folder` that does not parse (for `feeds check`)."""
+    """Every template under `folder` that does not parse, and every stylesheet or script
+    beside them that is not UTF-8 (for `feeds check`). `init/` holds the files `feeds init`
+    fills in, not Jinja templates; `web/static/` is served as it is."""
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)))
+    env = jinja2.Environment()
     found: list[TemplateError] = []
-    for name in env.list_templates(filter_func=lambda name: not name.endswith(".css")):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        parts = path.relative_to(folder).parts
+        if parts[0] == "init" or parts[:2] == ("web", "static"):
+            continue
+        if path.suffix not in (".html", ".txt", ".opml", ".css", ".js"):
+            continue
         try:
-            source, filename, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
-            env.parse(source, name, filename)
+            text = path.read_bytes().decode("utf-8")
+            if path.suffix not in (".css", ".js"):
+                env.parse(text, path.name, str(path))
         except jinja2.TemplateSyntaxError as exc:
-            found.append(
-                TemplateError(
-                    f"template syntax error: {exc.message}",
-                    path=exc.filename or str(folder / name), line=exc.lineno,
-                )
-            )
+            found.append(TemplateError(
+                f"template syntax error: {exc.message}", path=str(path), line=exc.lineno
+            ))
         except UnicodeDecodeError as exc:
-            found.append(TemplateError(f"not UTF-8 text: {exc}", path=str(folder / name)))
+            found.append(TemplateError(
+                f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=str(path),
+                hint="save the templates as UTF-8",
+            ))
+        except OSError as exc:
+            found.append(TemplateError(f"cannot read: {exc.strerror}", path=str(path)))
     return found
 
 

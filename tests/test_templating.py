@@ -215,3 +215,38 @@ def test_an_error_raised_in_a_worker_process_keeps_its_file_line_and_hint() -> N
     locked = LockedError("taken", path="state.lock")
     locked.held_for = 12.0
     assert pickle.loads(pickle.dumps(locked)).held_for == 12.0
+
+
+def test_a_template_that_is_not_utf8_is_named_even_when_it_is_an_include(tmp_path: Path) -> None:
+    from feeds.errors import TemplateError
+    from feeds.templating import render, source
+
+    folder = _folder(tmp_path, '{% include "part.html" %}\n')
+    (folder / "part.html").write_bytes(b"<p>caf\xe9</p>\n")
+    (folder / "style.css").write_bytes(b"p { content: '\xff' }\n")
+    env = environment(folder, autoescape=True)
+    with pytest.raises(TemplateError, match="not UTF-8 text") as caught:
+        render(env, "page.html")
+    assert caught.value.path == str(folder / "part.html")
+    with pytest.raises(TemplateError, match="not UTF-8 text"):
+        source(env, "style.css")
+
+
+def test_check_reads_templates_and_their_stylesheets_but_not_images_or_init_files(
+    tmp_path: Path,
+) -> None:
+    from feeds.templating import syntax_errors
+
+    folder = tmp_path / "templates"
+    (folder / "web" / "static").mkdir(parents=True)
+    (folder / "init").mkdir()
+    (folder / "web" / "static" / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff\x00")
+    (folder / "init" / "crontab").write_text("{% not jinja %}\n", encoding="utf-8")
+    (folder / "web" / "page.html").write_text("{% if x %}\n", encoding="utf-8")
+    (folder / "web" / "site.css").write_bytes(b"p { color: red }\xff\n")
+
+    found = sorted((e.path, e.message.split(":")[0]) for e in syntax_errors(folder))
+    assert found == [
+        (str(folder / "web" / "page.html"), "template syntax error"),
+        (str(folder / "web" / "site.css"), "not UTF-8 text (invalid start byte at byte 16)"),
+    ]
