@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from feeds.errors import StateError
+from feeds.errors import StateError, display_path
 from feeds.output import private_folder
 
 SCHEMA_VERSION = 2
@@ -249,7 +249,7 @@ def explain(exc: sqlite3.Error, path: Path) -> StateError:
     else:
         hint = (
             f"try again; if it keeps failing, check it with "
-            f"sqlite3 {path} 'PRAGMA integrity_check'"
+            f"sqlite3 {display_path(path)} 'PRAGMA integrity_check'"
         )
     what = "failed" if isinstance(exc, sqlite3.OperationalError) else "is unusable"
     return StateError(f"the state database {what}: {text}", path=str(path), hint=hint)
