@@ -22,6 +22,10 @@ log = logging.getLogger("feeds.web")
 MAX_CLIENTS = 10_000
 # Notices waiting to be mailed; past this, new ones are dropped and logged.
 MAX_WAITING = 1_000
+# A job that found the state file busy past its timeout (a backup, a long send) is posted again
+# this many seconds later, up to this many times: a subscription is not lost to a busy minute.
+RETRY_DELAY = 60.0
+RETRIES = 5
 
 
 def client_of(address: str | None) -> str:
@@ -71,7 +75,8 @@ class Postman:
 
     A form answers the same page at once whatever the address is; looking it up, the daily
     limit and the SMTP conversation happen here, so neither the answer nor its timing says
-    whether an address is subscribed. A failure is logged and the next job goes on.
+    whether an address is subscribed. A failure is logged and the next job goes on; one that
+    found the state file busy is posted again later (`RETRY_DELAY`, `RETRIES`).
     """
 
     def __init__(self) -> None:
@@ -106,7 +111,33 @@ class Postman:
             job = self._jobs.get()
             try:
                 job()
-            except Exception:
-                log.exception("a notice could not be sent")
+            except Exception as exc:
+                tries = getattr(job, "tries", 0)
+                if _busy(exc) and tries < RETRIES:
+                    log.warning("the state file is busy; a notice is tried again in %g s",
+                                RETRY_DELAY)
+                    again = _Again(job, tries + 1)
+                    timer = threading.Timer(RETRY_DELAY, self.post, args=(again,))
+                    timer.daemon = True
+                    timer.start()
+                else:
+                    log.exception("a notice could not be sent")
             finally:
                 self._jobs.task_done()
+
+
+class _Again:
+    """A job posted again, and how many times it has been."""
+
+    def __init__(self, job: Callable[[], None], tries: int) -> None:
+        self.job = getattr(job, "job", job)
+        self.tries = tries
+
+    def __call__(self) -> None:
+        self.job()
+
+
+def _busy(exc: BaseException) -> bool:
+    """The state file was locked by another process past the busy timeout."""
+    text = str(exc)
+    return "locked" in text or "busy" in text

@@ -14,6 +14,7 @@ import http.client
 import re
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -201,6 +202,35 @@ def test_subscribing_mails_a_confirmation_whose_link_confirms_over_the_wire(
 
 
 @pytest.mark.smtp
+def test_a_subscription_that_finds_the_state_file_busy_is_tried_again_not_lost(
+    settings: Settings, clock: Clock, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from feeds import state, web_limits
+
+    status(settings, "nobody@example.org")  # the state file exists, its schema made
+    monkeypatch.setattr(state, "BUSY_TIMEOUT", 0.2)
+    monkeypatch.setattr(web_limits, "RETRY_DELAY", 0.5)
+    app = create_app(settings, clock=clock)
+    holder = sqlite3.connect(settings.paths.state, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        answer = subscribe(app.test_client())
+        settle(app)  # the first try met the lock
+        assert status(settings, ADA) is None
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert answer.status_code == 200
+    deadline = time.monotonic() + 20
+    while not smtp_server.handler.received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    settle(app)
+    assert status(settings, ADA) == "pending"
+    assert [m.recipients for m in smtp_server.handler.received] == [(ADA,)]
+
+
 def test_the_answer_is_the_same_for_new_pending_and_confirmed_addresses(
     client: FlaskClient, app: Flask, smtp_server: SmtpServer
 ) -> None:
