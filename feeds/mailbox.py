@@ -180,7 +180,8 @@ def _imap_session(bounces: BouncesSettings, timeout: float) -> Iterator[imaplib.
     try:
         conn = _imap_connect(bounces, timeout)
     except (imaplib.IMAP4.error, OSError) as error:
-        raise MailboxError(f"cannot reach IMAP {where}: {error}") from error
+        why = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise MailboxError(f"[bounces] {where}: cannot reach the IMAP server: {why}") from error
     try:
         try:
             conn.login(bounces.imap_user, bounces.imap_password)

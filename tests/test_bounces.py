@@ -538,6 +538,21 @@ def test_a_wrong_imap_password_is_a_clear_error_that_does_not_show_it(world: Wor
     assert "wrong-pw" not in str(caught.value)
 
 
+def test_an_imap_server_that_refuses_is_one_line_without_the_errno(world: World) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = replace(world.settings, bounces=replace(
+        world.settings.bounces, imap_host="127.0.0.1", imap_port=port, imap_security="none",
+        imap_user="bounces", imap_password="secret-pw",
+    ))
+    with pytest.raises(MailboxError) as caught:
+        process_imap(settings, log=world.lines.append, timeout=2)
+    assert str(caught.value) == (
+        f"[bounces] 127.0.0.1:{port}: cannot reach the IMAP server: Connection refused"
+    )
+
+
 def test_an_imap_server_that_never_answers_is_given_up_after_the_timeout(world: World) -> None:
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
@@ -548,7 +563,8 @@ def test_an_imap_server_that_never_answers_is_given_up_after_the_timeout(world: 
             imap_user="bounces", imap_password="secret-pw",
         ))
         started = time.monotonic()
-        with pytest.raises(MailboxError, match=f"cannot reach IMAP 127.0.0.1:{port}"):
+        silent_one = rf"^\[bounces\] 127\.0\.0\.1:{port}: cannot reach the IMAP server: "
+        with pytest.raises(MailboxError, match=silent_one):
             process_imap(settings, log=world.lines.append, timeout=0.5)
     assert time.monotonic() - started < 5
 
