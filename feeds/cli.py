@@ -134,7 +134,8 @@ def parse(obj: Session, paths: tuple[Path, ...], as_json: bool) -> None:
     """Parse digest files and print their items (a table, or JSON with --json).
 
     Warnings (warning: file:line: message) go to stderr. A file that cannot be read as a digest
-    is reported and skipped; the exit status is then 1.
+    is reported and skipped, and one with no entry is an error as for `feeds build`; the exit
+    status is then 1.
 
     \b
     Example:
@@ -157,6 +158,11 @@ def parse(obj: Session, paths: tuple[Path, ...], as_json: bool) -> None:
                 f"warning: {display_path(digest.source)}:{warning.line}: {warning.message}",
                 err=True,
             )
+        if not digest.items:
+            # What `feeds build` refuses to publish, said the same way here.
+            click.echo(f"error: {display_path(digest.source)}:1: no entry recognized: "
+                       "not published", err=True)
+            failed = True
         digests.append(digest)
     if as_json:
         payload = {"digests": [d.as_dict() for d in digests]}

@@ -398,6 +398,16 @@ def test_the_cli_reports_a_bad_file_in_one_line_and_parses_the_others(tmp_path: 
     assert [len(d["items"]) for d in payload["digests"]] == [9]
 
 
+def test_the_cli_calls_a_file_without_entries_an_error_as_the_build_does(tmp_path: Path) -> None:
+    words = tmp_path / "words.txt"
+    words.write_text("just some words\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["parse", str(words), str(seed("000"))])
+    assert result.exit_code == 1
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: {words}:1: no entry recognized: not published"
+    ]
+
+
 def test_the_cli_prints_warnings_with_file_and_line() -> None:
     result = CliRunner().invoke(cli, ["parse", str(seed("003"))])
     assert result.exit_code == 0
