@@ -26,7 +26,7 @@ from feeds.cli_mail import bounces, send
 from feeds.cli_subscribers import subscribers
 from feeds.config_file import load_settings
 from feeds.errors import FeedsError, display_path
-from feeds.session import Failed, Progress, Session, now, user_errors
+from feeds.session import Failed, PathArg, Progress, Session, now, user_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,7 +35,7 @@ from feeds.session import Failed, Progress, Session, now, user_errors
     "-c",
     # Any path: what cannot be read as a settings file is one `error: FILE: …` line from
     # load_settings, not click's usage text.
-    type=click.Path(path_type=Path),
+    type=PathArg(path_type=Path),
     default=None,
     help="Settings file (default: ./feeds.toml if present, else built-in defaults).",
 )
@@ -75,7 +75,7 @@ def _version(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("folder", type=PathArg(file_okay=False, path_type=Path))
 def init(folder: Path) -> None:
     """Create a ready site folder: feeds.toml, digests/ with a sample, deploy/ for cron.
 
@@ -96,7 +96,7 @@ def init(folder: Path) -> None:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.argument("file", type=PathArg(dir_okay=False, allow_dash=True, path_type=Path))
 @click.pass_obj
 def add(obj: Session, file: Path) -> None:
     """Add a digest (a file, or - for standard input) to the input folder under its date.
@@ -127,7 +127,7 @@ def add(obj: Session, file: Path) -> None:
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=PathArg(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the normalized items as JSON.")
 @click.pass_obj
 def parse(obj: Session, paths: tuple[Path, ...], as_json: bool) -> None:
@@ -187,11 +187,11 @@ def _expand(paths: tuple[Path, ...]) -> list[Path]:
 
 @cli.command()
 @click.option(
-    "--input", "input_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--input", "input_dir", type=PathArg(file_okay=False, path_type=Path), default=None,
     help="Folder of digest files (default: [paths] input, digests/).",
 )
 @click.option(
-    "--output", "output_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--output", "output_dir", type=PathArg(file_okay=False, path_type=Path), default=None,
     help="Folder to publish into (default: [paths] output, output/).",
 )
 @click.option(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from feeds.session import Failed, Progress, Session, now, user_errors
+from feeds.session import Failed, PathArg, Progress, Session, now, user_errors
 
 
 @click.command()
@@ -25,7 +25,7 @@ from feeds.session import Failed, Progress, Session, now, user_errors
     "run).",
 )
 @click.option(
-    "--outbox", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--outbox", type=PathArg(file_okay=False, path_type=Path), default=None,
     help="Folder for --dry-run (default: outbox/ beside the state database, outside output/).",
 )
 @click.option(
@@ -89,7 +89,7 @@ def send(
 
 @click.command()
 @click.option(
-    "--maildir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+    "--maildir", type=PathArg(file_okay=False, exists=True, path_type=Path), default=None,
     help="Read the bounces from this Maildir (default: [bounces] maildir).",
 )
 @click.option("--imap", "use_imap", is_flag=True, help="Read them from [bounces] imap_host.")

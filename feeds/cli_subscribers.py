@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from feeds.session import Failed, Session, user_errors
+from feeds.session import Failed, PathArg, Session, user_errors
 
 
 @click.group()
@@ -114,7 +114,7 @@ def subscribers_unsuppress(obj: Session, address: str) -> None:
 
 
 @subscribers.command("import")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=PathArg(dir_okay=False, path_type=Path))
 @click.pass_obj
 def subscribers_import(obj: Session, file: Path) -> None:
     """Take in a CSV of subscribers (email,name,categories), each confirmed.
@@ -138,7 +138,7 @@ def subscribers_import(obj: Session, file: Path) -> None:
 
 
 @subscribers.command("export")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.argument("file", type=PathArg(dir_okay=False, path_type=Path), required=False)
 @click.pass_obj
 def subscribers_export(obj: Session, file: Path | None) -> None:
     """Write every subscriber as CSV (to FILE, or standard output): email, name, categories,

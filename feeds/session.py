@@ -32,6 +32,29 @@ class Failed(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+class PathArg(click.Path):
+    """`click.Path` whose refusals read like every other error line (`error: out.txt: is a
+    file; --output needs a folder`, exit status 1), not click's usage text: a path of the
+    wrong kind is a problem with a file, not with how the command was typed."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as exc:
+            option = isinstance(param, click.Option) and param.opts
+            needs = f"{param.opts[0]} needs" if option and param else "this needs"
+            path = Path(value)
+            if not path.exists():
+                why = "does not exist"
+            elif path.is_dir() and not self.dir_okay:
+                why = f"is a folder; {needs} a file"
+            elif not path.is_dir() and not self.file_okay:
+                why = f"is a file; {needs} a folder"
+            else:
+                why = exc.format_message()
+            raise Failed(f"{display_path(value)}: {why}") from None
+
+
 @contextmanager
 def user_errors(state: Path | None = None) -> Iterator[None]:
     """Our errors, and SQLite's on the state database at `state`, as one line each."""

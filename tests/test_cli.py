@@ -327,6 +327,16 @@ CASES: dict[str, tuple[list[str], Callable[[Path], None], int, str]] = {
     "./feeds.toml a folder": (
         ["build"], _config_a_folder, 1, "error: feeds.toml: cannot read config: Is a directory"
     ),
+    # A path of the wrong kind is a problem with a file: our one line, exit 1, not click's
+    # usage text.
+    "an input folder that is a file": (
+        ["build", "--input", "feeds.toml"], _nothing, 1,
+        "error: feeds.toml: is a file; --input needs a folder",
+    ),
+    "a list to import that is a folder": (
+        ["subscribers", "import", "digests"], _nothing, 1,
+        "error: digests: is a folder; this needs a file",
+    ),
     "invalid TOML": (
         ["--config", "broken.toml", "build"], _broken_config, 1,
         "error: broken.toml:3: invalid TOML: Invalid value (column 7)",
