@@ -81,10 +81,7 @@ def render(env: jinja2.Environment, name: str, **context: Any) -> str:
             f"template syntax error: {exc.message}", path=exc.filename or name, line=exc.lineno
         ) from exc
     except jinja2.TemplateNotFound as exc:
-        raise TemplateError(
-            f"template {exc.name!r} not found", path=_folder(env),
-            hint="copy it from the templates that come with digest-feeds",
-        ) from exc
+        raise _not_found(exc, env) from exc
     except UnicodeDecodeError as exc:
         raise _not_utf8(exc, env, name) from exc
     except Exception as exc:
@@ -106,13 +103,17 @@ def source(env: jinja2.Environment, name: str) -> str:
     try:
         text: str = env.loader.get_source(env, name)[0]
     except jinja2.TemplateNotFound as exc:
-        raise TemplateError(
-            f"template {exc.name!r} not found", path=_folder(env),
-            hint="copy it from the templates that come with digest-feeds",
-        ) from exc
+        raise _not_found(exc, env) from exc
     except UnicodeDecodeError as exc:
         raise _not_utf8(exc, env, name) from exc
     return text
+
+
+def _not_found(exc: jinja2.TemplateNotFound, env: jinja2.Environment) -> TemplateError:
+    return TemplateError(
+        f"template {exc.name!r} not found", path=_folder(env),
+        hint="copy it from the templates that come with digest-feeds",
+    )
 
 
 def _not_utf8(exc: UnicodeDecodeError, env: jinja2.Environment, name: str) -> TemplateError:
