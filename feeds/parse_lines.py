@@ -16,7 +16,7 @@ from datetime import date
 
 from feeds.identity import YEARS, classify, date_in_text, find_urls, valid_date
 from feeds.model import Link, Section
-from feeds.textutil import collapse_spaces, strip_tags
+from feeds.textutil import collapse_spaces, has_cjk, strip_tags
 
 Warn = Callable[[int, str], None]
 
@@ -129,6 +129,11 @@ def read_lines(lines: list[str], warn: Warn) -> Lines:
     return _Reader(lines, warn).read()
 
 
+def _legend_like(text: str) -> bool:
+    """Three `LG - 机器学习` pairs or more: a digest's legend (`GPT-3, BERT-large` are not)."""
+    return sum(has_cjk(name) for _, name in _LEGEND_PAIR.findall(text)) >= 3
+
+
 def _has_bracket(text: str) -> bool:
     return "[" in text or "【" in text or "［" in text
 
@@ -194,6 +199,14 @@ class _Reader:
                         index + 1,
                         f"read as text of the entry above, but looks like an entry start: "
                         f"{clip(text)}",
+                    )
+                elif len(text) < 200 and _legend_like(text):
+                    # A second digest pasted below the first: its legend would otherwise be
+                    # read as text of the last entry, its entries as this digest's.
+                    self.warn(
+                        index + 1,
+                        f"a digest's legend inside an entry: is a second digest pasted into "
+                        f"this file? {clip(text)}",
                     )
                 current.body.append((index + 1, text))
         weekly = weekly_starts > daily_starts

@@ -604,6 +604,18 @@ def test_text_before_a_link_or_around_a_bracket_stays_text_without_a_warning(lin
     assert digest.warnings == ()
 
 
+def test_a_second_digest_pasted_below_the_first_is_said_at_its_legend() -> None:
+    first = seed("000").read_text(encoding="utf-8").rstrip("\n")
+    second = seed("001").read_text(encoding="utf-8")
+    text = f"{first}\n\n{second}"
+    digest = parse_text(text, source="x", tz=SHANGHAI)
+    legend = second.splitlines()[0]
+    line = first.count("\n") + 3
+    assert text.splitlines()[line - 1] == legend
+    said = "a digest's legend inside an entry: is a second digest pasted into this file? "
+    assert (digest.warnings[0].line, digest.warnings[0].message[: len(said)]) == (line, said)
+
+
 def test_a_zero_width_space_between_title_words_keeps_the_titles_key() -> None:
     text = "1、[LG] Self{}Supervised Learning Works\n\nA Author\n\n摘要。\n"
     spaced = parse_text(text.format(" "), source="x", tz=SHANGHAI).items[0]
