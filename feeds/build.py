@@ -7,9 +7,8 @@ The order of a build is what makes it safe to kill and cheap to repeat:
    last complete build: done, nothing imported.
 2. Read the inputs (`feeds.inputs`): parse only content not seen before; ids and dates are
    settled and committed at once.
-3. Merge sightings of the same paper into one `Paper` under its published guid
-   (`feeds.assemble`) and render: newsletter files only for new or changed digests, then the
-   archive, the feeds and the site from the whole context.
+3. Merge sightings of the same paper into one `Paper` under its published guid (`assemble`)
+   and render: newsletters of new or changed digests, then the rest from the whole context.
 4. Forget what the files about to be replaced were made of, write changed files atomically,
    remove files the build owned and no longer produces, and only then commit what was
    published. A build killed before that point redoes its work next time, whatever the input
@@ -123,6 +122,7 @@ def build(
     """
     started = time.perf_counter()
     paths = settings.paths
+    output.check_folder(paths.output)
     report = BuildReport(output=paths.output)
     with lock.held(
         lock.build_lock(paths.state),

@@ -128,15 +128,8 @@ def check_unpublished(paths: PathSettings, path: Path | None) -> None:
     """Refuse a state database, a subscriber list or the settings file inside the output
     folder, which is published as it is: the database holds every subscriber's address and
     the record of what was sent (`output = "."` put it on the web). Also for an output given
-    on the command line (`feeds build --output`). And an output that is a file, not a folder
-    (the build's error named a file inside it)."""
+    on the command line (`feeds build --output`)."""
     output = paths.output.resolve()
-    if output.exists() and not output.is_dir():
-        raise ConfigError(
-            f"[paths] output ({output}) is a file, not a folder",
-            path=str(path) if path else None,
-            hint="give [paths] output a folder of its own, such as \"output\"",
-        )
     private = [("[paths] state", paths.state), ("[paths] subscribers", paths.subscribers)]
     if path is not None:
         private.append(("the settings file", path))

@@ -171,6 +171,14 @@ def remove_files(root: Path, paths: Iterable[str]) -> list[str]:
     return removed
 
 
+def check_folder(root: Path) -> None:
+    """Refuse an output that is a file: every read and write under it would fail, each naming
+    a file inside it. Said by the build, not when the settings are read, so that
+    `feeds build --output DIR` still works around it."""
+    if root.is_file():
+        raise OutputError("[paths] output is a file, not a folder", path=str(root))
+
+
 def remove_temporaries(root: Path) -> list[Path]:
     """Delete temporary files a killed build left behind (only ours, by their prefix)."""
     removed: list[Path] = []

@@ -130,8 +130,11 @@ def read_lines(lines: list[str], warn: Warn) -> Lines:
 
 
 def _legend_like(text: str) -> bool:
-    """Three `LG - 机器学习` pairs or more: a digest's legend (`GPT-3, BERT-large` are not)."""
-    return sum(has_cjk(name) for _, name in _LEGEND_PAIR.findall(text)) >= 3
+    """A line that starts with a `LG - 机器学习` pair and has three or more: a digest's legend
+    (not `GPT-3, BERT-large`, nor a sentence that glosses three terms)."""
+    return _LEGEND_PAIR.match(text) is not None and sum(
+        has_cjk(name) for _, name in _LEGEND_PAIR.findall(text)
+    ) >= 3
 
 
 def _has_bracket(text: str) -> bool:

@@ -83,6 +83,8 @@ class Postman:
         self._jobs: queue.Queue[Callable[[], None]] = queue.Queue(MAX_WAITING)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # Jobs waiting to be posted again (`RETRY_DELAY`), each on a timer of its own.
+        self._retrying = 0
 
     def post(self, job: Callable[[], None]) -> None:
         try:
@@ -100,7 +102,7 @@ class Postman:
     def wait(self, timeout: float = 30.0) -> bool:
         """Block until every job posted so far is done (tests, shutdown); False on timeout."""
         deadline = time.monotonic() + timeout
-        while self._jobs.unfinished_tasks:
+        while self._jobs.unfinished_tasks or self._retrying:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
@@ -113,17 +115,23 @@ class Postman:
                 job()
             except Exception as exc:
                 tries = getattr(job, "tries", 0)
-                if _busy(exc) and tries < RETRIES:
+                if _busy(exc) and tries < RETRIES and self._retrying < MAX_WAITING:
                     log.warning("the state file is busy; a notice is tried again in %g s",
                                 RETRY_DELAY)
-                    again = _Again(job, tries + 1)
-                    timer = threading.Timer(RETRY_DELAY, self.post, args=(again,))
+                    with self._lock:
+                        self._retrying += 1
+                    timer = threading.Timer(RETRY_DELAY, self._again, args=(job, tries + 1))
                     timer.daemon = True
                     timer.start()
                 else:
                     log.exception("a notice could not be sent")
             finally:
                 self._jobs.task_done()
+
+    def _again(self, job: Callable[[], None], tries: int) -> None:
+        self.post(_Again(job, tries))
+        with self._lock:
+            self._retrying -= 1
 
 
 class _Again:
@@ -138,6 +146,12 @@ class _Again:
 
 
 def _busy(exc: BaseException) -> bool:
-    """The state file was locked by another process past the busy timeout."""
-    text = str(exc)
-    return "locked" in text or "busy" in text
+    """The state file was locked by another process past the busy timeout (SQLite's own
+    error, or ours about it): not a relay's `451 mailbox busy`, which must not be sent again."""
+    import sqlite3
+
+    from feeds.errors import StateError
+
+    if isinstance(exc, sqlite3.OperationalError):
+        return "locked" in str(exc) or "busy" in str(exc)
+    return isinstance(exc, StateError) and "busy" in (exc.hint or "")

@@ -359,8 +359,8 @@ CASES: dict[str, tuple[list[str], Callable[[Path], None], int, str]] = {
         "error: feeds.toml: [paths] state ({root}/state/feeds.sqlite3) is inside [paths] output",
     ),
     "an output that is a file": (
-        ["build"], _also('output = "feeds.toml"\n'), 1,
-        "error: feeds.toml: [paths] output ({root}/feeds.toml) is a file, not a folder",
+        ["build"], _also('output = "digests/2021-06-17.txt"\n'), 1,
+        "error: {root}/digests/2021-06-17.txt: [paths] output is a file, not a folder",
     ),
     "a sender that is no address": (
         ["build"], _also('[newsletter]\nfrom = "Digest <digest@>"\n'), 1,

@@ -616,6 +616,21 @@ def test_a_second_digest_pasted_below_the_first_is_said_at_its_legend() -> None:
     assert (digest.warnings[0].line, digest.warnings[0].message[: len(said)]) == (line, said)
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "本文比较三类模型: CNN - 卷积神经网络, RNN - 循环神经网络, GNN - 图神经网络。",
+        "[Mila - 魁北克人工智能研究所 & MSR - 微软研究院 & FAIR - 脸书AI研究院]",
+        "Based on GPT-3, BERT-large and T5-base, 我们提出",
+    ],
+)
+def test_a_line_that_glosses_terms_is_no_legend(line: str) -> None:
+    text = seed("004").read_text(encoding="utf-8")
+    link = "https://arxiv.org/abs/2208.05592"
+    digest = parse_text(text.replace(link, f"{line}\n{link}"), source="x", tz=SHANGHAI)
+    assert digest.warnings == ()
+
+
 def test_a_zero_width_space_between_title_words_keeps_the_titles_key() -> None:
     text = "1、[LG] Self{}Supervised Learning Works\n\nA Author\n\n摘要。\n"
     spaced = parse_text(text.format(" "), source="x", tz=SHANGHAI).items[0]
