@@ -138,11 +138,13 @@ def subscribers_import(obj: Session, file: Path) -> None:
 
 
 @subscribers.command("export")
-@click.argument("file", type=PathArg(dir_okay=False, path_type=Path), required=False)
+@click.argument(
+    "file", type=PathArg(dir_okay=False, allow_dash=True, path_type=Path), required=False
+)
 @click.pass_obj
 def subscribers_export(obj: Session, file: Path | None) -> None:
-    """Write every subscriber as CSV (to FILE, or standard output): email, name, categories,
-    status. `import` takes the confirmed ones back.
+    """Write every subscriber as CSV (to FILE, or standard output without one or with -):
+    email, name, categories, status. `import` takes the confirmed ones back.
 
     \b
     Example:
@@ -150,7 +152,6 @@ def subscribers_export(obj: Session, file: Path | None) -> None:
     """
     import csv
     import io
-
 
     with obj.audience() as audience:
         members = audience.members()
@@ -160,7 +161,7 @@ def subscribers_export(obj: Session, file: Path | None) -> None:
     writer.writerow(["email", "name", "categories", "status"])
     for m in members:
         writer.writerow([m.email, m.name, " ".join(sorted(m.categories)), m.status])
-    if file is None:
+    if file is None or str(file) == "-":
         click.echo(out.getvalue(), nl=False)
         return
     from feeds.output import write_private

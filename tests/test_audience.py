@@ -247,6 +247,10 @@ def test_the_operator_adds_lists_exports_and_removes_subscribers(project: Path) 
         '"email","name","categories","status"\n"Ada@example.org","","CL CV","confirmed"\n'
     )
     assert out.stat().st_mode & 0o777 == 0o600
+    # `-` is standard output, as without a file (it wrote a file named `-`).
+    dashed = feeds(project, "subscribers", "export", "-")
+    assert (dashed.exit_code, dashed.stdout) == (0, out.read_text(encoding="utf-8"))
+    assert not (project / "-").exists() and not Path("-").exists()
     # An address may start with `#` (a comment in a list file): it survives the round trip.
     assert feeds(project, "subscribers", "add", "#news@example.org").exit_code == 0
     assert feeds(project, "subscribers", "export", str(out)).exit_code == 0
