@@ -136,7 +136,7 @@ def process_imap(
     so mail left alone keeps its unread state; the folder is never expunged as a whole."""
     need_secret(settings)
     bounces = settings.bounces
-    where = f"{bounces.imap_host}:{bounces.imap_port}"
+    where = f"[bounces] {bounces.imap_host}:{bounces.imap_port}"
     source = bounces.imap_folder.casefold()
     if source in (bounces.processed_folder.casefold(), bounces.unmatched_folder.casefold()):
         raise ConfigError(
@@ -159,14 +159,14 @@ def process_imap(
                     log(f"{verdict.line} -> {mover.name(verdict.folder)}")
         except (imaplib.IMAP4.error, OSError) as error:
             raise MailboxError(
-                f"IMAP {where}: {error}", hint="the notifications read so far are filed"
+                f"{where}: {error}", hint="the notifications read so far are filed"
             ) from error
     return judge.report
 
 
 @contextmanager
 def _imap_session(bounces: BouncesSettings, timeout: float) -> Iterator[imaplib.IMAP4]:
-    where = f"{bounces.imap_host}:{bounces.imap_port}"
+    where = f"[bounces] {bounces.imap_host}:{bounces.imap_port}"
     if not bounces.imap_host or not bounces.imap_user:
         raise ConfigError(
             "[bounces] imap_host and imap_user are needed to read bounces over IMAP",
@@ -181,13 +181,13 @@ def _imap_session(bounces: BouncesSettings, timeout: float) -> Iterator[imaplib.
         conn = _imap_connect(bounces, timeout)
     except (imaplib.IMAP4.error, OSError) as error:
         why = error.strerror if isinstance(error, OSError) and error.strerror else error
-        raise MailboxError(f"[bounces] {where}: cannot reach the IMAP server: {why}") from error
+        raise MailboxError(f"{where}: cannot reach the IMAP server: {why}") from error
     try:
         try:
             conn.login(bounces.imap_user, bounces.imap_password)
         except (imaplib.IMAP4.error, OSError) as error:
             raise MailboxError(
-                f"IMAP {where} refused the login of {bounces.imap_user}: {error}",
+                f"{where}: refused the login of {bounces.imap_user}: {error}",
                 hint="check [bounces] imap_user and FEEDS_IMAP_PASSWORD",
             ) from error
         yield conn

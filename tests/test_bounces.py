@@ -536,6 +536,8 @@ def test_a_wrong_imap_password_is_a_clear_error_that_does_not_show_it(world: Wor
         with pytest.raises(MailboxError, match="refused the login") as caught:
             process_imap(settings, log=world.lines.append)
     assert "wrong-pw" not in str(caught.value)
+    where = f"[bounces] {settings.bounces.imap_host}:{settings.bounces.imap_port}: "
+    assert str(caught.value).startswith(f"{where}refused the login of bounces: ")
 
 
 def test_an_imap_server_that_refuses_is_one_line_without_the_errno(world: World) -> None:
