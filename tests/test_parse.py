@@ -587,6 +587,12 @@ def test_a_labelled_link_line_is_a_link_of_its_entry_not_an_entry_or_text(links:
     assert digest.warnings == ()
 
 
+def _with_a_line_before_the_link_of_entry_2(line: str) -> Digest:
+    text = seed("004").read_text(encoding="utf-8")
+    link = "https://arxiv.org/abs/2208.05592"
+    return parse_text(text.replace(link, f"{line}\n{link}"), source="x", tz=SHANGHAI)
+
+
 @pytest.mark.parametrize(
     "line",
     [
@@ -595,9 +601,7 @@ def test_a_labelled_link_line_is_a_link_of_its_entry_not_an_entry_or_text(links:
     ],
 )
 def test_text_before_a_link_or_around_a_bracket_stays_text_without_a_warning(line: str) -> None:
-    text = seed("004").read_text(encoding="utf-8")
-    link = "https://arxiv.org/abs/2208.05592"
-    digest = parse_text(text.replace(link, f"{line}\n{link}"), source="x", tz=SHANGHAI)
+    digest = _with_a_line_before_the_link_of_entry_2(line)
     entry = by_rank(digest, 2)
     kept = line.split("https://")[0]
     assert kept in (entry.summary_zh or "") + (entry.abstract or "")
@@ -625,10 +629,7 @@ def test_a_second_digest_pasted_below_the_first_is_said_at_its_legend() -> None:
     ],
 )
 def test_a_line_that_glosses_terms_is_no_legend(line: str) -> None:
-    text = seed("004").read_text(encoding="utf-8")
-    link = "https://arxiv.org/abs/2208.05592"
-    digest = parse_text(text.replace(link, f"{line}\n{link}"), source="x", tz=SHANGHAI)
-    assert digest.warnings == ()
+    assert _with_a_line_before_the_link_of_entry_2(line).warnings == ()
 
 
 def test_a_zero_width_space_between_title_words_keeps_the_titles_key() -> None:
