@@ -68,6 +68,8 @@ def volumes(ctx: BuildContext, settings: Settings) -> list[Volume]:
         if code:
             months[category_slug(code)].setdefault(month, []).append(paper)
     found: list[Volume] = []
+    # The months the context does not hold (`BuildContext.sealed`) come before all of its own.
+    before = {slug: v[0] for slug, v in ctx.sealed.volumes.items()} if ctx.sealed else {}
     for feed in feeds:
         ordered = sorted(months[feed.slug])
         for n, month in enumerate(ordered):
@@ -76,7 +78,7 @@ def volumes(ctx: BuildContext, settings: Settings) -> list[Volume]:
                     feed=feed,
                     month=month,
                     papers=tuple(months[feed.slug][month]),
-                    prev=ordered[n - 1] if n > 0 else None,
+                    prev=ordered[n - 1] if n > 0 else before.get(feed.slug),
                     next=ordered[n + 1] if n + 1 < len(ordered) else None,
                 )
             )

@@ -21,7 +21,8 @@ from feeds import output
 from feeds.archive import Volume, render_volumes, volume_marks, volumes
 from feeds.assemble import Load, complete
 from feeds.config import Settings
-from feeds.model import BuildContext
+from feeds.errors import Unsealed
+from feeds.model import BuildContext, Sealed
 from feeds.workers import Workers
 
 # Digests loaded in full at once while archive documents are rendered (a month has about 30).
@@ -55,6 +56,8 @@ class Shelf:
         # The volumes to render, as the light context has them, and every paper's entry time
         # (the same in the light and the full context: it depends on dates and order alone).
         self.stale: list[Volume] = []
+        # Every volume of the context planned from.
+        self.volumes: list[Volume] = []
         self.times: dict[str, datetime] = {}
         # Every archive document of this build, rendered or kept.
         self.paths: list[str] = []
@@ -64,11 +67,17 @@ class Shelf:
     ) -> None:
         """Decide what to render from `ctx` (its digests may be light), its papers' entry
         times and marks (`feeds.syndicate.entry_times`, `entry_marks`)."""
-        found = volumes(ctx, self.settings)
+        found = self.volumes = volumes(ctx, self.settings)
         self.times = times
         self.marks = volume_marks(found, marks, self.render_fingerprint)
+        if ctx.sealed is not None:
+            self.marks.update(self._kept(ctx.sealed, found))
         self.paths = sorted(self.marks)
         present = output.existing(self.settings.paths.output, self.paths)
+        if ctx.sealed is not None and any(
+            p not in present for p in self.paths if _month(p) < ctx.sealed.month
+        ):
+            raise Unsealed("an earlier month's archive document is gone")
         self.stale = [
             volume
             for volume in found
@@ -78,6 +87,24 @@ class Shelf:
                 for p in (volume.path("atom"), volume.path("rss"))
             )
         ]
+
+    def _kept(self, sealed: Sealed, found: list[Volume]) -> dict[str, str]:
+        """The marks of the earlier months' documents, kept as they are: their papers are the
+        same, and so are their feed's words and, for each feed's last earlier month, the next
+        month (`Sealed.volumes`)."""
+        first: dict[str, Volume] = {}
+        for volume in found:
+            first.setdefault(volume.feed.slug, volume)
+        for slug, (_last, following, title, description) in sealed.volumes.items():
+            recent = first.get(slug)
+            if (recent.month if recent else None) != following or (
+                recent and (recent.feed.title, recent.feed.description) != (title, description)
+            ):
+                raise Unsealed(f"the feed {slug} changed beyond the recent months")
+        kept = {p: m for p, m in self.before.items() if _month(p) < sealed.month}
+        if len(kept) != sealed.documents:
+            raise Unsealed("an earlier month's archive document is not recorded")
+        return kept
 
     def render(self, load: Load, workers: Workers) -> Iterator[dict[str, bytes]]:
         """The changed archive documents, in batches of a month or two: each batch loads in
@@ -132,6 +159,11 @@ class Shelf:
             "INSERT OR REPLACE INTO archive_marks (path, fingerprint) VALUES (?, ?)",
             sorted((p, m) for p, m in self.marks.items() if self.before.get(p) != m),
         )
+
+
+def _month(path: str) -> str:
+    """The month of an archive document's path (`feeds/archive/<slug>/<YYYY-MM>.<ext>`)."""
+    return path.rpartition("/")[2][:7]
 
 
 # The volumes of one batch (papers in full), the settings and their papers' entry times.

@@ -153,10 +153,18 @@ def complete(paper: Paper, full: Mapping[str, Digest]) -> Paper:
     digest that sights it."""
     if not paper.sightings:
         raise ValueError(f"{paper.key}: not assembled by `assemble`, no sightings to load")
-    (first_id, first_at), *rest = paper.sightings
+    return whole(paper.sightings, paper.guid, paper.first_seen, full)
+
+
+def whole(
+    sightings: tuple[tuple[str, int], ...], guid: str, seen: datetime, full: Mapping[str, Digest]
+) -> Paper:
+    """The paper of these sightings ((digest id, position), first first), published as `guid`
+    and first seen at `seen`, made of the full digests `full` (by id)."""
+    (first_id, first_at), *rest = sightings
     first = full[first_id].items[first_at]
     later = [full[digest_id].items[position] for digest_id, position in rest]
-    return _merge(first, later, paper.guid, paper.first_seen, paper.sightings)
+    return _merge(first, later, guid, seen, sightings)
 
 
 def assemble(
@@ -187,7 +195,7 @@ def assemble(
         # Newest first; ties by digest order (newest first), then position in the digest.
         newest, rank = -digest.date.timestamp(), count - 1 - index
         for position, item in enumerate(digest.items):
-            title = normalize_title(item.title or item.title_zh or "")
+            title = title_key(item)
             found = by_key.get(item.key) or (by_title.get(title) if title else None)
             if found is None:
                 order = (newest, rank, position)
@@ -243,6 +251,11 @@ def assemble(
         digests=tuple(full.get(d.id, d) for d in newest_first), papers=tuple(papers)
     )
     return hydrated, records
+
+
+def title_key(item: Item) -> str:
+    """What recognises a paper by its title in another sighting (empty: no title)."""
+    return normalize_title(item.title or item.title_zh or "")
 
 
 def _order(sighting: _Sighting) -> tuple[float, int, int]:

@@ -26,21 +26,22 @@ import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import closing, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from feeds import fingerprints, inputs, lock, output, state
 from feeds.collector import collector_paused
 from feeds.config import Settings
-from feeds.errors import display_path
+from feeds.errors import Unsealed, display_path
 
 # The real build's stages are imported where it starts: a no-op build, the common cron case,
 # decides from stat calls alone.
 if TYPE_CHECKING:
     from feeds.additions import Additions
-    from feeds.model import BuildContext, Digest
+    from feeds.assemble import Identities
+    from feeds.model import BuildContext, Digest, Sealed
     from feeds.workers import Workers
 
 Log = Callable[[str], None]
@@ -61,6 +62,9 @@ class BuildReport:
     output: Path
     digests: int = 0
     papers: int = 0
+    # Of those digests, how many the build took from the seal rather than reading them
+    # (`feeds.seal`).
+    sealed_digests: int = 0
     noop: bool = False
     parsed: list[str] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
@@ -99,9 +103,10 @@ class BuildReport:
         lines += [f"wrote {display_path(self.output / rel)}" for rel in self.written]
         lines += [f"removed {display_path(self.output / rel)}" for rel in self.removed]
         phases = ", ".join(f"{name} {secs:.2f} s" for name, secs in self.timings.items())
+        sealed = f" ({self.sealed_digests} of them sealed)" if self.sealed_digests else ""
         lines.append(
-            f"{self.digests} digests, {self.papers} papers: wrote {len(self.written)} files, "
-            f"removed {len(self.removed)} in {self.seconds:.2f} s ({phases})"
+            f"{self.digests} digests{sealed}, {self.papers} papers: wrote {len(self.written)} "
+            f"files, removed {len(self.removed)} in {self.seconds:.2f} s ({phases})"
         )
         return lines
 
@@ -209,34 +214,40 @@ def _publish(
 ) -> list[str]:
     """Read, assemble, render, write and commit; the names of the input files that could not
     be read."""
-    from feeds.assemble import assemble
+    from feeds import seal
 
     paths = settings.paths
     render_fp = additions.render_fingerprint
     for leftover in output.remove_temporaries(paths.output):
         log(f"removed a temporary file left by a killed build: {leftover}")
 
-    # Ten years of digests, and then their papers, live until the build ends and form no
-    # cycles. While they are made, the collector waits (it walked them three or four times
-    # for nothing: 0.1 to 0.15 s of a one-digest build, measured); once made, they are frozen,
-    # so no full collection the rest of the build triggers walks them again.
     tick = time.perf_counter()
     with collector_paused():
         found = inputs.read(conn, settings, listing.files, now=now, workers=workers)
     report.parsed, report.input_warnings = found.parsed, found.warnings
     report.errors = sorted(found.errors + listing.errors())
     report.timings["parse"] = time.perf_counter() - tick
-    gc.freeze()
 
     tick = time.perf_counter()
-    keys, titles = state.guid_maps(conn)
-    hydrate = _hydrate(conn, found, settings, additions.plan)
-    with collector_paused():
-        ctx, identities = assemble(found.digests, keys, titles, hydrate=hydrate)
-    report.digests = len(ctx.digests)
-    report.papers = len(ctx.papers)
+    seal_fp = seal.fingerprint(render_fp, inputs.parser_fingerprint(settings))
+    sealed = None if force else seal.stored(conn, seal_fp, found.headers)
+    try:
+        ctx, identities, keys, titles = _assemble(conn, settings, found, additions, sealed)
+    except Unsealed as why:
+        log(f"building over every digest: {why}")
+        ctx, identities, keys, titles = _assemble(conn, settings, found, additions, None)
+    report.digests = len(found.headers)
+    report.papers = len(ctx.papers) + (ctx.sealed.papers if ctx.sealed else 0)
+    report.sealed_digests = ctx.sealed.digests if ctx.sealed else 0
     report.timings["assemble"] = time.perf_counter() - tick
-    gc.freeze()
+    # Every digest, the sealed ones as their headers (newest first, as the context's).
+    every = list(ctx.digests)
+    if ctx.sealed is not None:
+        recent = {d.id for d in every}
+        every += sorted(
+            (d for d in found.headers.values() if d.id not in recent),
+            key=lambda d: (-d.date.timestamp() if d.date else 0.0, d.id),
+        )
 
     owned_before = state.outputs(conn)
     rendered_before = state.renders(conn)
@@ -247,7 +258,7 @@ def _publish(
         files_by_owner.setdefault(owner, []).append(rel)
     existing = output.existing(paths.output, owned_before)
     stale: list[Digest] = []
-    for digest in ctx.digests:
+    for digest in every:
         fp = _fingerprint([render_fp, digest.content_hash, digest.id, _iso(digest.date)])
         rendered[digest.id] = fp
         previous = files_by_owner.get(digest.id, [])
@@ -296,7 +307,7 @@ def _publish(
     site_files.update(syndicate.render_feeds(ctx, settings))
     report.timings["feeds"] = time.perf_counter() - tick
     # Written batch by batch: a first build's archive documents are most of a gigabyte.
-    hashes = {digest.id: digest.content_hash for digest in ctx.digests}
+    hashes = {digest.id: digest.content_hash for digest in every}
 
     def load(ids: list[str]) -> dict[str, Digest]:
         return {d.id: d for d in found.full(conn, [hashes[i] for i in ids]).values()}
@@ -332,6 +343,9 @@ def _publish(
     report.timings["write"] = time.perf_counter() - tick + write_seconds
     report.written.sort()
 
+    # Sealed again by a build over every digest; a build of the recent ones keeps the seal.
+    made = seal.make(ctx, settings, additions.archive, seal_fp) if not ctx.sealed else None
+
     # Only now, with every file in place, is the publication recorded.
     known = set(keys.values())
     with state.transaction(conn):
@@ -345,27 +359,58 @@ def _publish(
         state.save_outputs(conn, owned, owned_before)
         state.set_meta(conn, "published", json.dumps(sorted(found.headers)))
         additions.save(conn)
+        if ctx.sealed is None:
+            seal.save(conn, made)
     return found.unread
 
 
-def _hydrate(
+def _assemble(
     conn: sqlite3.Connection,
-    found: inputs.Inputs,
     settings: Settings,
-    also: Callable[[BuildContext], None],
-) -> Callable[[BuildContext], dict[str, Digest]]:
-    """For `assemble`: the digests that sight a paper some page shows, in full, by id.
+    found: inputs.Inputs,
+    additions: Additions,
+    sealed: dict[str, Any] | None,
+) -> tuple[BuildContext, Identities, dict[str, str], dict[str, str]]:
+    """The build context, the identities to record, and the published guids of the keys and
+    titles it holds (`state.guid_maps`): over every digest, or with a seal (`feeds.seal`) over
+    the recent ones. Raises Unsealed when the recent ones reach back.
 
     The context is assembled from digests without their texts, which tell which papers the
     feeds and the index show (selection depends only on dates, categories, stars and
     identities); only the digests those papers come from are then loaded in full, so the
     context equals one made of full digests everywhere it is read.
     """
+    from feeds import seal
+    from feeds.assemble import assemble, title_key
     from feeds.catalog import feed_list, select
 
+    headers = found.headers if sealed is None else seal.recent(found.headers, sealed)
+    # Ten years of digests, and then their papers, live until the build ends and form no
+    # cycles. While they are made, the collector waits (it walked them three or four times
+    # for nothing: 0.1 to 0.15 s of a one-digest build, measured); once made, they are frozen,
+    # so no full collection the rest of the build triggers walks them again.
+    with collector_paused():
+        digests = found.light(conn, list(headers))
+    gc.freeze()
+    if sealed is None:
+        keys, titles = state.guid_maps(conn)
+    else:
+        items = [item for digest in digests for item in digest.items]
+        keys, titles = state.guid_maps(
+            conn, ([i.key for i in items], [title_key(i) for i in items])
+        )
+    by_id = {d.id: h for h, d in found.headers.items()}
+    earlier: list[Sealed] = []
+
+    def load(ids: list[str]) -> dict[str, Digest]:
+        return {d.id: d for d in found.full(conn, [by_id[i] for i in ids]).values()}
+
     def hydrate(summary: BuildContext) -> dict[str, Digest]:
+        if sealed is not None:
+            earlier.append(seal.sealed(sealed, summary, settings, load))
+            summary = replace(summary, sealed=earlier[0])
         # The archive documents and the search index plan here, and load their own digests.
-        also(summary)
+        additions.plan(summary)
         needed: set[str] = set()
         limit = settings.site.items_per_feed
         for feed in feed_list(summary, settings):
@@ -376,7 +421,18 @@ def _hydrate(
         hashes = [d.content_hash for d in summary.digests if d.id in needed]
         return {d.id: d for d in found.full(conn, hashes).values()}
 
-    return hydrate
+    try:
+        with collector_paused():
+            ctx, identities = assemble(digests, keys, titles, hydrate=hydrate)
+        if sealed is not None and seal.reaches_back(conn, sealed, identities, keys, titles):
+            raise Unsealed("a recent digest sights an earlier paper")
+    except Unsealed:
+        # Pagefind's processes, if the search index planned to index.
+        additions.close()
+        raise
+    finally:
+        gc.freeze()
+    return (replace(ctx, sealed=earlier[0]) if earlier else ctx), identities, keys, titles
 
 
 def _render_issue(task: tuple[Digest, Settings]) -> dict[str, bytes]:

@@ -129,6 +129,8 @@ def feed_list(ctx: BuildContext, settings: Settings) -> list[FeedInfo]:
     # Counted as (code, name) pairs first: a ten-year archive has tens of thousands of papers
     # and a few dozen distinct pairs, and a slug is worked out once per pair, not per paper.
     pairs = Counter((p.item.category, p.item.category_name) for p in ctx.papers)
+    if ctx.sealed is not None:
+        pairs.update(dict(ctx.sealed.pairs))
     codes: dict[str, set[str]] = {}
     names: dict[str, Counter[str]] = {}
     for (code, category_name), count in pairs.items():
@@ -177,8 +179,11 @@ def select(ctx: BuildContext, feed: FeedInfo, limit: int) -> list[Paper]:
     chosen: list[Paper] = []
     if limit <= 0:
         return chosen
+    # Earlier papers (`BuildContext.sealed`) come after every paper of the context.
+    tail = ctx.sealed.tails.get(feed.slug, ()) if ctx.sealed is not None else ()
     if feed.kind == "all":
-        return list(ctx.papers[:limit])
+        chosen = list(ctx.papers[:limit])
+        return chosen + list(tail[: limit - len(chosen)])
     # A category feed may be rare and scan the whole archive: each code is matched once.
     matches: dict[str | None, bool] = {}
     for paper in ctx.papers:
@@ -194,5 +199,5 @@ def select(ctx: BuildContext, feed: FeedInfo, limit: int) -> list[Paper]:
                 continue
         chosen.append(paper)
         if len(chosen) == limit:
-            break
-    return chosen
+            return chosen
+    return chosen + list(tail[: limit - len(chosen)])

@@ -89,3 +89,8 @@ class DeliveryError(FeedsError):
     # What the send did before it stopped that cron must hear of, one line each (`ADDRESS:
     # reply`): a 550 just before the relay went away still suppressed its address.
     failures: tuple[str, ...] = ()
+
+
+class Unsealed(Exception):
+    """Not an error: a build of the recent digests alone (`feeds.seal`) met a change that
+    reaches the earlier ones, and is done again over every digest."""

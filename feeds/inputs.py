@@ -127,9 +127,7 @@ def parser_fingerprint(settings: Settings) -> str:
 class Inputs:
     """The digests to publish, with what it takes to load any of them in full."""
 
-    # Dated and named, items without their long texts (see `store.load_digests`).
-    digests: list[Digest]
-    # The same, without items, by content hash.
+    # Dated and named, without items, by content hash.
     headers: dict[str, Digest]
     parsed: list[str] = field(default_factory=list)
     # "path:line: message" each.
@@ -140,8 +138,14 @@ class Inputs:
     warnings: list[str] = field(default_factory=list)
 
     def full(self, conn: sqlite3.Connection, hashes: list[str]) -> dict[str, Digest]:
-        """These digests with every text, dated and named as in `digests`."""
+        """These digests with every text, dated and named as in `headers`."""
         return store.load_digests(conn, {h: self.headers[h] for h in hashes})
+
+    def light(self, conn: sqlite3.Connection, hashes: list[str]) -> list[Digest]:
+        """These digests with their items, without the long texts (see `store.load_digests`)."""
+        return list(
+            store.load_digests(conn, {h: self.headers[h] for h in hashes}, texts=False).values()
+        )
 
 
 def read(
@@ -161,7 +165,7 @@ def read(
     parser_fp = parser_fingerprint(settings)
     files_before = state.file_rows(conn)
     rows = store.digest_rows(conn)
-    result = Inputs([], {})
+    result = Inputs({})
 
     files: dict[str, state.FileRow] = {}
     sources: dict[str, Path] = {}
@@ -254,7 +258,6 @@ def read(
             {h: old for h, old in edited.items()
              if h in result.headers and result.headers[h].id != old},
         )
-    result.digests = list(store.load_digests(conn, result.headers, texts=False).values())
     result.errors.sort()
     return result
 

@@ -157,3 +157,41 @@ class BuildContext:
     digests: tuple[Digest, ...]
     # Every paper once, newest first_seen first, ties by digest order then rank.
     papers: tuple[Paper, ...]
+    # Set when the digests and papers above are only those dated from `sealed.cut` on: what
+    # the earlier ones add to the pages that show more than their own month (`feeds.seal`).
+    sealed: Sealed | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """What the digests dated before `cut`, and the papers they first showed, add to a build
+    of the later ones: a daily build reads and assembles the recent months only.
+
+    Every stage that reads more than the months it renders takes its share from here: the
+    feed list its (category, name) counts, each feed its newest earlier papers, the archive
+    and the search index the months they keep as they are, the newsletter archive its rows.
+    """
+
+    cut: datetime
+    # The cut's month ("2021-03", in the site's time zone): the first of the recent months.
+    month: str
+    digests: int
+    papers: int
+    # ((code, name), how many earlier papers) of every pair.
+    pairs: tuple[tuple[tuple[str | None, str | None], int], ...]
+    # Each feed's newest earlier papers (up to `[site] items_per_feed`), by slug, in full, with
+    # their entry times: the part of each feed a build may need.
+    tails: dict[str, tuple[Paper, ...]]
+    times: dict[str, datetime]
+    # Each feed's last earlier month with papers, by slug: (that month, the feed's next month
+    # with papers then, the feed's title and description then). The month's archive documents
+    # are kept as they are while the last two stay the same.
+    volumes: dict[str, tuple[str, str | None, str, str]]
+    # How many archive documents the earlier months have.
+    documents: int
+    # Each earlier search period's number of papers, and the category labels earlier papers
+    # show in the search box.
+    periods: tuple[tuple[str, int], ...]
+    labels: frozenset[str]
+    # The newsletter archive's rows of the earlier digests, newest first.
+    rows: tuple[dict[str, Any], ...]

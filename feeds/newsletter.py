@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -131,8 +132,27 @@ def render_archive(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
     each row needs only what light digests keep (titles, keys, stars), so ten years of issues
     cost a template loop, not a newsletter rendering each.
     """
+    rows = archive_rows(ctx.digests)
+    if ctx.sealed is not None:
+        rows += ctx.sealed.rows
+    env = _environment(settings.paths.templates)
+    html = render(
+        env, "archive.html",
+        site_title=clean_line(settings.site.title),
+        site_url=settings.site.url(""),
+        feed_url=settings.site.url("feeds/all.rss"),
+        css=_css(env),
+        issues=rows,
+        language=settings.site.language,
+        search=settings.site.search,
+    )
+    return {"newsletter/index.html": html.encode("utf-8")}
+
+
+def archive_rows(digests: Iterable[Digest]) -> list[dict[str, Any]]:
+    """The newsletter archive's row of each digest, in the order given."""
     rows = []
-    for digest in ctx.digests:
+    for digest in digests:
         items = distinct(digest.items)
         if not items or not digest.id:
             continue
@@ -149,18 +169,7 @@ def render_archive(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
                 "weekly": digest.format == "weekly",
             }
         )
-    env = _environment(settings.paths.templates)
-    html = render(
-        env, "archive.html",
-        site_title=clean_line(settings.site.title),
-        site_url=settings.site.url(""),
-        feed_url=settings.site.url("feeds/all.rss"),
-        css=_css(env),
-        issues=rows,
-        language=settings.site.language,
-        search=settings.site.search,
-    )
-    return {"newsletter/index.html": html.encode("utf-8")}
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from feeds.catalog import STARRED_LABEL, category_label
 from feeds.config import Settings
 from feeds.entry import clean, entry_authors, entry_title, one_line
 from feeds.links import has_page, paper_page
-from feeds.model import BuildContext, Paper
+from feeds.model import BuildContext, Paper, Sealed
 from feeds.syndicate import entry_times
 
 # The filters a visitor can narrow results with, and the value a starred paper has.
@@ -80,10 +80,21 @@ def periods(
     return dict(sorted(found.items(), reverse=True))
 
 
-def manifest(groups: dict[str, list[Paper]]) -> bytes:
+def manifest(groups: dict[str, list[Paper]], sealed: Sealed | None = None) -> bytes:
     """What the search box needs before it loads any index: the periods (`periods`), newest
     first, with their number of papers, and every category label (the category filter's
-    choices)."""
+    choices); with those of the earlier papers a context does not hold (`sealed`)."""
+    labels = set(category_labels(groups))
+    shown = [{"id": name, "papers": len(papers)} for name, papers in groups.items()]
+    if sealed is not None:
+        labels |= sealed.labels
+        shown += [{"id": name, "papers": count} for name, count in sealed.periods]
+    document = {"periods": shown, "categories": sorted(labels)}
+    return (json.dumps(document, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+
+
+def category_labels(groups: dict[str, list[Paper]]) -> set[str]:
+    """The category labels the papers of `groups` show in the search box."""
     named = {(paper.item.category, paper.item.category_name)
              for papers in groups.values() for paper in papers if paper.item.category}
     labels: set[str] = set()
@@ -91,9 +102,7 @@ def manifest(groups: dict[str, list[Paper]]) -> bytes:
         code = one_line(category)
         if code:
             labels.add(category_label(code, one_line(name) or None))
-    shown = [{"id": name, "papers": len(papers)} for name, papers in groups.items()]
-    document = {"periods": shown, "categories": sorted(labels)}
-    return (json.dumps(document, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+    return labels
 
 
 def records(

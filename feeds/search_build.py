@@ -28,7 +28,7 @@ from pathlib import Path
 
 from feeds.assemble import Load, complete
 from feeds.config import Settings
-from feeds.errors import OutputError
+from feeds.errors import OutputError, Unsealed
 from feeds.fingerprints import SEARCH_DATA
 from feeds.model import BuildContext, Paper
 from feeds.search import (
@@ -125,11 +125,27 @@ class SearchIndex:
             return
         self.times = times
         groups = periods(ctx, self.settings, self.times)
+        sealed = ctx.sealed
+        if sealed is not None and (not groups or min(groups) < sealed.month):
+            # A recent paper whose entry time falls in an earlier month, or none at all.
+            raise Unsealed("the recent papers reach an earlier search period")
         self.marks = _marks(groups, marks, self.render_fingerprint)
         newest = next(iter(groups), None)
-        self.manifest = manifest(groups)
+        self.manifest = manifest(groups, sealed)
         self.stale, self.files = set(), {}
-        for name, mark in self.marks.items():
+        if sealed is not None:
+            # The earlier months' indexes are kept as they are, and must all be there.
+            for name, (mark, kept) in self.before.items():
+                if name < sealed.month:
+                    wanted = [rel for rel in kept if not is_code(rel)]
+                    root = self.settings.paths.output / BUNDLE / name
+                    if not kept or not set(wanted) <= _present(root):
+                        raise Unsealed(f"the search index of {name} is gone")
+                    self.marks[name], self.files[name] = mark, wanted
+            if len(self.marks) != len(groups) + len(sealed.periods):
+                raise Unsealed("an earlier search period is not indexed")
+        for name in groups:
+            mark = self.marks[name]
             old_mark, kept = self.before.get(name, ("", []))
             wanted = [rel for rel in kept if name == newest or not is_code(rel)]
             if (

@@ -343,11 +343,26 @@ def save_file_rows(
 # -- published identities -------------------------------------------------------------------
 
 
-def guid_maps(conn: sqlite3.Connection) -> tuple[dict[str, str], dict[str, str]]:
-    """(key -> guid, normalized title -> guid) for every paper ever published."""
-    keys = dict(conn.execute("SELECT key, guid FROM paper_keys"))
-    titles = dict(conn.execute("SELECT title, guid FROM paper_titles"))
-    return keys, titles
+def guid_maps(
+    conn: sqlite3.Connection, only: tuple[Iterable[str], Iterable[str]] | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(key -> guid, normalized title -> guid) for every paper ever published, or for these
+    keys and titles only (`only`)."""
+    if only is None:
+        keys = dict(conn.execute("SELECT key, guid FROM paper_keys"))
+        titles = dict(conn.execute("SELECT title, guid FROM paper_titles"))
+        return keys, titles
+    found: list[dict[str, str]] = [{}, {}]
+    for n, (table, column) in enumerate((("paper_keys", "key"), ("paper_titles", "title"))):
+        wanted = sorted(set(only[n]))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            found[n].update(conn.execute(
+                f"SELECT {column}, guid FROM {table} WHERE {column} IN "
+                f"({','.join('?' * len(chunk))})",
+                chunk,
+            ))
+    return found[0], found[1]
 
 
 def record_papers(

@@ -18,6 +18,8 @@ from feeds.model import Digest, Item, Link, ParseWarning
 
 _SHORT = "key, guid, section, rank, category, category_name, starred, title, title_zh, line"
 _LONG = "authors, authors_truncated, affiliations, summary_zh, abstract, notes, url, links"
+# From this many digests, their items without texts are read in one pass over the table.
+SCAN_FROM = 1000
 
 
 class DigestRow(NamedTuple):
@@ -85,21 +87,22 @@ def load_digests(
     columns only. Ten years of digests fit in memory this way.
     """
     items: dict[str, list[Item]] = {h: [] for h in headers}
-    if texts:
+    if texts or len(headers) <= SCAN_FROM:
         wanted = sorted(headers)
+        columns = f"{_SHORT}, {_LONG}" if texts else _SHORT
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             rows = conn.execute(
-                f"SELECT content_hash, {_SHORT}, {_LONG} FROM items WHERE content_hash IN "
+                f"SELECT content_hash, {columns} FROM items WHERE content_hash IN "
                 f"({','.join('?' * len(chunk))}) ORDER BY content_hash, position",
                 chunk,
             )
             for row in rows:
                 items[row[0]].append(_item(row, headers[row[0]], texts))
     else:
-        # Without texts a build wants every digest it publishes: one pass over the table, in
-        # the order of its key (no sort), was a third faster than asking for 500 at a time;
-        # the rows of versions no longer published are skipped.
+        # A build over every digest: one pass over the table, in the order of its key (no
+        # sort), was a third faster than asking for 500 at a time; the rows of versions no
+        # longer published are skipped.
         for row in conn.execute(
             f"SELECT content_hash, {_SHORT} FROM items ORDER BY content_hash, position"
         ):

@@ -167,6 +167,8 @@ def render_feeds(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
     chosen = [(feed, select(ctx, feed, limit)) for feed in feed_list(ctx, settings)]
     needed = {paper.key for _, papers in chosen for paper in papers}
     times = entry_times(ctx.papers, settings.site.tz, needed)
+    if ctx.sealed is not None:
+        times.update(ctx.sealed.times)
     # A paper is in "all", its category and maybe "starred", each in two formats: its content
     # HTML is made once.
     contents: dict[str, str] = {}

@@ -1,0 +1,251 @@
+"""The sealed history: a daily build reads and assembles the recent digests only.
+
+Every stage that shows more than one month reads every paper: the feed list counts the
+categories' names, a rare category's feed reaches back years for its newest papers, the
+archive and the search index plan from every paper's entry, the newsletter archive lists every
+issue. With ten years of digests that was about a second of each daily build, growing every
+year, for pages whose earlier part does not change.
+
+So after a build over every digest, the digests dated before the first day of the month before
+the newest one are sealed: the state keeps what each of those stages takes from them (the
+counts of the feed list, each feed's newest earlier papers by their sightings, each feed's
+last earlier month, the search periods' sizes, the newsletter archive's rows, and a hash of
+the sealed digests). The next build with the same parser and render fingerprint whose sealed
+digests are all unchanged reads and assembles only the digests from the cut on, and the
+stages take the rest from `BuildContext.sealed`. Whatever reaches back is met before a file
+is written (`Unsealed`) and the build is done over every digest, which seals again: a recent
+digest sighting an earlier paper (a weekly list), a feed's first recent month or its words
+changing, an earlier archive document or search index gone. Equal output either way is what
+the tests hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from feeds import state
+from feeds.archive import FORMATS
+from feeds.archive_build import Shelf
+from feeds.assemble import Identities, whole
+from feeds.catalog import feed_list, select
+from feeds.config import Settings
+from feeds.identity import local_midnight
+from feeds.model import BuildContext, Digest, Paper, Sealed
+from feeds.newsletter import archive_rows
+from feeds.search import category_labels, periods
+from feeds.syndicate import aware
+
+# The state's meta key; the version of what it holds.
+KEY = "seal"
+VERSION = 1
+# Cuts tried, a month earlier each time, while a recent digest sights an earlier paper.
+TRIES = 3
+
+# Digest ids -> those digests in full, by id.
+LoadById = Callable[[list[str]], dict[str, Digest]]
+
+
+def fingerprint(render_fingerprint: str, parser_fingerprint: str) -> str:
+    """What a seal is only valid with: the parser's and the rendering's fingerprints."""
+    parts = [VERSION, render_fingerprint, parser_fingerprint]
+    return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()
+
+
+def stored(
+    conn: sqlite3.Connection, fingerprint: str, headers: dict[str, Digest]
+) -> dict[str, Any] | None:
+    """The state's seal if a build of the recent digests may use it: made with the same
+    fingerprint, over the same earlier digests, and with recent digests to build."""
+    text = state.get_meta(conn, KEY)
+    if not text:
+        return None
+    data: dict[str, Any] = json.loads(text)
+    if data.get("fingerprint") != fingerprint:
+        return None
+    cut = data["cut_ts"]
+    earlier = [d for d in headers.values() if _ts(d) < cut]
+    if len(earlier) == len(headers) or _hash(earlier) != data["hash"]:
+        return None
+    return data
+
+
+def recent(headers: dict[str, Digest], data: dict[str, Any]) -> dict[str, Digest]:
+    """The digests the seal `data` leaves to read: those dated from its cut on."""
+    cut = data["cut_ts"]
+    return {h: d for h, d in headers.items() if _ts(d) >= cut}
+
+
+def sealed(
+    data: dict[str, Any], ctx: BuildContext, settings: Settings, load: LoadById
+) -> Sealed:
+    """The earlier part of a build whose context `ctx` holds the recent digests only: the
+    earlier papers each feed may show, in full (`load`), after the recent ones."""
+    base = Sealed(
+        cut=datetime.fromisoformat(data["cut"]),
+        month=data["month"],
+        digests=data["digests"],
+        papers=data["papers"],
+        pairs=tuple(((code, name), n) for code, name, n in data["pairs"]),
+        tails={},
+        times={},
+        volumes={slug: (v[0], v[1], v[2], v[3]) for slug, v in data["volumes"].items()},
+        documents=data["documents"],
+        periods=tuple((name, n) for name, n in data["periods"]),
+        labels=frozenset(data["labels"]),
+        rows=tuple(data["rows"]),
+    )
+    probe = replace(ctx, sealed=base)
+    limit = settings.site.items_per_feed
+    wanted: dict[str, list[Any]] = {}
+    for feed in feed_list(probe, settings):
+        # The recent papers come first; only what they leave of the feed is read.
+        room = limit - len(select(probe, feed, limit))
+        wanted[feed.slug] = data["tails"].get(feed.slug, [])[: max(0, room)]
+    ids = sorted({d for entries in wanted.values() for _, _, seen in entries for d, _ in seen})
+    full = load(ids)
+    tz = settings.site.tz
+    made: dict[str, Paper] = {}
+    times: dict[str, datetime] = {}
+    tails: dict[str, tuple[Paper, ...]] = {}
+    for slug, entries in wanted.items():
+        papers = []
+        for guid, step, seen in entries:
+            paper = made.get(guid)
+            if paper is None:
+                sightings = tuple((d, n) for d, n in seen)
+                first = full[sightings[0][0]].date
+                assert first is not None  # resolved by the build
+                paper = made[guid] = whole(sightings, guid, first, full)
+                times[paper.key] = aware(paper.first_seen, tz) + timedelta(seconds=step)
+            papers.append(paper)
+        tails[slug] = tuple(papers)
+    return replace(base, tails=tails, times=times)
+
+
+def reaches_back(
+    conn: sqlite3.Connection,
+    data: dict[str, Any],
+    identities: Identities,
+    keys: dict[str, str],
+    titles: dict[str, str],
+) -> bool:
+    """Whether the recent papers (`identities`, as `assemble` records them) meet an earlier
+    paper: one of their keys or titles was published under an earlier paper's guid, or a
+    guid they take is one. A build over every digest would have merged them, or moved a
+    guid between them."""
+    guids = {guid for guid, _, _ in identities[0]}
+    guids.update(keys[key] for key, _ in identities[1] if key in keys)
+    guids.update(titles[title] for title, _ in identities[2] if title in titles)
+    wanted = sorted(guids)
+    cut = data["cut_ts"]
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = conn.execute(
+            f"SELECT first_seen FROM papers WHERE guid IN ({','.join('?' * len(chunk))})", chunk
+        )
+        if any(datetime.fromisoformat(seen).timestamp() < cut for (seen,) in rows):
+            return True
+    return False
+
+
+def make(
+    ctx: BuildContext,
+    settings: Settings,
+    shelf: Shelf,
+    fingerprint: str,
+) -> dict[str, Any] | None:
+    """The seal of a build over every digest (`ctx`, and the archive's plan of it, `shelf`:
+    its volumes and every paper's entry time), or None when there is nothing to seal or no cut
+    a recent digest does not reach across."""
+    times = shelf.times
+    if not ctx.digests:
+        return None
+    tz = settings.site.tz
+    newest = ctx.digests[0].date
+    assert newest is not None  # resolved by the build
+    local = newest.astimezone(tz)
+    dates = {d.id: _ts(d) for d in ctx.digests}
+    year, month = local.year, local.month
+    for _ in range(TRIES):
+        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+        cut = local_midnight(date(year, month, 1), tz)
+        cut_ts = cut.timestamp()
+        # Newest first: the earlier papers are the context's last ones.
+        earlier = [p for p in ctx.papers if p.first_seen.timestamp() < cut_ts]
+        if not earlier:
+            return None
+        if all(dates[d] < cut_ts for p in earlier for d in p.digest_ids):
+            break
+    else:
+        return None
+    cut_month = f"{year:04d}-{month:02d}"
+    digests = [d for d in ctx.digests if _ts(d) < cut_ts]
+    old = BuildContext(tuple(digests), tuple(earlier))
+    limit = settings.site.items_per_feed
+    tails = {}
+    for feed in feed_list(ctx, settings):
+        tails[feed.slug] = [
+            [p.guid, _step(p, times, settings), [list(s) for s in p.sightings]]
+            for p in select(old, feed, limit)
+        ]
+    ends: dict[str, list[Any]] = {}
+    documents = 0
+    for volume in shelf.volumes:
+        if volume.month < cut_month:
+            documents += len(FORMATS)
+            feed = volume.feed
+            ends[feed.slug] = [volume.month, volume.next, feed.title, feed.description]
+    # The search box's manifest is all they are for.
+    groups = periods(old, settings, times) if settings.site.search else {}
+    pairs = Counter((p.item.category, p.item.category_name) for p in earlier)
+    return {
+        "fingerprint": fingerprint,
+        "cut": cut.isoformat(),
+        "cut_ts": cut_ts,
+        "month": cut_month,
+        "hash": _hash(digests),
+        "digests": len(digests),
+        "papers": len(earlier),
+        "pairs": [[code, name, n] for (code, name), n in sorted(pairs.items(), key=_pair)],
+        "tails": tails,
+        "volumes": ends,
+        "documents": documents,
+        "periods": [[name, len(papers)] for name, papers in groups.items()],
+        "labels": sorted(category_labels(groups)),
+        "rows": archive_rows(digests),
+    }
+
+
+def save(conn: sqlite3.Connection, data: dict[str, Any] | None) -> None:
+    """Keep `data` as the state's seal, or none."""
+    if data is None:
+        conn.execute("DELETE FROM meta WHERE key = ?", (KEY,))
+    else:
+        state.set_meta(conn, KEY, json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+
+
+def _step(paper: Paper, times: dict[str, datetime], settings: Settings) -> int:
+    """A paper's entry time, as seconds from its first-seen moment (`entry_times`)."""
+    return round((times[paper.key] - aware(paper.first_seen, settings.site.tz)).total_seconds())
+
+
+def _hash(digests: Iterable[Digest]) -> str:
+    facts = sorted((d.content_hash, d.id, _ts(d)) for d in digests)
+    return hashlib.sha256(repr(facts).encode("utf-8")).hexdigest()
+
+
+def _ts(digest: Digest) -> float:
+    assert digest.date is not None  # resolved by the build
+    return digest.date.timestamp()
+
+
+def _pair(entry: tuple[tuple[str | None, str | None], int]) -> tuple[str, str]:
+    (code, name), _ = entry
+    return code or "", name or ""

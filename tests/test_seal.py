@@ -1,0 +1,185 @@
+"""The sealed history: a build of the recent digests publishes what a build over every digest
+publishes, byte for byte, whatever happened to the digests in between."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from dataclasses import replace
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from test_build import NOW, contents, settings_for
+
+from feeds import seal
+from feeds.build import BuildReport, build
+from feeds.config import Settings
+
+CATEGORIES = {"LG": "机器学习", "CV": "计算机视觉", "CL": "计算与语言", "RO": "机器人"}
+# RO is rare: its feed reaches back past the recent months for its newest papers.
+WEIGHTS = (6, 4, 3, 0.3)
+# Tables a build writes that two ways of building must leave equal.
+TABLES = ("papers", "paper_keys", "paper_titles", "renders", "outputs", "archive_marks",
+          "search_periods")
+
+
+def digest_text(day: date, entries: list[tuple[str, str, str, bool]]) -> str:
+    """A dated daily digest of (category, title, link, starred) entries."""
+    legend = " ".join(f"{code} - {name}" for code, name in CATEGORIES.items())
+    lines = [f"date: {day.isoformat()}", legend, ""]
+    for n, (code, title, link, starred) in enumerate(entries, 1):
+        lines += [
+            f"{n}、[{code}] {'*' if starred else ''}{title}", "A Author, B Author", "[MIT]",
+            f"一篇关于{title}的论文。This paper studies {title} at some length.", link, "",
+        ]
+    return "\n".join(lines)
+
+
+class Digests:
+    """A folder of daily digests a random walk changes: days added (now and then sighting an
+    earlier paper again), recent and old ones edited or removed, an old day added late."""
+
+    def __init__(self, folder: Path, seed: int) -> None:
+        self.folder = folder
+        self.rng = random.Random(seed)
+        self.days: dict[date, list[tuple[str, str, str, bool]]] = {}
+        self.serial = 0
+        self.next_day = date(2021, 1, 1)
+
+    def paper(self) -> tuple[str, str, str, bool]:
+        self.serial += 1
+        code = self.rng.choices(list(CATEGORIES), WEIGHTS)[0]
+        link = f"https://arxiv.org/abs/2101.{self.serial:05d}"
+        return code, f"Paper number {self.serial}", link, self.rng.random() < 0.15
+
+    def write(self, day: date) -> None:
+        path = self.folder / f"{day.isoformat()}.txt"
+        path.write_text(digest_text(day, self.days[day]), encoding="utf-8")
+
+    def add_day(self, again: str | None = None) -> str:
+        day = self.next_day
+        self.next_day += timedelta(days=self.rng.choice((1, 1, 1, 2, 5)))
+        entries = [self.paper() for _ in range(self.rng.randint(2, 5))]
+        earlier = sorted(d for d in self.days if d < day)
+        if again and earlier:
+            # A paper of a recent or of an old day, in today's digest again.
+            pool = earlier[-5:] if again == "recent" else earlier[: max(1, len(earlier) // 3)]
+            entries.append(self.rng.choice(self.days[self.rng.choice(pool)]))
+        self.days[day] = entries
+        self.write(day)
+        return f"add {day} {again or ''}"
+
+    def edit(self, old: bool) -> str:
+        days = sorted(self.days)
+        day = self.rng.choice(days[: len(days) // 3] if old else days[-4:])
+        entries = list(self.days[day])
+        if self.rng.random() < 0.5 and len(entries) > 1:
+            entries.pop(self.rng.randrange(len(entries)))
+        else:
+            entries.append(self.paper())
+        self.days[day] = entries
+        self.write(day)
+        return f"edit {day}"
+
+    def remove(self, old: bool) -> str:
+        days = sorted(self.days)
+        day = self.rng.choice(days[: len(days) // 3] if old else days[-3:])
+        del self.days[day]
+        (self.folder / f"{day.isoformat()}.txt").unlink()
+        return f"remove {day}"
+
+    def backfill(self) -> str:
+        days = sorted(self.days)
+        day = days[0] + timedelta(days=self.rng.randrange((days[-1] - days[0]).days))
+        while day in self.days:
+            day += timedelta(hours=24)
+        self.days[day] = [self.paper() for _ in range(2)]
+        self.write(day)
+        return f"backfill {day}"
+
+    def step(self) -> str:
+        roll = self.rng.random()
+        if roll < 0.6:
+            return self.add_day()
+        if roll < 0.68:
+            return self.add_day(again="recent")
+        if roll < 0.73:
+            return self.add_day(again="old")
+        if roll < 0.81:
+            return self.edit(old=False)
+        if roll < 0.85:
+            return self.edit(old=True)
+        if roll < 0.9:
+            return self.remove(old=False)
+        if roll < 0.93:
+            return self.remove(old=True)
+        return self.backfill()
+
+
+def without_seal(settings: Settings) -> None:
+    """Take the seal away, so the next build is over every digest."""
+    if settings.paths.state.exists():
+        with sqlite3.connect(settings.paths.state) as conn:
+            conn.execute("DELETE FROM meta WHERE key = ?", (seal.KEY,))
+
+
+def table(settings: Settings, name: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(settings.paths.state) as conn:
+        return sorted(conn.execute(f"SELECT * FROM {name}"))  # noqa: S608 - names of ours
+
+
+def two_ways(tmp_path: Path, search: bool) -> tuple[Settings, Settings]:
+    inputs = tmp_path / "digests"
+    inputs.mkdir()
+    settings = []
+    for name in ("sealed", "whole"):
+        base = settings_for(tmp_path, inputs, name)
+        site = replace(base.site, items_per_feed=4, search=search)
+        settings.append(replace(base, site=site))
+    return settings[0], settings[1]
+
+
+def check_same(sealed: Settings, whole: Settings, what: str) -> BuildReport:
+    report = build(sealed, now=NOW, log=lambda _: None)
+    without_seal(whole)
+    expected = build(whole, now=NOW, log=lambda _: None)
+    assert contents(sealed.paths.output) == contents(whole.paths.output), what
+    for name in TABLES:
+        assert table(sealed, name) == table(whole, name), (what, name)
+    assert (report.digests, report.papers) == (expected.digests, expected.papers), what
+    return report
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_build_of_the_recent_digests_publishes_what_a_build_over_all_of_them_does(
+    tmp_path: Path, seed: int
+) -> None:
+    sealed, whole = two_ways(tmp_path, search=False)
+    walk = Digests(sealed.paths.input, seed)
+    for _ in range(45):  # a month and a half before anything can be sealed
+        walk.add_day()
+    check_same(sealed, whole, "first build")
+    ways = []
+    for _ in range(40):
+        what = walk.step()
+        report = check_same(sealed, whole, what)
+        ways.append(report.sealed_digests > 0)
+    # Both ways were taken: most builds read the recent digests only, some reached back.
+    assert ways.count(True) >= 15, ways
+    assert ways.count(False) >= 2, ways
+
+
+def test_the_search_index_is_the_same_built_either_way(tmp_path: Path) -> None:
+    sealed, whole = two_ways(tmp_path, search=True)
+    walk = Digests(sealed.paths.input, 7)
+    for _ in range(70):
+        walk.add_day()
+    check_same(sealed, whole, "first build")
+    ways = []
+    for change in (walk.add_day, lambda: walk.add_day(again="recent"),
+                   lambda: walk.edit(old=False), lambda: walk.add_day(again="old"),
+                   walk.add_day):
+        ways.append(check_same(sealed, whole, change()).sealed_digests > 0)
+    # The old paper sighted again is met, and the build is over every digest.
+    assert ways[:4] == [True, True, True, False]
