@@ -26,10 +26,10 @@ import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import closing, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from feeds import fingerprints, inputs, lock, output, state
 from feeds.collector import collector_paused
@@ -40,8 +40,7 @@ from feeds.errors import Unsealed, display_path
 # decides from stat calls alone.
 if TYPE_CHECKING:
     from feeds.additions import Additions
-    from feeds.assemble import Identities
-    from feeds.model import BuildContext, Digest, Sealed
+    from feeds.model import Digest
     from feeds.workers import Workers
 
 Log = Callable[[str], None]
@@ -214,7 +213,7 @@ def _publish(
 ) -> list[str]:
     """Read, assemble, render, write and commit; the names of the input files that could not
     be read."""
-    from feeds import seal
+    from feeds import context, seal
 
     paths = settings.paths
     render_fp = additions.render_fingerprint
@@ -232,10 +231,10 @@ def _publish(
     seal_fp = seal.fingerprint(render_fp, inputs.parser_fingerprint(settings))
     sealed = None if force else seal.stored(conn, seal_fp, found.headers)
     try:
-        ctx, identities, keys, titles = _assemble(conn, settings, found, additions, sealed)
+        ctx, identities, keys, titles = context.assembled(conn, settings, found, additions, sealed)
     except Unsealed as why:
         log(f"building over every digest: {why}")
-        ctx, identities, keys, titles = _assemble(conn, settings, found, additions, None)
+        ctx, identities, keys, titles = context.assembled(conn, settings, found, additions, None)
     report.digests = len(found.headers)
     report.papers = len(ctx.papers) + (ctx.sealed.papers if ctx.sealed else 0)
     report.sealed_digests = ctx.sealed.digests if ctx.sealed else 0
@@ -362,77 +361,6 @@ def _publish(
         if ctx.sealed is None:
             seal.save(conn, made)
     return found.unread
-
-
-def _assemble(
-    conn: sqlite3.Connection,
-    settings: Settings,
-    found: inputs.Inputs,
-    additions: Additions,
-    sealed: dict[str, Any] | None,
-) -> tuple[BuildContext, Identities, dict[str, str], dict[str, str]]:
-    """The build context, the identities to record, and the published guids of the keys and
-    titles it holds (`state.guid_maps`): over every digest, or with a seal (`feeds.seal`) over
-    the recent ones. Raises Unsealed when the recent ones reach back.
-
-    The context is assembled from digests without their texts, which tell which papers the
-    feeds and the index show (selection depends only on dates, categories, stars and
-    identities); only the digests those papers come from are then loaded in full, so the
-    context equals one made of full digests everywhere it is read.
-    """
-    from feeds import seal
-    from feeds.assemble import assemble, title_key
-    from feeds.catalog import feed_list, select
-
-    headers = found.headers if sealed is None else seal.recent(found.headers, sealed)
-    # Ten years of digests, and then their papers, live until the build ends and form no
-    # cycles. While they are made, the collector waits (it walked them three or four times
-    # for nothing: 0.1 to 0.15 s of a one-digest build, measured); once made, they are frozen,
-    # so no full collection the rest of the build triggers walks them again.
-    with collector_paused():
-        digests = found.light(conn, list(headers))
-    gc.freeze()
-    if sealed is None:
-        keys, titles = state.guid_maps(conn)
-    else:
-        items = [item for digest in digests for item in digest.items]
-        keys, titles = state.guid_maps(
-            conn, ([i.key for i in items], [title_key(i) for i in items])
-        )
-    by_id = {d.id: h for h, d in found.headers.items()}
-    earlier: list[Sealed] = []
-
-    def load(ids: list[str]) -> dict[str, Digest]:
-        return {d.id: d for d in found.full(conn, [by_id[i] for i in ids]).values()}
-
-    def hydrate(summary: BuildContext) -> dict[str, Digest]:
-        if sealed is not None:
-            earlier.append(seal.sealed(sealed, summary, settings, load))
-            summary = replace(summary, sealed=earlier[0])
-        # The archive documents and the search index plan here, and load their own digests.
-        additions.plan(summary)
-        needed: set[str] = set()
-        limit = settings.site.items_per_feed
-        for feed in feed_list(summary, settings):
-            for paper in select(summary, feed, limit):
-                needed.update(paper.digest_ids)
-        if summary.digests:
-            needed.add(summary.digests[0].id)
-        hashes = [d.content_hash for d in summary.digests if d.id in needed]
-        return {d.id: d for d in found.full(conn, hashes).values()}
-
-    try:
-        with collector_paused():
-            ctx, identities = assemble(digests, keys, titles, hydrate=hydrate)
-        if sealed is not None and seal.reaches_back(conn, sealed, identities, keys, titles):
-            raise Unsealed("a recent digest sights an earlier paper")
-    except Unsealed:
-        # Pagefind's processes, if the search index planned to index.
-        additions.close()
-        raise
-    finally:
-        gc.freeze()
-    return (replace(ctx, sealed=earlier[0]) if earlier else ctx), identities, keys, titles
 
 
 def _render_issue(task: tuple[Digest, Settings]) -> dict[str, bytes]:

@@ -37,6 +37,7 @@ from feeds.assemble import Identities, whole
 from feeds.catalog import feed_list, select
 from feeds.config import Settings
 from feeds.identity import local_midnight
+from feeds.inputs import module_fingerprint
 from feeds.model import BuildContext, Digest, Paper, Sealed
 from feeds.newsletter import archive_rows
 from feeds.search import category_labels, periods
@@ -47,14 +48,18 @@ KEY = "seal"
 VERSION = 1
 # Cuts tried, a month earlier each time, while a recent digest sights an earlier paper.
 TRIES = 3
+# A seal is used while its cut is at most this many days before the newest digest.
+MAX_RECENT_DAYS = 120
 
 # Digest ids -> those digests in full, by id.
 LoadById = Callable[[list[str]], dict[str, Digest]]
 
 
 def fingerprint(render_fingerprint: str, parser_fingerprint: str) -> str:
-    """What a seal is only valid with: the parser's and the rendering's fingerprints."""
-    parts = [VERSION, render_fingerprint, parser_fingerprint]
+    """What a seal is only valid with: the parser's and the rendering's fingerprints, and the
+    code that assembles papers and makes and reads seals."""
+    code = module_fingerprint(("feeds.assemble", "feeds.context", "feeds.seal"))
+    parts = [VERSION, render_fingerprint, parser_fingerprint, code]
     return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()
 
 
@@ -72,6 +77,11 @@ def stored(
     cut = data["cut_ts"]
     earlier = [d for d in headers.values() if _ts(d) < cut]
     if len(earlier) == len(headers) or _hash(earlier) != data["hash"]:
+        return None
+    # The recent months grow while builds keep the seal: past a few, a build over every
+    # digest seals again, so that a daily build stays a few months' work.
+    newest = max(_ts(d) for d in headers.values())
+    if newest - cut > MAX_RECENT_DAYS * 86400:
         return None
     return data
 

@@ -355,13 +355,10 @@ def guid_maps(
     found: list[dict[str, str]] = [{}, {}]
     for n, (table, column) in enumerate((("paper_keys", "key"), ("paper_titles", "title"))):
         wanted = sorted(set(only[n]))
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            found[n].update(conn.execute(
-                f"SELECT {column}, guid FROM {table} WHERE {column} IN "
-                f"({','.join('?' * len(chunk))})",
-                chunk,
-            ))
+        for chunk in (wanted[i : i + 500] for i in range(0, len(wanted), 500)):
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT {column}, guid FROM {table} WHERE {column} IN ({marks})"
+            found[n].update(conn.execute(query, chunk))
     return found[0], found[1]
 
 
