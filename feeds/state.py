@@ -349,9 +349,8 @@ def guid_maps(
     """(key -> guid, normalized title -> guid) for every paper ever published, or for these
     keys and titles only (`only`)."""
     if only is None:
-        keys = dict(conn.execute("SELECT key, guid FROM paper_keys"))
-        titles = dict(conn.execute("SELECT title, guid FROM paper_titles"))
-        return keys, titles
+        return dict(conn.execute("SELECT key, guid FROM paper_keys")), dict(
+            conn.execute("SELECT title, guid FROM paper_titles"))
     found: list[dict[str, str]] = [{}, {}]
     for n, (table, column) in enumerate((("paper_keys", "key"), ("paper_titles", "title"))):
         wanted = sorted(set(only[n]))
