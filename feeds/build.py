@@ -7,7 +7,8 @@ The order of a build is what makes it safe to kill and cheap to repeat:
    last complete build: done, nothing imported.
 2. Read the inputs (`feeds.inputs`): parse only content not seen before; ids and dates are
    settled and committed at once.
-3. Merge sightings of the same paper into one `Paper` under its published guid (`assemble`)
+3. Merge sightings of the same paper into one `Paper` under its published guid (`assemble`),
+   over every digest or, with a seal, over the recent ones (`feeds.context`, `feeds.seal`),
    and render: newsletters of new or changed digests, then the rest from the whole context.
 4. Forget what the files about to be replaced were made of, write changed files atomically,
    remove files the build owned and no longer produces, and only then commit what was
