@@ -46,8 +46,10 @@ from feeds.syndicate import aware
 # The state's meta key; the version of what it holds.
 KEY = "seal"
 VERSION = 1
-# Cuts tried, a month earlier each time, while a recent digest sights an earlier paper.
-TRIES = 3
+# The cuts tried, in months before the newest digest's month, until one has earlier papers
+# and no recent digest sights one of them: the month before, then earlier ones, and last
+# the newest digest's own month (a paper of long ago sighted again last month).
+CUTS = (1, 2, 3, 0)
 # A seal is used while its cut is at most this many days before the newest digest.
 MAX_RECENT_DAYS = 120
 
@@ -182,16 +184,13 @@ def make(
     assert newest is not None  # resolved by the build
     local = newest.astimezone(tz)
     dates = {d.id: _ts(d) for d in ctx.digests}
-    year, month = local.year, local.month
-    for _ in range(TRIES):
-        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+    for back in CUTS:
+        year, month = divmod(local.year * 12 + local.month - 1 - back, 12)
+        month += 1
         cut = local_midnight(date(year, month, 1), tz)
         cut_ts = cut.timestamp()
-        # Newest first: the earlier papers are the context's last ones.
         earlier = [p for p in ctx.papers if p.first_seen.timestamp() < cut_ts]
-        if not earlier:
-            return None
-        if all(dates[d] < cut_ts for p in earlier for d in p.digest_ids):
+        if earlier and all(dates[d] < cut_ts for p in earlier for d in p.digest_ids):
             break
     else:
         return None

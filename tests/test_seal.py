@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import sys
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import ROOT
 from test_build import NOW, contents, settings_for
 
 from feeds import seal
 from feeds.build import BuildReport, build
 from feeds.config import Settings
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from corpus import weibo_id_for  # the benchmarks' corpus: not a package
+
+TZ = ZoneInfo("Asia/Shanghai")
 
 CATEGORIES = {"LG": "机器学习", "CV": "计算机视觉", "CL": "计算与语言", "RO": "机器人"}
 # RO is rare: its feed reaches back past the recent months for its newest papers.
@@ -24,15 +32,26 @@ TABLES = ("papers", "paper_keys", "paper_titles", "renders", "outputs", "archive
           "search_periods")
 
 
-def digest_text(day: date, entries: list[tuple[str, str, str, bool]]) -> str:
-    """A dated daily digest of (category, title, link, starred) entries."""
-    legend = " ".join(f"{code} - {name}" for code, name in CATEGORIES.items())
+def digest_text(
+    day: date,
+    entries: list[tuple[str, str, str, bool]],
+    names: dict[str, str] = CATEGORIES,
+    posted: int | None = None,
+) -> str:
+    """A dated daily digest of (category, title, link, starred) entries; with `posted`, each
+    entry also links a Weibo post of that many seconds after the day's midnight, which dates
+    the digest to that moment."""
+    legend = " ".join(f"{code} - {name}" for code, name in names.items())
     lines = [f"date: {day.isoformat()}", legend, ""]
     for n, (code, title, link, starred) in enumerate(entries, 1):
         lines += [
             f"{n}、[{code}] {'*' if starred else ''}{title}", "A Author, B Author", "[MIT]",
-            f"一篇关于{title}的论文。This paper studies {title} at some length.", link, "",
+            f"一篇关于{title}的论文。This paper studies {title} at some length.", link,
         ]
+        if posted is not None:
+            moment = datetime.combine(day, time(), TZ) + timedelta(seconds=posted + n)
+            lines.append(f"https://weibo.com/1402400261/{weibo_id_for(moment, n)}")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -44,6 +63,9 @@ class Digests:
         self.folder = folder
         self.rng = random.Random(seed)
         self.days: dict[date, list[tuple[str, str, str, bool]]] = {}
+        # The categories' names in the legend of new days, and the days posted at a time.
+        self.names = dict(CATEGORIES)
+        self.posted: dict[date, int] = {}
         self.serial = 0
         self.next_day = date(2021, 1, 1)
 
@@ -55,12 +77,17 @@ class Digests:
 
     def write(self, day: date) -> None:
         path = self.folder / f"{day.isoformat()}.txt"
-        path.write_text(digest_text(day, self.days[day]), encoding="utf-8")
+        text = digest_text(day, self.days[day], self.names, self.posted.get(day))
+        path.write_text(text, encoding="utf-8")
 
     def add_day(self, again: str | None = None) -> str:
         day = self.next_day
         self.next_day += timedelta(days=self.rng.choice((1, 1, 1, 2, 5)))
         entries = [self.paper() for _ in range(self.rng.randint(2, 5))]
+        if self.rng.random() < 0.2:
+            # Posted in the first seconds of the day: its papers' entry times count back
+            # into the day before, on the first of a month into the month before.
+            self.posted[day] = self.rng.choice((0, 2, 36000))
         earlier = sorted(d for d in self.days if d < day)
         if again and earlier:
             # A paper of a recent or of an old day, in today's digest again.
@@ -98,8 +125,16 @@ class Digests:
         self.write(day)
         return f"backfill {day}"
 
+    def rename(self) -> str:
+        """The rare category's name changes in the days to come (its feed's title follows
+        once the new name is the more frequent)."""
+        self.names["RO"] = "机器人学" if self.names["RO"] == CATEGORIES["RO"] else CATEGORIES["RO"]
+        return f"rename RO {self.names['RO']}"
+
     def step(self) -> str:
         roll = self.rng.random()
+        if roll < 0.03:
+            return self.rename()
         if roll < 0.6:
             return self.add_day()
         if roll < 0.68:
@@ -126,7 +161,7 @@ def without_seal(settings: Settings) -> None:
 
 def table(settings: Settings, name: str) -> list[tuple[object, ...]]:
     with sqlite3.connect(settings.paths.state) as conn:
-        return sorted(conn.execute(f"SELECT * FROM {name}"))  # noqa: S608 - names of ours
+        return sorted(conn.execute(f"SELECT * FROM {name}"))
 
 
 def two_ways(tmp_path: Path, search: bool) -> tuple[Settings, Settings]:
