@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import sqlite3
 import sys
+from contextlib import closing
 from dataclasses import replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -155,12 +156,14 @@ class Digests:
 def without_seal(settings: Settings) -> None:
     """Take the seal away, so the next build is over every digest."""
     if settings.paths.state.exists():
-        with sqlite3.connect(settings.paths.state) as conn:
+        # Closed, not only committed: a connection left to the collector keeps its files
+        # open, and a few hundred builds run out of what `select()` can watch.
+        with closing(sqlite3.connect(settings.paths.state)) as conn, conn:
             conn.execute("DELETE FROM meta WHERE key = ?", (seal.KEY,))
 
 
 def table(settings: Settings, name: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(settings.paths.state) as conn:
+    with closing(sqlite3.connect(settings.paths.state)) as conn:
         return sorted(conn.execute(f"SELECT * FROM {name}"))
 
 
