@@ -98,9 +98,13 @@ class Digests:
         self.write(day)
         return f"add {day} {again or ''}"
 
-    def edit(self, old: bool) -> str:
+    def pick(self, old: bool) -> date:
+        """A day of the first third (old), or one of the last few."""
         days = sorted(self.days)
-        day = self.rng.choice(days[: len(days) // 3] if old else days[-4:])
+        return self.rng.choice(days[: len(days) // 3] if old else days[-4:])
+
+    def edit(self, old: bool) -> str:
+        day = self.pick(old)
         entries = list(self.days[day])
         if self.rng.random() < 0.5 and len(entries) > 1:
             entries.pop(self.rng.randrange(len(entries)))
@@ -111,8 +115,7 @@ class Digests:
         return f"edit {day}"
 
     def remove(self, old: bool) -> str:
-        days = sorted(self.days)
-        day = self.rng.choice(days[: len(days) // 3] if old else days[-3:])
+        day = self.pick(old)
         del self.days[day]
         (self.folder / f"{day.isoformat()}.txt").unlink()
         return f"remove {day}"
