@@ -215,6 +215,7 @@ def _publish(
     """Read, assemble, render, write and commit; the names of the input files that could not
     be read."""
     from feeds import context, seal
+    from feeds.search_build import pagefind_version
 
     paths = settings.paths
     render_fp = additions.render_fingerprint
@@ -229,7 +230,8 @@ def _publish(
     report.timings["parse"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    seal_fp = seal.fingerprint(render_fp, inputs.parser_fingerprint(settings))
+    indexer = pagefind_version() if settings.site.search else ""
+    seal_fp = seal.fingerprint(render_fp, inputs.parser_fingerprint(settings), indexer)
     sealed = None if force else seal.stored(conn, seal_fp, found.headers)
     try:
         ctx, identities, keys, titles = context.assembled(conn, settings, found, additions, sealed)
@@ -344,7 +346,9 @@ def _publish(
     report.written.sort()
 
     # Sealed again by a build over every digest; a build of the recent ones keeps the seal.
-    made = seal.make(ctx, settings, additions.archive, seal_fp) if not ctx.sealed else None
+    made = None
+    if ctx.sealed is None:
+        made = seal.make(ctx, settings, additions.archive, seal_fp, identities)
 
     # Only now, with every file in place, is the publication recorded.
     known = set(keys.values())

@@ -81,7 +81,7 @@ def assembled(
     try:
         with collector_paused():
             ctx, identities = assemble(digests, keys, titles, hydrate=hydrate)
-        if sealed is not None and seal.reaches_back(conn, sealed, identities, keys, titles):
+        if sealed is not None and seal.reaches_back(conn, identities, keys, titles):
             raise Unsealed("a recent digest sights an earlier paper")
     except Unsealed:
         # Pagefind's processes, if the search index planned to index.

@@ -45,7 +45,10 @@ from feeds.syndicate import aware
 
 # The state's meta key; the version of what it holds.
 KEY = "seal"
-VERSION = 1
+VERSION = 2
+# Every identity of the earlier papers, each a term: "g" and a guid, "k" and a key, "t" and a
+# normalized title, with a unit separator between.
+_SCHEMA = "CREATE TABLE IF NOT EXISTS seal_terms (term TEXT PRIMARY KEY) WITHOUT ROWID"
 # The cuts tried, in months before the newest digest's month, until one has earlier papers
 # and no recent digest sights one of them: the month before, then earlier ones, and last
 # the newest digest's own month (a paper of long ago sighted again last month).
@@ -57,11 +60,12 @@ MAX_RECENT_DAYS = 120
 LoadById = Callable[[list[str]], dict[str, Digest]]
 
 
-def fingerprint(render_fingerprint: str, parser_fingerprint: str) -> str:
-    """What a seal is only valid with: the parser's and the rendering's fingerprints, and the
-    code that assembles papers and makes and reads seals."""
+def fingerprint(render_fingerprint: str, parser_fingerprint: str, indexer: str) -> str:
+    """What a seal is only valid with: the parser's and the rendering's fingerprints, the code
+    that assembles papers and makes and reads seals, and the search indexer's version (the
+    earlier months' indexes are kept as that version made them)."""
     code = module_fingerprint(("feeds.assemble", "feeds.context", "feeds.seal"))
-    parts = [VERSION, render_fingerprint, parser_fingerprint, code]
+    parts = [VERSION, render_fingerprint, parser_fingerprint, code, indexer]
     return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()
 
 
@@ -143,26 +147,29 @@ def sealed(
 
 def reaches_back(
     conn: sqlite3.Connection,
-    data: dict[str, Any],
     identities: Identities,
     keys: dict[str, str],
     titles: dict[str, str],
 ) -> bool:
     """Whether the recent papers (`identities`, as `assemble` records them) meet an earlier
-    paper: one of their keys or titles was published under an earlier paper's guid, or a
-    guid they take is one. A build over every digest would have merged them, or moved a
-    guid between them."""
+    paper: one of their keys or titles is one of its, or a guid they take or were published
+    under is its. A build over every digest would have merged them, or moved a guid between
+    them. The earlier papers' identities are the seal's (`seal_terms`), not the published
+    ones: a paper's first sighting can move before the cut (a date corrected)."""
     guids = {guid for guid, _, _ in identities[0]}
     guids.update(keys[key] for key, _ in identities[1] if key in keys)
     guids.update(titles[title] for title, _ in identities[2] if title in titles)
-    wanted = sorted(guids)
-    cut = data["cut_ts"]
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        rows = conn.execute(
-            f"SELECT first_seen FROM papers WHERE guid IN ({','.join('?' * len(chunk))})", chunk
-        )
-        if any(datetime.fromisoformat(seen).timestamp() < cut for (seen,) in rows):
+    terms = sorted(
+        {f"g\x1f{g}" for g in guids}
+        | {f"k\x1f{key}" for key, _ in identities[1]}
+        | {f"t\x1f{title}" for title, _ in identities[2]}
+    )
+    conn.execute(_SCHEMA)
+    for start in range(0, len(terms), 500):
+        chunk = terms[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        if conn.execute(f"SELECT 1 FROM seal_terms WHERE term IN ({marks}) LIMIT 1", chunk
+                        ).fetchone():
             return True
     return False
 
@@ -172,7 +179,8 @@ def make(
     settings: Settings,
     shelf: Shelf,
     fingerprint: str,
-) -> dict[str, Any] | None:
+    identities: Identities,
+) -> tuple[dict[str, Any], list[str]] | None:
     """The seal of a build over every digest (`ctx`, and the archive's plan of it, `shelf`:
     its volumes and every paper's entry time), or None when there is nothing to seal or no cut
     a recent digest does not reach across."""
@@ -190,7 +198,12 @@ def make(
         cut = local_midnight(date(year, month, 1), tz)
         cut_ts = cut.timestamp()
         earlier = [p for p in ctx.papers if p.first_seen.timestamp() < cut_ts]
-        if earlier and all(dates[d] < cut_ts for p in earlier for d in p.digest_ids):
+        if not earlier or any(dates[d] >= cut_ts for p in earlier for d in p.digest_ids):
+            continue
+        # The search indexes a paper in the month of its entry time, which a digest posted
+        # in the first seconds of the cut's day puts before it: every build would reach back.
+        recent = ctx.papers[: len(ctx.papers) - len(earlier)]
+        if not settings.site.search or all(times[p.key].timestamp() >= cut_ts for p in recent):
             break
     else:
         return None
@@ -214,6 +227,10 @@ def make(
     # The search box's manifest is all they are for.
     groups = periods(old, settings, times) if settings.site.search else {}
     pairs = Counter((p.item.category, p.item.category_name) for p in earlier)
+    guids = {p.guid for p in earlier}
+    terms = [f"g\x1f{guid}" for guid in sorted(guids)]
+    terms += sorted({f"k\x1f{key}" for key, guid in identities[1] if guid in guids})
+    terms += sorted({f"t\x1f{title}" for title, guid in identities[2] if guid in guids})
     return {
         "fingerprint": fingerprint,
         "cut": cut.isoformat(),
@@ -229,15 +246,19 @@ def make(
         "periods": [[name, len(papers)] for name, papers in groups.items()],
         "labels": sorted(category_labels(groups)),
         "rows": archive_rows(digests),
-    }
+    }, terms
 
 
-def save(conn: sqlite3.Connection, data: dict[str, Any] | None) -> None:
-    """Keep `data` as the state's seal, or none."""
-    if data is None:
+def save(conn: sqlite3.Connection, made: tuple[dict[str, Any], list[str]] | None) -> None:
+    """Keep the seal `make` made, or none."""
+    conn.execute(_SCHEMA)
+    conn.execute("DELETE FROM seal_terms")
+    if made is None:
         conn.execute("DELETE FROM meta WHERE key = ?", (KEY,))
-    else:
-        state.set_meta(conn, KEY, json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+        return
+    data, terms = made
+    state.set_meta(conn, KEY, json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+    conn.executemany("INSERT OR IGNORE INTO seal_terms (term) VALUES (?)", ((t,) for t in terms))
 
 
 def _step(paper: Paper, times: dict[str, datetime], settings: Settings) -> int:

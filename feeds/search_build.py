@@ -17,6 +17,7 @@ periods there are.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sqlite3
@@ -260,14 +261,17 @@ def _marks(
 ) -> dict[str, str]:
     """What each period's index is made of: the rendering code and settings, Pagefind's
     version, and each paper's entry (`marks`: `feeds.syndicate.entry_marks`)."""
-    common = repr([render_fingerprint, _pagefind_version()]).encode("utf-8")
+    common = repr([render_fingerprint, pagefind_version()]).encode("utf-8")
     return {
         name: hashlib.sha256(b"".join([common, *(marks[p.key] for p in papers)])).hexdigest()
         for name, papers in groups.items()
     }
 
 
-def _pagefind_version() -> str:
+@functools.cache
+def pagefind_version() -> str:
+    """The installed Pagefind's version ("" if none): in every period's mark, and in the
+    seal's fingerprint (`feeds.seal`) when the search is on."""
     # Imported here: importlib.metadata took 20 ms of every build's start, searched or not.
     from importlib.metadata import version
 

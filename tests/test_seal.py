@@ -224,3 +224,80 @@ def test_the_search_index_is_the_same_built_either_way(tmp_path: Path) -> None:
         ways.append(check_same(sealed, whole, change()).sealed_digests > 0)
     # The old paper sighted again is met, and the build is over every digest.
     assert ways[:4] == [True, True, True, False]
+
+
+class Days:
+    """A folder of dated digests written by hand, each paper numbered."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.days, self.serial = folder, {}, 0
+
+    def paper(self, n: int | None = None) -> tuple[str, str, str, bool]:
+        if n is None:
+            self.serial += 1
+            n = self.serial
+        return "LG", f"Paper number {n}", f"https://arxiv.org/abs/2101.{n:05d}", False
+
+    def put(self, day: date, entries: list[tuple[str, str, str, bool]] | None = None,
+            posted: int | None = None) -> None:
+        self.days[day] = entries if entries is not None else [self.paper(), self.paper()]
+        text = digest_text(day, self.days[day], posted=posted)
+        (self.folder / f"{day.isoformat()}.txt").write_text(text, encoding="utf-8")
+
+    def span(self, start: date, end: date, every: int = 3) -> None:
+        while start <= end:
+            self.put(start)
+            start += timedelta(days=every)
+
+
+def test_a_paper_whose_first_sighting_moved_before_the_cut_is_met_when_sighted_again(
+    tmp_path: Path,
+) -> None:
+    sealed, whole = two_ways(tmp_path, search=False)
+    days = Days(sealed.paths.input)
+    days.span(date(2020, 10, 1), date(2021, 2, 15))
+    x = days.paper(90000)
+    wrong = sealed.paths.input / "2021-02-14.txt"
+    wrong.write_text(digest_text(date(2021, 2, 14), [x]), encoding="utf-8")
+    check_same(sealed, whole, "x first published on 2021-02-14")
+    # The file's date is corrected: x was first seen in November, before the new cut, though
+    # the state still has it published in February.
+    wrong.write_text(digest_text(date(2020, 11, 20), [x]), encoding="utf-8")
+    check_same(sealed, whole, "date corrected to 2020-11-20")
+    days.put(date(2021, 2, 18), [days.paper(), x])
+    assert check_same(sealed, whole, "2021-02-18 sights x again").sealed_digests == 0
+
+
+def test_a_new_search_indexer_is_a_build_over_every_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import feeds.search_build
+
+    sealed, whole = two_ways(tmp_path, search=True)
+    days = Days(sealed.paths.input)
+    days.span(date(2020, 11, 1), date(2021, 2, 15), every=5)
+    check_same(sealed, whole, "first build")
+    days.put(date(2021, 2, 17))
+    assert check_same(sealed, whole, "a day").sealed_digests > 0
+    # Every month's index is made again by the new version, not only the recent ones.
+    monkeypatch.setattr(feeds.search_build, "pagefind_version", lambda: "9.9.9/9.9.9")
+    days.put(date(2021, 2, 19))
+    assert check_same(sealed, whole, "after an upgrade").sealed_digests == 0
+
+
+def test_a_digest_posted_just_after_the_cut_does_not_keep_every_build_whole(
+    tmp_path: Path,
+) -> None:
+    sealed, whole = two_ways(tmp_path, search=True)
+    days = Days(sealed.paths.input)
+    days.span(date(2020, 11, 1), date(2021, 1, 28), every=4)
+    # Posted a second after midnight on 1 February: its papers' entry times, counted back,
+    # fall in January, so 1 February cannot be the cut.
+    days.put(date(2021, 2, 1), [days.paper() for _ in range(3)], posted=0)
+    days.span(date(2021, 2, 4), date(2021, 3, 5), every=4)
+    check_same(sealed, whole, "first build")
+    ways = []
+    for day in range(6, 26, 4):
+        days.put(date(2021, 3, day))
+        ways.append(check_same(sealed, whole, f"2021-03-{day}").sealed_digests > 0)
+    assert all(ways), ways
