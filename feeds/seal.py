@@ -77,9 +77,12 @@ def stored(
     """The state's seal if a build of the recent digests may use it: made with the same
     fingerprint, over the same earlier digests, and with recent digests to build."""
     text = state.get_meta(conn, KEY)
-    if not text:
+    # Written with a checksum of itself: a seal damaged or edited by hand is no seal, and the
+    # build is over every digest (which writes a new one).
+    checksum, _, body = (text or "").partition("\n")
+    if not body or hashlib.sha256(body.encode("utf-8")).hexdigest() != checksum:
         return None
-    data: dict[str, Any] = json.loads(text)
+    data: dict[str, Any] = json.loads(body)
     if data.get("fingerprint") != fingerprint:
         return None
     cut = data["cut_ts"]
@@ -259,7 +262,8 @@ def save(conn: sqlite3.Connection, made: tuple[dict[str, Any], list[str]] | None
         conn.execute("DELETE FROM meta WHERE key IN (?, ?)", (KEY, TERMS))
         return
     data, terms = made
-    state.set_meta(conn, KEY, json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    state.set_meta(conn, KEY, hashlib.sha256(body.encode("utf-8")).hexdigest() + "\n" + body)
     # Written again only when they changed: ten years hold 100,000 (0.15 s to write), and a
     # build over every digest whose cut did not move seals the same papers.
     mark = hashlib.sha256("\n".join(terms).encode("utf-8")).hexdigest()

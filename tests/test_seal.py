@@ -301,3 +301,17 @@ def test_a_digest_posted_just_after_the_cut_does_not_keep_every_build_whole(
         days.put(date(2021, 3, day))
         ways.append(check_same(sealed, whole, f"2021-03-{day}").sealed_digests > 0)
     assert all(ways), ways
+
+
+@pytest.mark.parametrize("damage", ["{not json", "", "0" * 64 + "\n{}"])
+def test_a_damaged_seal_is_no_seal(tmp_path: Path, damage: str) -> None:
+    sealed, whole = two_ways(tmp_path, search=False)
+    days = Days(sealed.paths.input)
+    days.span(date(2020, 11, 1), date(2021, 2, 15))
+    check_same(sealed, whole, "first build")
+    with closing(sqlite3.connect(sealed.paths.state)) as conn, conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = ?", (damage, seal.KEY))
+    days.put(date(2021, 2, 17))
+    assert check_same(sealed, whole, "a day").sealed_digests == 0
+    days.put(date(2021, 2, 19))
+    assert check_same(sealed, whole, "the next day").sealed_digests > 0
