@@ -82,8 +82,8 @@ def stored(
     checksum, _, body = (text or "").partition("\n")
     if not body or hashlib.sha256(body.encode("utf-8")).hexdigest() != checksum:
         return None
-    data: dict[str, Any] = json.loads(body)
-    if data.get("fingerprint") != fingerprint:
+    data = json.loads(body)
+    if not isinstance(data, dict) or data.get("fingerprint") != fingerprint:
         return None
     cut = data["cut_ts"]
     earlier = [d for d in headers.values() if _ts(d) < cut]

@@ -303,14 +303,22 @@ def test_a_digest_posted_just_after_the_cut_does_not_keep_every_build_whole(
     assert all(ways), ways
 
 
-@pytest.mark.parametrize("damage", ["{not json", "", "0" * 64 + "\n{}"])
+@pytest.mark.parametrize("damage", ["cut", "garbage", "empty", "edited", "other checksum"])
 def test_a_damaged_seal_is_no_seal(tmp_path: Path, damage: str) -> None:
     sealed, whole = two_ways(tmp_path, search=False)
     days = Days(sealed.paths.input)
     days.span(date(2020, 11, 1), date(2021, 2, 15))
     check_same(sealed, whole, "first build")
     with closing(sqlite3.connect(sealed.paths.state)) as conn, conn:
-        conn.execute("UPDATE meta SET value = ? WHERE key = ?", (damage, seal.KEY))
+        (value,) = conn.execute("SELECT value FROM meta WHERE key = ?", (seal.KEY,)).fetchone()
+        value = {
+            "cut": value[: len(value) // 2],
+            "garbage": "{not json",
+            "empty": "",
+            "edited": value.replace('"hash":', '"hush":'),
+            "other checksum": "0" * 64 + "\n[1, 2]",
+        }[damage]
+        conn.execute("UPDATE meta SET value = ? WHERE key = ?", (value, seal.KEY))
     days.put(date(2021, 2, 17))
     assert check_same(sealed, whole, "a day").sealed_digests == 0
     days.put(date(2021, 2, 19))
