@@ -53,9 +53,11 @@ def assembled(
         keys, titles = state.guid_maps(conn)
     else:
         items = [item for digest in digests for item in digest.items]
-        keys, titles = state.guid_maps(
-            conn, ([i.key for i in items], [title_key(i) for i in items])
-        )
+        named = [title_key(i) for i in items]
+        keys, titles = state.guid_maps(conn, ([i.key for i in items], named))
+        # Before anything is planned or loaded: a build that reaches back starts again.
+        if seal.reaches_back(conn, items, named, keys, titles):
+            raise Unsealed("a recent digest sights an earlier paper")
     by_id = {d.id: h for h, d in found.headers.items()}
     earlier: list[Sealed] = []
 
@@ -81,8 +83,6 @@ def assembled(
     try:
         with collector_paused():
             ctx, identities = assemble(digests, keys, titles, hydrate=hydrate)
-        if sealed is not None and seal.reaches_back(conn, identities, keys, titles):
-            raise Unsealed("a recent digest sights an earlier paper")
     except Unsealed:
         # Pagefind's processes, if the search index planned to index.
         additions.close()

@@ -38,7 +38,7 @@ from feeds.catalog import feed_list, select
 from feeds.config import Settings
 from feeds.identity import local_midnight
 from feeds.inputs import module_fingerprint
-from feeds.model import BuildContext, Digest, Paper, Sealed
+from feeds.model import BuildContext, Digest, Item, Paper, Sealed
 from feeds.newsletter import archive_rows
 from feeds.search import category_labels, periods
 from feeds.syndicate import aware
@@ -152,22 +152,25 @@ def sealed(
 
 def reaches_back(
     conn: sqlite3.Connection,
-    identities: Identities,
+    items: list[Item],
+    named: list[str],
     keys: dict[str, str],
     titles: dict[str, str],
 ) -> bool:
-    """Whether the recent papers (`identities`, as `assemble` records them) meet an earlier
-    paper: one of their keys or titles is one of its, or a guid they take or were published
-    under is its. A build over every digest would have merged them, or moved a guid between
-    them. The earlier papers' identities are the seal's (`seal_terms`), not the published
-    ones: a paper's first sighting can move before the cut (a date corrected)."""
-    guids = {guid for guid, _, _ in identities[0]}
-    guids.update(keys[key] for key, _ in identities[1] if key in keys)
-    guids.update(titles[title] for title, _ in identities[2] if title in titles)
+    """Whether the recent sightings (`items`, with their titles as `assemble` compares them,
+    `named`) meet an earlier paper: one of their keys or titles is one of its, or their own
+    guid or the one their key or title was published under is its. A build over every digest
+    would have merged them, or moved a guid between them (a guid `assemble` makes up for a
+    clash names a recent digest, so it is never an earlier paper's). The earlier papers'
+    identities are the seal's (`seal_terms`), not the published ones: a paper's first
+    sighting can move before the cut (a date corrected)."""
+    guids = {item.guid for item in items}
+    guids.update(keys[item.key] for item in items if item.key in keys)
+    guids.update(titles[title] for title in named if title in titles)
     terms = sorted(
         {f"g\x1f{g}" for g in guids}
-        | {f"k\x1f{key}" for key, _ in identities[1]}
-        | {f"t\x1f{title}" for title, _ in identities[2]}
+        | {f"k\x1f{item.key}" for item in items}
+        | {f"t\x1f{title}" for title in named if title}
     )
     conn.execute(_SCHEMA)
     for start in range(0, len(terms), 500):
