@@ -9,14 +9,15 @@ year, for pages whose earlier part does not change.
 So after a build over every digest, the digests dated before the first day of the month before
 the newest one are sealed: the state keeps what each of those stages takes from them (the
 counts of the feed list, each feed's newest earlier papers by their sightings, each feed's
-last earlier month, the search periods' sizes, the newsletter archive's rows, and a hash of
-the sealed digests). The next build with the same parser and render fingerprint whose sealed
-digests are all unchanged reads and assembles only the digests from the cut on, and the
-stages take the rest from `BuildContext.sealed`. Whatever reaches back is met before a file
-is written (`Unsealed`) and the build is done over every digest, which seals again: a recent
-digest sighting an earlier paper (a weekly list), a feed's first recent month or its words
-changing, an earlier archive document or search index gone. Equal output either way is what
-the tests hold.
+last earlier month, the search periods' sizes, the newsletter archive's rows, a hash of the
+sealed digests, and in `seal_terms` every earlier paper's guids, keys and titles). The next
+build with the same fingerprint (parser, rendering, the assembling code, the search indexer)
+whose sealed digests are all unchanged reads and assembles only the digests from the cut on,
+and the stages take the rest from `BuildContext.sealed`. Whatever reaches back is met before a
+file is written (`Unsealed`) and the build is done over every digest, which seals again: a
+recent digest sighting an earlier paper (a weekly list), a feed's first recent month or its
+words changing, an earlier archive document or search index gone, a damaged seal. The seal is
+a cache, never a source: equal output either way is what tests/test_seal.py holds.
 """
 
 from __future__ import annotations
