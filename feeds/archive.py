@@ -47,7 +47,8 @@ class Volume:
 
 
 def volumes(ctx: BuildContext, settings: Settings) -> list[Volume]:
-    """Every archive volume of every feed, feed by feed in catalog order, oldest month first."""
+    """Every archive volume of every feed, feed by feed in catalog order, oldest month first
+    (with a sealed context, those of the recent months: the earlier ones are kept)."""
     feeds = feed_list(ctx, settings)
     tz = settings.site.tz
     months: dict[str, dict[str, list[Paper]]] = {feed.slug: {} for feed in feeds}
@@ -143,5 +144,6 @@ def render_volumes(
 
 
 def render_archives(ctx: BuildContext, settings: Settings) -> dict[str, bytes]:
-    """Every archive document of every feed (the build renders only the changed ones)."""
+    """Every archive document of every feed in `ctx` (the build renders only the changed
+    ones)."""
     return render_volumes(volumes(ctx, settings), ctx, settings)

@@ -242,14 +242,12 @@ def _publish(
     report.papers = len(ctx.papers) + (ctx.sealed.papers if ctx.sealed else 0)
     report.sealed_digests = ctx.sealed.digests if ctx.sealed else 0
     report.timings["assemble"] = time.perf_counter() - tick
-    # Every digest, the sealed ones as their headers (newest first, as the context's).
+    # Every digest, the sealed ones as their headers after the context's (in no order that
+    # matters: each is looked at alone).
     every = list(ctx.digests)
     if ctx.sealed is not None:
         recent = {d.id for d in every}
-        every += sorted(
-            (d for d in found.headers.values() if d.id not in recent),
-            key=lambda d: (-d.date.timestamp() if d.date else 0.0, d.id),
-        )
+        every += [d for d in found.headers.values() if d.id not in recent]
 
     owned_before = state.outputs(conn)
     rendered_before = state.renders(conn)

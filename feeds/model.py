@@ -153,11 +153,13 @@ class Paper:
 class BuildContext:
     """What a generator may know about the world; generators never read the clock or files."""
 
-    # Newest digest first; every digest that parsed (dates resolved).
+    # Newest digest first; every digest that parsed (dates resolved), or with `sealed` those
+    # dated from the seal's cut on.
     digests: tuple[Digest, ...]
-    # Every paper once, newest first_seen first, ties by digest order then rank.
+    # Every paper of those digests once, newest first_seen first, ties by digest order then
+    # rank.
     papers: tuple[Paper, ...]
-    # Set when the digests and papers above are only those dated from `sealed.cut` on: what
+    # Set when the digests and papers above are only those dated from the seal's cut on: what
     # the earlier ones add to the pages that show more than their own month (`feeds.seal`).
     sealed: Sealed | None = None
 
@@ -172,7 +174,6 @@ class Sealed:
     and the search index the months they keep as they are, the newsletter archive its rows.
     """
 
-    cut: datetime
     # The cut's month ("2021-03", in the site's time zone): the first of the recent months.
     month: str
     digests: int

@@ -67,7 +67,10 @@ def fingerprint(render_fingerprint: str, parser_fingerprint: str, indexer: str) 
     """What a seal is only valid with: the parser's and the rendering's fingerprints, the code
     that assembles papers and makes and reads seals, and the search indexer's version (the
     earlier months' indexes are kept as that version made them)."""
-    code = module_fingerprint(("feeds.assemble", "feeds.context", "feeds.seal"))
+    code = module_fingerprint((
+        "feeds.assemble", "feeds.context", "feeds.seal", "feeds.archive_build",
+        "feeds.search_build",
+    ))
     parts = [VERSION, render_fingerprint, parser_fingerprint, code, indexer]
     return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()
 
@@ -110,7 +113,6 @@ def sealed(
     """The earlier part of a build whose context `ctx` holds the recent digests only: the
     earlier papers each feed may show, in full (`load`), after the recent ones."""
     base = Sealed(
-        cut=datetime.fromisoformat(data["cut"]),
         month=data["month"],
         digests=data["digests"],
         papers=data["papers"],

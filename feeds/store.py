@@ -100,9 +100,9 @@ def load_digests(
             for row in rows:
                 items[row[0]].append(_item(row, headers[row[0]], texts))
     else:
-        # A build over every digest: one pass over the table, in the order of its key (no
-        # sort), was a third faster than asking for 500 at a time; the rows of versions no
-        # longer published are skipped.
+        # Over SCAN_FROM digests (a build over every digest of a long archive): one pass over
+        # the table, in the order of its key (no sort), was a third faster than asking for 500
+        # at a time; the rows of versions no longer published are skipped.
         for row in conn.execute(
             f"SELECT content_hash, {_SHORT} FROM items ORDER BY content_hash, position"
         ):

@@ -3,6 +3,7 @@ publishes, byte for byte, whatever happened to the digests in between."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import sqlite3
 import sys
@@ -303,7 +304,9 @@ def test_a_digest_posted_just_after_the_cut_does_not_keep_every_build_whole(
     assert all(ways), ways
 
 
-@pytest.mark.parametrize("damage", ["cut", "garbage", "empty", "edited", "other checksum"])
+@pytest.mark.parametrize(
+    "damage", ["cut", "garbage", "empty", "edited", "other checksum", "not an object"]
+)
 def test_a_damaged_seal_is_no_seal(tmp_path: Path, damage: str) -> None:
     sealed, whole = two_ways(tmp_path, search=False)
     days = Days(sealed.paths.input)
@@ -317,6 +320,8 @@ def test_a_damaged_seal_is_no_seal(tmp_path: Path, damage: str) -> None:
             "empty": "",
             "edited": value.replace('"hash":', '"hush":'),
             "other checksum": "0" * 64 + "\n[1, 2]",
+            # Its checksum right, its content not a seal's.
+            "not an object": hashlib.sha256(b"[1, 2]").hexdigest() + "\n[1, 2]",
         }[damage]
         conn.execute("UPDATE meta SET value = ? WHERE key = ?", (value, seal.KEY))
     days.put(date(2021, 2, 17))
