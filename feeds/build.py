@@ -232,9 +232,9 @@ def _publish(
     tick = time.perf_counter()
     indexer = pagefind_version() if settings.site.search else ""
     seal_fp = seal.fingerprint(render_fp, inputs.parser_fingerprint(settings), indexer)
-    sealed = None if force else seal.stored(conn, seal_fp, found.headers)
+    record = None if force else seal.stored(conn, seal_fp, found.headers)
     try:
-        ctx, identities, keys, titles = context.assembled(conn, settings, found, additions, sealed)
+        ctx, identities, keys, titles = context.assembled(conn, settings, found, additions, record)
     except Unsealed as why:
         log(f"building over every digest: {why}")
         ctx, identities, keys, titles = context.assembled(conn, settings, found, additions, None)

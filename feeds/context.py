@@ -26,11 +26,12 @@ def assembled(
     settings: Settings,
     found: inputs.Inputs,
     additions: Additions,
-    sealed: dict[str, Any] | None,
+    record: dict[str, Any] | None,
 ) -> tuple[BuildContext, Identities, dict[str, str], dict[str, str]]:
     """The build context, the identities to record, and the published guids of the keys and
-    titles it holds (`state.guid_maps`): over every digest, or with a seal (`feeds.seal`) over
-    the recent ones. Raises Unsealed when the recent ones reach back.
+    titles it holds (`state.guid_maps`): over every digest, or with the state's seal as
+    `seal.stored` read it (`record`) over the recent ones. Raises Unsealed when the recent ones
+    reach back.
 
     The context is assembled from digests without their texts, which tell which papers the
     feeds and the index show (selection depends only on dates, categories, stars and
@@ -41,7 +42,7 @@ def assembled(
     from feeds.assemble import assemble, title_key
     from feeds.catalog import feed_list, select
 
-    headers = found.headers if sealed is None else seal.recent(found.headers, sealed)
+    headers = found.headers if record is None else seal.recent(found.headers, record)
     # Ten years of digests, and then their papers, live until the build ends and form no
     # cycles. While they are made, the collector waits (it walked them three or four times
     # for nothing: 0.1 to 0.15 s of a one-digest build, measured); once made, they are frozen,
@@ -49,7 +50,7 @@ def assembled(
     with collector_paused():
         digests = found.light(conn, list(headers))
     gc.freeze()
-    if sealed is None:
+    if record is None:
         keys, titles = state.guid_maps(conn)
     else:
         items = [item for digest in digests for item in digest.items]
@@ -65,8 +66,8 @@ def assembled(
         return {d.id: d for d in found.full(conn, [by_id[i] for i in ids]).values()}
 
     def hydrate(summary: BuildContext) -> dict[str, Digest]:
-        if sealed is not None:
-            earlier.append(seal.sealed(sealed, summary, settings, load))
+        if record is not None:
+            earlier.append(seal.earlier_part(record, summary, settings, load))
             summary = replace(summary, sealed=earlier[0])
         # The archive documents and the search index plan here, and load their own digests.
         additions.plan(summary)

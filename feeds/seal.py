@@ -107,7 +107,7 @@ def recent(headers: dict[str, Digest], data: dict[str, Any]) -> dict[str, Digest
     return {h: d for h, d in headers.items() if _ts(d) >= cut}
 
 
-def sealed(
+def earlier_part(
     data: dict[str, Any], ctx: BuildContext, settings: Settings, load: LoadById
 ) -> Sealed:
     """The earlier part of a build whose context `ctx` holds the recent digests only: the
